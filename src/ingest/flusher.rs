@@ -1,0 +1,178 @@
+//! The flusher: turns the write buffer into chunk files and commits them.
+//!
+//! One flush: snapshot the buffer (and the offset it covers), then the
+//! catalog; sort the points by (hour, series_id, time) and write one chunk
+//! per hour partition; make chunks and catalog durable; commit a manifest
+//! version covering the offset; swap it in and drop the flushed batches;
+//! finally let the log delete the segments the manifest now covers. A
+//! failure at any step before the commit leaves the buffer and log as they
+//! were (orphaned files are garbage); the flush is retried with backoff.
+
+use std::sync::Weak;
+use std::time::Duration;
+
+use arrow::array::{AsArray, RecordBatch, UInt32Array};
+use arrow::compute::{concat_batches, take_record_batch};
+use arrow::datatypes::{TimestampMicrosecondType, UInt64Type};
+use object_store::path::Path;
+use tokio::sync::watch;
+
+use super::engine::{Engine, EngineError};
+use crate::model::point_schema;
+use crate::storage::{encode_chunk, StorageError};
+
+const TICK: Duration = Duration::from_millis(50);
+const MAX_BACKOFF: Duration = Duration::from_secs(30);
+const HOUR_US: i64 = 3_600_000_000;
+
+/// The background loop: flushes when the buffer is big or old enough.
+pub(super) async fn run(engine: Weak<Engine>, mut shutdown: watch::Receiver<bool>) {
+    let mut backoff = Duration::from_millis(100);
+    loop {
+        tokio::select! {
+            _ = shutdown.changed() => return,
+            _ = tokio::time::sleep(TICK) => {}
+        }
+        let Some(e) = engine.upgrade() else { return };
+        if !due(&e) {
+            continue;
+        }
+        match flush_once(&e).await {
+            Ok(_) => backoff = Duration::from_millis(100),
+            Err(err) => {
+                tracing::warn!(error = %err, retry_in = ?backoff, "flush failed; data stays in the stream log");
+                drop(e);
+                tokio::select! {
+                    _ = shutdown.changed() => return,
+                    _ = tokio::time::sleep(backoff) => {}
+                }
+                backoff = (backoff * 2).min(MAX_BACKOFF);
+            }
+        }
+    }
+}
+
+fn due(e: &Engine) -> bool {
+    let st = e.shared.state.read();
+    st.bytes >= e.config.flush_bytes || st.oldest.is_some_and(|t| t.elapsed() >= e.config.flush_interval)
+}
+
+/// Flushes everything buffered now. Returns the number of rows flushed.
+pub(super) async fn flush_once(e: &Engine) -> Result<u64, EngineError> {
+    let _one_at_a_time = e.flush_lock.lock().await;
+    let (snap, upto) = {
+        let st = e.shared.state.read();
+        (st.snapshot(), st.applied)
+    };
+    if snap.buffered.is_empty() {
+        return Ok(0);
+    }
+    // Taken after the buffer snapshot, so it defines every flushed series.
+    let catalog_len = e.catalog().len() as u64;
+    let catalog = (catalog_len != snap.manifest.catalog_series).then(|| e.catalog().encode_snapshot());
+
+    let batches: Vec<RecordBatch> = snap.buffered.iter().map(|b| b.points.clone()).collect();
+    let rows: u64 = batches.iter().map(|b| b.num_rows() as u64).sum();
+    let mut next_id = snap.manifest.next_chunk_id.max(1);
+    let first_id = next_id;
+    let encoded = tokio::task::spawn_blocking(move || -> Result<_, StorageError> {
+        partition_by_hour(&batches)?
+            .iter()
+            .enumerate()
+            .map(|(i, part)| encode_chunk(first_id + i as u64, part))
+            .collect::<Result<Vec<_>, _>>()
+    })
+    .await
+    .map_err(|e| StorageError::Other(format!("flush task failed: {e}")))??;
+
+    let mut written = Vec::new();
+    let mut chunks = Vec::with_capacity(encoded.len());
+    for (bytes, meta) in encoded {
+        let path = Path::from(meta.path.as_str());
+        e.store.put(&path, bytes).await?;
+        written.push(path);
+        chunks.push(meta);
+        next_id += 1;
+    }
+    let mut next = (*snap.manifest).clone();
+    next.chunks.extend(chunks);
+    next.stream_offset = upto.0;
+    next.next_chunk_id = next_id;
+    let old_catalog = next.catalog.clone();
+    if let Some(bytes) = catalog {
+        let path = format!("catalog/series_{:020}.bin", snap.manifest.version + 1);
+        e.store.put(&Path::from(path.as_str()), bytes).await?;
+        written.push(Path::from(path.as_str()));
+        next.catalog = Some(path);
+        next.catalog_series = catalog_len;
+    }
+    // Files must be durable before a manifest references them.
+    e.store.sync(&written)?;
+    let committed = e.manifests.commit(&snap.manifest, next).await?;
+    e.store.sync(&[crate::storage::ManifestStore::path_of(committed.version)])?;
+
+    e.shared.state.write().commit(committed.clone());
+    e.space.notify_waiters();
+    e.log.remove_before(upto)?;
+    if let Some(old) = old_catalog.filter(|o| committed.catalog.as_ref() != Some(o)) {
+        let _ = e.store.delete(&Path::from(old.as_str())).await;
+    }
+    tracing::debug!(rows, upto = %upto, version = committed.version, "flushed");
+    Ok(rows)
+}
+
+/// Concatenates point batches and splits them into hour partitions, each
+/// sorted by (series_id, time).
+fn partition_by_hour(batches: &[RecordBatch]) -> Result<Vec<RecordBatch>, StorageError> {
+    let all = concat_batches(&point_schema(), batches)?;
+    let ids = all.column(0).as_primitive::<UInt64Type>().values();
+    let times = all.column(1).as_primitive::<TimestampMicrosecondType>().values();
+    let mut order: Vec<u32> = (0..all.num_rows() as u32).collect();
+    order.sort_unstable_by_key(|&i| {
+        let i = i as usize;
+        (times[i].div_euclid(HOUR_US), ids[i], times[i])
+    });
+    let sorted = take_record_batch(&all, &UInt32Array::from(order))?;
+    let times = sorted.column(1).as_primitive::<TimestampMicrosecondType>().values();
+    let mut parts = Vec::new();
+    let mut start = 0;
+    while start < sorted.num_rows() {
+        let hour = times[start].div_euclid(HOUR_US);
+        let len = times[start..].partition_point(|t| t.div_euclid(HOUR_US) == hour);
+        parts.push(sorted.slice(start, len));
+        start += len;
+    }
+    Ok(parts)
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+
+    use arrow::array::{Float64Array, TimestampMicrosecondArray, UInt64Array};
+
+    use super::*;
+
+    #[test]
+    fn partitions_are_hour_aligned_and_sorted() {
+        let b = RecordBatch::try_new(
+            point_schema(),
+            vec![
+                Arc::new(UInt64Array::from(vec![2, 1, 2, 1, 9])),
+                Arc::new(TimestampMicrosecondArray::from(vec![HOUR_US + 5, HOUR_US + 9, 3, 7, -1]).with_timezone("UTC")),
+                Arc::new(Float64Array::from(vec![0.0, 1.0, 2.0, 3.0, 4.0])),
+            ],
+        )
+        .unwrap();
+        let parts = partition_by_hour(&[b.slice(0, 2), b.slice(2, 3)]).unwrap();
+        let flat: Vec<Vec<(u64, i64)>> = parts
+            .iter()
+            .map(|p| {
+                let ids = p.column(0).as_primitive::<UInt64Type>();
+                let ts = p.column(1).as_primitive::<TimestampMicrosecondType>();
+                (0..p.num_rows()).map(|i| (ids.value(i), ts.value(i))).collect()
+            })
+            .collect();
+        assert_eq!(flat, vec![vec![(9, -1)], vec![(1, 7), (2, 3)], vec![(1, HOUR_US + 9), (2, HOUR_US + 5)]]);
+    }
+}

@@ -1,0 +1,25 @@
+//! The write path above the log: validation, the log record format, the
+//! in-memory write buffer, and the flusher that turns the buffer into chunk
+//! files committed to the manifest.
+//!
+//! # Data flow
+//! `Engine::write` normalises a batch ([`normalize`]), appends it to the
+//! durable stream and waits for the fsync. The log's writer thread hands
+//! every durable record to the engine (it is the log's `DurableSink`), which
+//! adds new series to the catalog and the points to the buffer before the
+//! writer is answered, so an acknowledged write is visible to the next query.
+//! The flusher writes the buffer out as chunks, commits a manifest that
+//! covers the stream up to the flushed offset, and only then lets the log
+//! delete the segments below it.
+//!
+//! May depend on `model`, `stream` and `storage`.
+
+mod buffer;
+mod engine;
+mod flusher;
+mod normalize;
+mod record;
+
+pub use buffer::{BufferedBatch, Snapshot};
+pub use engine::{BufferStatus, Engine, EngineConfig, EngineError, Status, StorageStatus, StreamStatus, TimeRange, WriteReceipt};
+pub use normalize::{normalize, BatchError, PointBatch};

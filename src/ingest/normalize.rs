@@ -1,0 +1,333 @@
+//! Validation and normalisation of incoming Arrow batches into point
+//! batches (`series_id, time, value`) plus the definitions of series the
+//! catalog has not seen.
+//!
+//! Accepted shapes (DESIGN.md §2):
+//! - **long with a `tags` map**: `time, metric, value, tags: map<string,string>`;
+//! - **long with tag columns**: `time, metric, value` and string columns,
+//!   each one a tag (a null cell means the row lacks that tag);
+//! - **wide**: `time`, string tag columns and numeric columns without
+//!   `metric`/`value`: one point per non-null numeric cell, the column name
+//!   as the metric.
+//!
+//! `time` may be any timestamp unit or Int64 microseconds; values of any
+//! numeric type are cast to f64. A `series_id` column (as a query returns
+//! it) is ignored: ids are always recomputed. Anything else is rejected as
+//! a whole with a [`BatchError`] that names the column and the first bad row.
+
+use std::collections::HashMap;
+use std::fmt;
+use std::sync::Arc;
+
+use arrow::array::{
+    Array, ArrayRef, AsArray, Float64Array, MapArray, RecordBatch, StringArray, TimestampMicrosecondArray, UInt64Array,
+};
+use arrow::compute::cast;
+use arrow::datatypes::{DataType, Float64Type, TimeUnit, TimestampMicrosecondType};
+
+use crate::model::{point_schema, SeriesHasher, SeriesId, SeriesKey};
+use crate::storage::SeriesCatalog;
+
+/// Why a batch was rejected: the column, the first bad row, the problem.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+pub struct BatchError {
+    pub column: String,
+    pub row: Option<usize>,
+    pub problem: String,
+}
+
+impl fmt::Display for BatchError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "column `{}`", self.column)?;
+        if let Some(row) = self.row {
+            write!(f, " at row {row}")?;
+        }
+        write!(f, ": {}", self.problem)
+    }
+}
+
+fn bad(column: &str, row: Option<usize>, problem: impl Into<String>) -> BatchError {
+    BatchError { column: column.to_string(), row, problem: problem.into() }
+}
+
+/// A validated batch ready for the log: points plus new series definitions.
+#[derive(Debug, Clone)]
+pub struct PointBatch {
+    /// `point_schema()`: series_id, time, value.
+    pub points: RecordBatch,
+    pub new_series: Vec<(SeriesId, SeriesKey)>,
+}
+
+impl PointBatch {
+    pub fn rows(&self) -> usize {
+        self.points.num_rows()
+    }
+}
+
+/// Read access to a string-like column (Utf8, LargeUtf8, Utf8View or a
+/// dictionary of those).
+enum StrCol<'a> {
+    Utf8(&'a StringArray),
+    Large(&'a arrow::array::LargeStringArray),
+    View(&'a arrow::array::StringViewArray),
+    Dict { keys: Vec<usize>, nulls: Option<arrow::buffer::NullBuffer>, values: StringArray },
+}
+
+impl<'a> StrCol<'a> {
+    fn new(a: &'a ArrayRef) -> Option<Self> {
+        match a.data_type() {
+            DataType::Utf8 => Some(Self::Utf8(a.as_string::<i32>())),
+            DataType::LargeUtf8 => Some(Self::Large(a.as_string::<i64>())),
+            DataType::Utf8View => Some(Self::View(a.as_string_view())),
+            DataType::Dictionary(_, v) if matches!(**v, DataType::Utf8 | DataType::LargeUtf8 | DataType::Utf8View) => {
+                let d = a.as_any_dictionary();
+                let values = cast(d.values(), &DataType::Utf8).ok()?.as_string::<i32>().clone();
+                Some(Self::Dict { keys: d.normalized_keys(), nulls: a.logical_nulls(), values })
+            }
+            _ => None,
+        }
+    }
+
+    fn get(&self, i: usize) -> Option<&str> {
+        match self {
+            Self::Utf8(a) => a.is_valid(i).then(|| a.value(i)),
+            Self::Large(a) => a.is_valid(i).then(|| a.value(i)),
+            Self::View(a) => a.is_valid(i).then(|| a.value(i)),
+            Self::Dict { keys, nulls, values } => {
+                let valid = nulls.as_ref().is_none_or(|n| n.is_valid(i)) && values.is_valid(keys[i]);
+                valid.then(|| values.value(keys[i]))
+            }
+        }
+    }
+}
+
+fn is_string_type(t: &DataType) -> bool {
+    match t {
+        DataType::Utf8 | DataType::LargeUtf8 | DataType::Utf8View => true,
+        DataType::Dictionary(_, v) => is_string_type(v),
+        _ => false,
+    }
+}
+
+/// The tag sources of a batch: tag columns (sorted by name) and an optional
+/// `tags` map column.
+struct Tags<'a> {
+    columns: Vec<(&'a str, StrCol<'a>)>,
+    map: Option<(&'a MapArray, StrCol<'a>, StrCol<'a>)>,
+}
+
+impl<'a> Tags<'a> {
+    /// Feeds row `i`'s tags, in key order, into `h`.
+    fn hash_row(&self, i: usize, h: &mut SeriesHasher) -> Result<(), BatchError> {
+        match &self.map {
+            None => {
+                for (name, col) in &self.columns {
+                    if let Some(v) = col.get(i) {
+                        h.tag(name, v);
+                    }
+                }
+            }
+            Some(_) => {
+                for (k, v) in self.row_pairs(i)? {
+                    h.tag(k, v);
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Row `i`'s tags as sorted pairs (the slow path, with a map column).
+    fn row_pairs(&self, i: usize) -> Result<Vec<(&str, &str)>, BatchError> {
+        let mut pairs: Vec<(&str, &str)> = self.columns.iter().filter_map(|(n, c)| c.get(i).map(|v| (*n, v))).collect();
+        if let Some((map, keys, values)) = &self.map {
+            if map.is_valid(i) {
+                let offsets = map.value_offsets();
+                for j in offsets[i] as usize..offsets[i + 1] as usize {
+                    let k = keys.get(j).ok_or_else(|| bad("tags", Some(i), "null tag key"))?;
+                    if k.is_empty() {
+                        return Err(bad("tags", Some(i), "empty tag key"));
+                    }
+                    if let Some(v) = values.get(j) {
+                        pairs.push((k, v));
+                    }
+                }
+            }
+        }
+        pairs.sort_unstable_by(|a, b| a.0.cmp(b.0));
+        if let Some(w) = pairs.windows(2).find(|w| w[0].0 == w[1].0) {
+            return Err(bad("tags", Some(i), format!("tag `{}` given twice", w[0].0)));
+        }
+        Ok(pairs)
+    }
+
+    fn key(&self, metric: &str, i: usize) -> Result<SeriesKey, BatchError> {
+        let tags = self.row_pairs(i)?.into_iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
+        Ok(SeriesKey::new(metric, tags))
+    }
+}
+
+/// Validates `batch` and turns it into a [`PointBatch`].
+pub fn normalize(batch: &RecordBatch, catalog: &SeriesCatalog) -> Result<PointBatch, BatchError> {
+    let schema = batch.schema();
+    let col = |name: &str| schema.index_of(name).ok().map(|i| batch.column(i));
+    let times = time_column(col("time").ok_or_else(|| bad("time", None, "missing: every batch needs a timestamp column named `time`"))?)?;
+
+    let (metric, value) = (col("metric"), col("value"));
+    let long = match (metric, value) {
+        (Some(_), Some(_)) => true,
+        (None, None) => false,
+        (Some(_), None) => return Err(bad("value", None, "missing: a batch with a `metric` column needs a `value` column")),
+        (None, Some(_)) => return Err(bad("metric", None, "missing: a batch with a `value` column needs a `metric` column")),
+    };
+
+    let mut tag_cols = Vec::new();
+    let mut map = None;
+    let mut numeric = Vec::new();
+    for (f, a) in schema.fields().iter().zip(batch.columns()) {
+        let name = f.name().as_str();
+        match name {
+            "time" | "series_id" => continue,
+            "metric" | "value" if long => continue,
+            "tags" => {
+                map = Some(map_column(a)?);
+                continue;
+            }
+            _ => {}
+        }
+        if name.is_empty() {
+            return Err(bad(name, None, "column names become tag keys or metrics and cannot be empty"));
+        }
+        if is_string_type(a.data_type()) {
+            tag_cols.push((name, StrCol::new(a).ok_or_else(|| bad(name, None, "unreadable string column"))?));
+        } else if !long && a.data_type().is_numeric() {
+            numeric.push((name, a));
+        } else if long {
+            return Err(bad(name, None, format!("has type {}; extra columns of a long batch must be strings (tags)", a.data_type())));
+        } else {
+            return Err(bad(name, None, format!("has type {}; wide batches take string tag columns and numeric metric columns", a.data_type())));
+        }
+    }
+    tag_cols.sort_unstable_by(|a, b| a.0.cmp(b.0));
+    let tags = Tags { columns: tag_cols, map };
+
+    let mut out = Builder::with_capacity(batch.num_rows());
+    if long {
+        let metric = metric.expect("long");
+        let metrics = StrCol::new(metric).ok_or_else(|| bad("metric", None, format!("has type {}; expected a string", metric.data_type())))?;
+        let values = value_column(value.expect("long"))?;
+        for i in 0..batch.num_rows() {
+            let m = match metrics.get(i) {
+                None => return Err(bad("metric", Some(i), "null metric")),
+                Some("") => return Err(bad("metric", Some(i), "empty metric name")),
+                Some(m) => m,
+            };
+            let mut h = SeriesHasher::new(m);
+            tags.hash_row(i, &mut h)?;
+            out.push(h.finish(), m, i, times.value(i), values.value(i));
+        }
+    } else {
+        if numeric.is_empty() {
+            return Err(bad("value", None, "missing: no `metric`/`value` columns and no numeric columns to read as metrics"));
+        }
+        let columns: Vec<(&str, Float64Array)> =
+            numeric.into_iter().map(|(n, a)| Ok((n, to_f64(n, a)?))).collect::<Result<_, BatchError>>()?;
+        for i in 0..batch.num_rows() {
+            for (name, values) in &columns {
+                if values.is_valid(i) {
+                    let mut h = SeriesHasher::new(name);
+                    tags.hash_row(i, &mut h)?;
+                    out.push(h.finish(), name, i, times.value(i), values.value(i));
+                }
+            }
+        }
+    }
+    out.finish(catalog, &tags)
+}
+
+/// Accumulates points and the first row of every distinct series.
+struct Builder {
+    ids: Vec<u64>,
+    times: Vec<i64>,
+    values: Vec<f64>,
+    first_row: HashMap<u64, (String, usize)>,
+}
+
+impl Builder {
+    fn with_capacity(n: usize) -> Self {
+        Self { ids: Vec::with_capacity(n), times: Vec::with_capacity(n), values: Vec::with_capacity(n), first_row: HashMap::new() }
+    }
+
+    fn push(&mut self, id: SeriesId, metric: &str, row: usize, time: i64, value: f64) {
+        if self.ids.last() != Some(&id.0) {
+            self.first_row.entry(id.0).or_insert_with(|| (metric.to_string(), row));
+        }
+        self.ids.push(id.0);
+        self.times.push(time);
+        self.values.push(value);
+    }
+
+    fn finish(self, catalog: &SeriesCatalog, tags: &Tags) -> Result<PointBatch, BatchError> {
+        let missing = catalog.missing(self.first_row.keys().map(|id| SeriesId(*id)));
+        let mut new_series = Vec::with_capacity(missing.len());
+        for id in missing {
+            let (metric, row) = &self.first_row[&id.0];
+            new_series.push((id, tags.key(metric, *row)?));
+        }
+        new_series.sort_unstable_by_key(|(id, _)| *id);
+        let points = RecordBatch::try_new(
+            point_schema(),
+            vec![
+                Arc::new(UInt64Array::from(self.ids)),
+                Arc::new(TimestampMicrosecondArray::from(self.times).with_timezone("UTC")),
+                Arc::new(Float64Array::from(self.values)),
+            ],
+        )
+        .expect("point schema matches its columns");
+        Ok(PointBatch { points, new_series })
+    }
+}
+
+fn first_null(a: &dyn Array) -> Option<usize> {
+    let nulls = a.logical_nulls()?;
+    (0..a.len()).find(|&i| nulls.is_null(i))
+}
+
+fn time_column(a: &ArrayRef) -> Result<TimestampMicrosecondArray, BatchError> {
+    match a.data_type() {
+        DataType::Timestamp(_, _) | DataType::Int64 => {}
+        t => return Err(bad("time", None, format!("has type {t}; expected a timestamp (any unit) or Int64 microseconds"))),
+    }
+    if let Some(i) = first_null(a.as_ref()) {
+        return Err(bad("time", Some(i), "null time"));
+    }
+    let us = cast(a, &DataType::Timestamp(TimeUnit::Microsecond, None))
+        .map_err(|e| bad("time", None, format!("cannot convert to microseconds: {e}")))?;
+    Ok(us.as_primitive::<TimestampMicrosecondType>().clone())
+}
+
+fn value_column(a: &ArrayRef) -> Result<Float64Array, BatchError> {
+    let v = to_f64("value", a)?;
+    if let Some(i) = first_null(&v) {
+        return Err(bad("value", Some(i), "null value"));
+    }
+    Ok(v)
+}
+
+fn to_f64(name: &str, a: &ArrayRef) -> Result<Float64Array, BatchError> {
+    if !a.data_type().is_numeric() {
+        return Err(bad(name, None, format!("has type {}; expected a number", a.data_type())));
+    }
+    let v = cast(a, &DataType::Float64).map_err(|e| bad(name, None, format!("cannot convert to float64: {e}")))?;
+    Ok(v.as_primitive::<Float64Type>().clone())
+}
+
+fn map_column(a: &ArrayRef) -> Result<(&MapArray, StrCol<'_>, StrCol<'_>), BatchError> {
+    let problem = || bad("tags", None, format!("has type {}; expected map<string, string>", a.data_type()));
+    let map = a.as_map_opt().ok_or_else(problem)?;
+    let keys = StrCol::new(map.keys()).ok_or_else(problem)?;
+    let values = StrCol::new(map.values()).ok_or_else(problem)?;
+    Ok((map, keys, values))
+}
+
+#[cfg(test)]
+mod tests;

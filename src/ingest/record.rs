@@ -1,0 +1,143 @@
+//! The payload of a `metrics` log record: one normalised batch.
+//!
+//! ```text
+//! kind u8 (1 = points v1) | lz4 block with prepended size of:
+//!   new series: count u32, then each (model::wire)
+//!   points:     n u32, series_id u64 × n, time i64 × n, value f64 bits × n
+//! ```
+//! Only what the engine needs is stored (ids, times, values and new series
+//! definitions), never the client's raw rows.
+
+use std::sync::Arc;
+
+use arrow::array::{AsArray, Float64Array, RecordBatch, TimestampMicrosecondArray, UInt64Array};
+use arrow::datatypes::{Float64Type, TimestampMicrosecondType, UInt64Type};
+
+use super::normalize::PointBatch;
+use crate::model::point_schema;
+use crate::model::wire::{WireError, WireReader, WireWriter};
+
+const POINTS_V1: u8 = 1;
+
+pub fn encode(batch: &PointBatch) -> Vec<u8> {
+    let n = batch.rows();
+    let mut w = WireWriter { buf: Vec::with_capacity(8 + n * 24) };
+    w.u32(batch.new_series.len() as u32);
+    for (id, key) in &batch.new_series {
+        w.series(*id, key);
+    }
+    w.u32(n as u32);
+    let p = &batch.points;
+    for v in p.column(0).as_primitive::<UInt64Type>().values() {
+        w.u64(*v);
+    }
+    for v in p.column(1).as_primitive::<TimestampMicrosecondType>().values() {
+        w.u64(*v as u64);
+    }
+    for v in p.column(2).as_primitive::<Float64Type>().values() {
+        w.u64(v.to_bits());
+    }
+    let body = lz4_flex::compress_prepend_size(&w.buf);
+    let mut out = Vec::with_capacity(body.len() + 1);
+    out.push(POINTS_V1);
+    out.extend_from_slice(&body);
+    out
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum RecordError {
+    #[error("unknown record kind {0}")]
+    Kind(u8),
+    #[error("empty record")]
+    Empty,
+    #[error("decompression failed: {0}")]
+    Lz4(String),
+    #[error(transparent)]
+    Wire(#[from] WireError),
+}
+
+pub fn decode(payload: &[u8]) -> Result<PointBatch, RecordError> {
+    let (&kind, rest) = payload.split_first().ok_or(RecordError::Empty)?;
+    if kind != POINTS_V1 {
+        return Err(RecordError::Kind(kind));
+    }
+    let body = lz4_flex::decompress_size_prepended(rest).map_err(|e| RecordError::Lz4(e.to_string()))?;
+    let mut r = WireReader::new(&body);
+    let ns = r.count(16)?;
+    let mut new_series = Vec::with_capacity(ns);
+    for _ in 0..ns {
+        new_series.push(r.series()?);
+    }
+    let n = r.count(24)?;
+    let read = |r: &mut WireReader| -> Result<Vec<u64>, WireError> { (0..n).map(|_| r.u64()).collect() };
+    let ids = read(&mut r)?;
+    let times: Vec<i64> = read(&mut r)?.into_iter().map(|v| v as i64).collect();
+    let values: Vec<f64> = read(&mut r)?.into_iter().map(f64::from_bits).collect();
+    let points = RecordBatch::try_new(
+        point_schema(),
+        vec![
+            Arc::new(UInt64Array::from(ids)),
+            Arc::new(TimestampMicrosecondArray::from(times).with_timezone("UTC")),
+            Arc::new(Float64Array::from(values)),
+        ],
+    )
+    .expect("point schema matches its columns");
+    Ok(PointBatch { points, new_series })
+}
+
+#[cfg(test)]
+mod tests {
+    use proptest::prelude::*;
+
+    use super::*;
+    use crate::model::SeriesKey;
+
+    fn point_batch(points: &[(u64, i64, f64)], series: &[(&str, &str)]) -> PointBatch {
+        let points = RecordBatch::try_new(
+            point_schema(),
+            vec![
+                Arc::new(UInt64Array::from(points.iter().map(|p| p.0).collect::<Vec<_>>())),
+                Arc::new(TimestampMicrosecondArray::from(points.iter().map(|p| p.1).collect::<Vec<_>>()).with_timezone("UTC")),
+                Arc::new(Float64Array::from(points.iter().map(|p| p.2).collect::<Vec<_>>())),
+            ],
+        )
+        .unwrap();
+        let new_series = series
+            .iter()
+            .map(|(m, h)| {
+                let k = SeriesKey::new(*m, [("host".to_string(), h.to_string())].into());
+                (k.id(), k)
+            })
+            .collect();
+        PointBatch { points, new_series }
+    }
+
+    proptest! {
+        #[test]
+        fn round_trips(points in prop::collection::vec((any::<u64>(), any::<i64>(), any::<f64>()), 0..200),
+                       series in prop::collection::vec(("[a-z.]{1,12}", "[a-z0-9-]{0,8}"), 0..5)) {
+            let series: Vec<(&str, &str)> = series.iter().map(|(a, b)| (a.as_str(), b.as_str())).collect();
+            let b = point_batch(&points, &series);
+            let back = decode(&encode(&b)).unwrap();
+            prop_assert_eq!(&back.new_series, &b.new_series);
+            // Compare bit patterns so NaNs count as equal.
+            let bits = |p: &PointBatch| p.points.column(2).as_primitive::<Float64Type>().values().iter().map(|v| v.to_bits()).collect::<Vec<_>>();
+            prop_assert_eq!(bits(&back), bits(&b));
+            prop_assert_eq!(back.points.column(0), b.points.column(0));
+            prop_assert_eq!(back.points.column(1), b.points.column(1));
+        }
+
+        #[test]
+        fn garbage_never_panics(bytes in prop::collection::vec(any::<u8>(), 0..300)) {
+            let _ = decode(&bytes);
+        }
+    }
+
+    #[test]
+    fn unknown_kind_and_truncation_are_errors() {
+        let enc = encode(&point_batch(&[(1, 2, 3.0)], &[("cpu", "a")]));
+        assert!(matches!(decode(&[9, 0, 0]), Err(RecordError::Kind(9))));
+        assert!(matches!(decode(&[]), Err(RecordError::Empty)));
+        assert!(decode(&enc[..enc.len() - 4]).is_err());
+    }
+}

@@ -1,0 +1,22 @@
+//! The data model every other layer speaks: points, series and their stable
+//! ids, and the Arrow schemas of the `metrics` table and of normalised point
+//! batches.
+//!
+//! Depends on nothing else in the crate.
+
+mod schema;
+mod series;
+mod time;
+pub mod wire;
+
+pub use schema::{point_schema, sql_schema, POINT_SERIES_ID, POINT_TIME, POINT_VALUE};
+pub use series::{SeriesHasher, SeriesId, SeriesKey};
+pub use time::{format_micros, parse_iso_micros};
+
+/// One measurement: `value` of series `series_id` at `time` (Unix micros).
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct DataPoint {
+    pub time: i64,
+    pub series_id: SeriesId,
+    pub value: f64,
+}

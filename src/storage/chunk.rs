@@ -1,0 +1,226 @@
+//! Chunk files: Arrow IPC files of point batches (`series_id, time, value`)
+//! sorted by `(series_id, time)`, LZ4-compressed, one hour partition each,
+//! at `chunks/YYYY/MM/DD/HH/chunk_<id>.arrow`.
+//!
+//! The IPC footer carries what pruning needs without reading the body
+//! (format version, time range, value range, rows, the series covered), so
+//! a reader can fetch just the file's tail.
+
+use std::collections::HashMap;
+use std::io::Cursor;
+use std::sync::Arc;
+
+use arrow::array::{Array, Float64Array, RecordBatch, TimestampMicrosecondArray, UInt64Array};
+use arrow::ipc::reader::FileReader;
+use arrow::ipc::writer::{FileWriter, IpcWriteOptions};
+use arrow::ipc::CompressionType;
+use bytes::Bytes;
+use chrono::{DateTime, Datelike, Timelike, Utc};
+use object_store::path::Path;
+use serde::{Deserialize, Serialize};
+
+use super::store::{StorageError, Store};
+use crate::model::point_schema;
+
+const FORMAT: &str = "streamdb.chunk/1";
+/// Rows per IPC record batch inside a chunk: the unit a reader decodes.
+const ROWS_PER_BATCH: usize = 64 * 1024;
+
+/// What the manifest and the query planner know of a chunk.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct ChunkMeta {
+    pub id: u64,
+    pub path: String,
+    pub min_time: i64,
+    pub max_time: i64,
+    pub rows: u64,
+    pub bytes: u64,
+    pub min_series: u64,
+    pub max_series: u64,
+    pub series_count: u64,
+    /// Sorted series ids covered; read from the footer, not kept in the
+    /// manifest (it would grow with every chunk).
+    #[serde(skip)]
+    pub series: Arc<Vec<u64>>,
+}
+
+impl ChunkMeta {
+    pub fn covers_series(&self, id: u64) -> bool {
+        if id < self.min_series || id > self.max_series {
+            return false;
+        }
+        self.series.is_empty() || self.series.binary_search(&id).is_ok()
+    }
+}
+
+/// `chunks/YYYY/MM/DD/HH/chunk_<id>.arrow` for the hour holding `time`.
+pub fn chunk_path(id: u64, time: i64) -> Path {
+    let t = DateTime::<Utc>::from_timestamp_micros(time).unwrap_or_default();
+    Path::from(format!(
+        "chunks/{:04}/{:02}/{:02}/{:02}/chunk_{id:016}.arrow",
+        t.year(),
+        t.month(),
+        t.day(),
+        t.hour()
+    ))
+}
+
+/// Encodes one sorted point batch as a chunk file. `batch` must use
+/// [`point_schema`] and be sorted by `(series_id, time)`.
+pub fn encode_chunk(id: u64, batch: &RecordBatch) -> Result<(Bytes, ChunkMeta), StorageError> {
+    if batch.num_rows() == 0 {
+        return Err(StorageError::Other("refusing to write an empty chunk".into()));
+    }
+    let (series, times, values) = columns(batch).ok_or_else(|| StorageError::Other("chunk batch has the wrong schema".into()))?;
+    let min_time = arrow::compute::min(times).expect("non-empty");
+    let max_time = arrow::compute::max(times).expect("non-empty");
+    let mut ids: Vec<u64> = series.values().to_vec();
+    ids.dedup();
+    let path = chunk_path(id, min_time);
+
+    let opts = IpcWriteOptions::default().try_with_compression(Some(CompressionType::LZ4_FRAME))?;
+    let mut buf = Vec::with_capacity(batch.get_array_memory_size() / 2);
+    {
+        let mut w = FileWriter::try_new_with_options(&mut buf, &point_schema(), opts)?;
+        let mut start = 0;
+        while start < batch.num_rows() {
+            let len = ROWS_PER_BATCH.min(batch.num_rows() - start);
+            w.write(&batch.slice(start, len))?;
+            start += len;
+        }
+        w.write_metadata("streamdb.format", FORMAT);
+        w.write_metadata("streamdb.min_time", min_time.to_string());
+        w.write_metadata("streamdb.max_time", max_time.to_string());
+        w.write_metadata("streamdb.rows", batch.num_rows().to_string());
+        w.write_metadata("streamdb.min_value", fmt_f64(arrow::compute::min(values)));
+        w.write_metadata("streamdb.max_value", fmt_f64(arrow::compute::max(values)));
+        w.write_metadata("streamdb.series", ids.iter().map(|s| format!("{s:x}")).collect::<Vec<_>>().join(","));
+        w.finish()?;
+    }
+    let meta = ChunkMeta {
+        id,
+        path: path.to_string(),
+        min_time,
+        max_time,
+        rows: batch.num_rows() as u64,
+        bytes: buf.len() as u64,
+        min_series: ids[0],
+        max_series: *ids.last().expect("non-empty"),
+        series_count: ids.len() as u64,
+        series: Arc::new(ids),
+    };
+    Ok((Bytes::from(buf), meta))
+}
+
+fn fmt_f64(v: Option<f64>) -> String {
+    v.map(|v| v.to_string()).unwrap_or_default()
+}
+
+fn columns(b: &RecordBatch) -> Option<(&UInt64Array, &TimestampMicrosecondArray, &Float64Array)> {
+    Some((
+        b.column(0).as_any().downcast_ref()?,
+        b.column(1).as_any().downcast_ref()?,
+        b.column(2).as_any().downcast_ref()?,
+    ))
+}
+
+/// Decodes a whole chunk file into its record batches (point schema).
+pub fn decode_chunk(path: &str, bytes: Bytes) -> Result<Vec<RecordBatch>, StorageError> {
+    let corrupt = |e: arrow::error::ArrowError| StorageError::Corrupt { path: path.to_string(), why: e.to_string() };
+    let reader = FileReader::try_new(Cursor::new(bytes), None).map_err(corrupt)?;
+    check_format(path, reader.custom_metadata())?;
+    if reader.schema() != point_schema() {
+        return Err(StorageError::Corrupt { path: path.into(), why: format!("unexpected schema {:?}", reader.schema()) });
+    }
+    reader.map(|b| b.map_err(corrupt)).collect()
+}
+
+/// Reads the series list from a chunk's footer metadata (the file's tail).
+pub fn decode_footer_series(path: &str, tail: &[u8]) -> Result<Vec<u64>, StorageError> {
+    let corrupt = |why: String| StorageError::Corrupt { path: path.to_string(), why };
+    let n = tail.len();
+    if n < 10 || &tail[n - 6..] != b"ARROW1" {
+        return Err(corrupt("missing Arrow IPC file trailer".into()));
+    }
+    let footer_len = i32::from_le_bytes(tail[n - 10..n - 6].try_into().expect("4 bytes"));
+    let start = (n - 10).checked_sub(usize::try_from(footer_len).map_err(|_| corrupt("negative footer length".into()))?);
+    let start = start.ok_or_else(|| corrupt(format!("footer of {footer_len} bytes is longer than the tail read")))?;
+    let footer = arrow::ipc::root_as_footer(&tail[start..n - 10]).map_err(|e| corrupt(e.to_string()))?;
+    let meta: HashMap<String, String> = footer
+        .custom_metadata()
+        .map(|kv| kv.iter().filter_map(|e| Some((e.key()?.to_string(), e.value()?.to_string()))).collect())
+        .unwrap_or_default();
+    check_format(path, &meta)?;
+    let list = meta.get("streamdb.series").ok_or_else(|| corrupt("footer has no series list".into()))?;
+    list.split(',')
+        .filter(|s| !s.is_empty())
+        .map(|s| u64::from_str_radix(s, 16).map_err(|e| corrupt(format!("series id {s:?}: {e}"))))
+        .collect()
+}
+
+/// Loads a chunk's series list with ranged reads of the file's tail.
+pub async fn read_footer_series(store: &Store, chunk: &ChunkMeta) -> Result<Vec<u64>, StorageError> {
+    let path = Path::from(chunk.path.as_str());
+    let mut want = chunk.bytes.min(64 * 1024);
+    loop {
+        let tail = store.get_range(&path, chunk.bytes - want..chunk.bytes).await?;
+        match footer_len(&tail) {
+            Some(need) if need + 10 > want && want < chunk.bytes => want = (need + 10).min(chunk.bytes),
+            _ => return decode_footer_series(&chunk.path, &tail),
+        }
+    }
+}
+
+fn footer_len(tail: &[u8]) -> Option<u64> {
+    let n = tail.len();
+    (n >= 10).then(|| i32::from_le_bytes(tail[n - 10..n - 6].try_into().expect("4 bytes")).max(0) as u64)
+}
+
+fn check_format(path: &str, meta: &HashMap<String, String>) -> Result<(), StorageError> {
+    match meta.get("streamdb.format").map(String::as_str) {
+        Some(FORMAT) => Ok(()),
+        other => Err(StorageError::Corrupt { path: path.into(), why: format!("unknown chunk format {other:?}") }),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn batch(series: Vec<u64>, times: Vec<i64>, values: Vec<f64>) -> RecordBatch {
+        RecordBatch::try_new(
+            point_schema(),
+            vec![
+                Arc::new(UInt64Array::from(series)),
+                Arc::new(TimestampMicrosecondArray::from(times).with_timezone("UTC")),
+                Arc::new(Float64Array::from(values)),
+            ],
+        )
+        .unwrap()
+    }
+
+    #[test]
+    fn round_trip_with_footer() {
+        let b = batch(vec![1, 1, 7], vec![1_705_276_800_000_000, 1_705_276_801_000_000, 1_705_276_799_000_000], vec![0.5, 1.5, -2.0]);
+        let (bytes, meta) = encode_chunk(42, &b).unwrap();
+        assert_eq!(meta.path, "chunks/2024/01/14/23/chunk_0000000000000042.arrow");
+        assert_eq!((meta.min_time, meta.max_time, meta.rows), (1_705_276_799_000_000, 1_705_276_801_000_000, 3));
+        assert_eq!((meta.min_series, meta.max_series, meta.series_count), (1, 7, 2));
+        assert_eq!(meta.bytes, bytes.len() as u64);
+        let back = decode_chunk(&meta.path, bytes.clone()).unwrap();
+        assert_eq!(arrow::compute::concat_batches(&point_schema(), &back).unwrap(), b);
+        let tail = &bytes[bytes.len().saturating_sub(64 * 1024)..];
+        assert_eq!(decode_footer_series(&meta.path, tail).unwrap(), vec![1, 7]);
+        assert!(meta.covers_series(7) && !meta.covers_series(3) && !meta.covers_series(8));
+    }
+
+    #[test]
+    fn damaged_files_are_errors() {
+        let b = batch(vec![1], vec![0], vec![1.0]);
+        let (bytes, _) = encode_chunk(1, &b).unwrap();
+        let cut = bytes.slice(..bytes.len() - 20);
+        assert!(matches!(decode_chunk("x", cut.clone()), Err(StorageError::Corrupt { .. })));
+        assert!(decode_footer_series("x", &cut).is_err());
+        assert!(decode_footer_series("x", b"short").is_err());
+    }
+}

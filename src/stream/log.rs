@@ -1,0 +1,385 @@
+//! [`Log`]: appends with group commit, recovery, reads and truncation.
+//!
+//! One writer thread owns the active segment. Appenders send it their
+//! payloads over a channel; it takes everything that is waiting (up to a
+//! byte budget), writes it with one `write`, makes it durable with one
+//! `fdatasync`, hands each record to the [`DurableSink`] in offset order and
+//! only then answers the appenders. Concurrent writers therefore share one
+//! fsync, and a record is visible downstream before its writer hears "ok".
+//!
+//! Readers never block the writer: they look up a record's file position
+//! under a short lock and read with `pread` from their own handle.
+
+use std::collections::VecDeque;
+use std::fs::{self, File};
+use std::io::{self, Write};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use parking_lot::Mutex;
+use tokio::sync::{mpsc, oneshot, watch};
+
+use super::offset::Offset;
+use super::segment::{self, SegmentError};
+
+/// Receives every record once it is durable, in offset order, on the log's
+/// writer thread. Implementations must be quick (no I/O).
+pub trait DurableSink<A>: Send + Sync + 'static {
+    fn on_durable(&self, offset: Offset, attachment: A);
+}
+
+impl<A> DurableSink<A> for () {
+    fn on_durable(&self, _: Offset, _: A) {}
+}
+
+#[derive(Debug, Clone)]
+pub struct LogConfig {
+    pub dir: PathBuf,
+    /// A segment is sealed once it holds this many bytes.
+    pub segment_bytes: u64,
+    /// `false` skips fsync (tests and benchmarks of the non-durable cost only).
+    pub fsync: bool,
+    /// Most bytes written under one fsync.
+    pub group_bytes: usize,
+    /// The first offset of a log created from nothing (a new node taking
+    /// over storage whose manifest already covers earlier offsets).
+    pub initial_offset: Offset,
+}
+
+impl LogConfig {
+    pub fn new(dir: impl Into<PathBuf>) -> Self {
+        Self { dir: dir.into(), segment_bytes: 64 << 20, fsync: true, group_bytes: 16 << 20, initial_offset: Offset::ZERO }
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum LogError {
+    #[error(transparent)]
+    Segment(#[from] SegmentError),
+    #[error("stream log {dir}: {source}")]
+    Io { dir: PathBuf, source: io::Error },
+    #[error("stream log {dir}: segment {id} is damaged at byte {at} ({trailing} bytes follow) but is not the newest segment")]
+    Corrupt { dir: PathBuf, id: u64, at: u64, trailing: u64 },
+    #[error("stream log {dir}: segments are not contiguous at {id} (expected base {expected}, found {found})")]
+    Gap { dir: PathBuf, id: u64, expected: u64, found: u64 },
+    #[error("offset {requested} is before the oldest retained offset {first}")]
+    Truncated { requested: Offset, first: Offset },
+    #[error("offset {requested} is beyond the end of the stream ({next})")]
+    BeyondEnd { requested: Offset, next: Offset },
+    #[error("stream log is unavailable after an earlier write failure: {0}")]
+    Failed(String),
+    #[error("stream log is closed")]
+    Closed,
+}
+
+/// Sizes and offsets, for status pages.
+#[derive(Debug, Clone, Default, serde::Serialize)]
+pub struct LogStats {
+    pub first_offset: Offset,
+    pub next_offset: Offset,
+    pub segments: usize,
+    pub bytes: u64,
+}
+
+struct SegmentInfo {
+    id: u64,
+    base_seq: u64,
+    positions: Vec<u64>,
+    len: u64,
+    reader: Arc<File>,
+}
+
+struct State {
+    segments: VecDeque<SegmentInfo>,
+    failed: Option<String>,
+}
+
+impl State {
+    fn next_seq(&self) -> u64 {
+        let s = self.segments.back().expect("a log always has a segment");
+        s.base_seq + s.positions.len() as u64
+    }
+}
+
+struct Append<A> {
+    payload: Vec<u8>,
+    attachment: A,
+    reply: oneshot::Sender<Result<Offset, LogError>>,
+}
+
+/// A durable, segmented log. Cheap to share behind an `Arc`.
+pub struct Log<A: Send + 'static> {
+    dir: PathBuf,
+    state: Arc<Mutex<State>>,
+    tx: mpsc::Sender<Append<A>>,
+    next: watch::Receiver<Offset>,
+}
+
+impl<A: Send + 'static> Log<A> {
+    /// Opens (or creates) the log in `config.dir`, cutting off a torn tail,
+    /// and starts its writer thread.
+    pub fn open(config: LogConfig, sink: Arc<dyn DurableSink<A>>) -> Result<Self, LogError> {
+        let dir = config.dir.clone();
+        fs::create_dir_all(&dir).map_err(|source| LogError::Io { dir: dir.clone(), source })?;
+        let (segments, active) = recover(&dir, config.initial_offset)?;
+        let state = Arc::new(Mutex::new(State { segments, failed: None }));
+        let next_seq = state.lock().next_seq();
+        let (next_tx, next_rx) = watch::channel(Offset(next_seq));
+        let (tx, rx) = mpsc::channel(1024);
+        let writer = Writer { config, state: state.clone(), file: active, sink, next: next_tx };
+        std::thread::Builder::new()
+            .name("stream-log-writer".into())
+            .spawn(move || writer.run(rx))
+            .map_err(|source| LogError::Io { dir: dir.clone(), source })?;
+        Ok(Self { dir, state, tx, next: next_rx })
+    }
+
+    /// Appends one record and waits until it is durable. Returns its offset.
+    pub async fn append(&self, payload: Vec<u8>, attachment: A) -> Result<Offset, LogError> {
+        if payload.len() > segment::MAX_RECORD as usize {
+            return Err(LogError::Failed(format!("record of {} bytes exceeds the limit", payload.len())));
+        }
+        let (reply, rx) = oneshot::channel();
+        self.tx.send(Append { payload, attachment, reply }).await.map_err(|_| LogError::Closed)?;
+        rx.await.map_err(|_| LogError::Closed)?
+    }
+
+    /// The offset the next record will get; changes after every commit.
+    pub fn watch_next(&self) -> watch::Receiver<Offset> {
+        self.next.clone()
+    }
+
+    pub fn next_offset(&self) -> Offset {
+        Offset(self.state.lock().next_seq())
+    }
+
+    pub fn first_offset(&self) -> Offset {
+        Offset(self.state.lock().segments.front().map_or(0, |s| s.base_seq))
+    }
+
+    pub fn stats(&self) -> LogStats {
+        let st = self.state.lock();
+        LogStats {
+            first_offset: Offset(st.segments.front().map_or(0, |s| s.base_seq)),
+            next_offset: Offset(st.next_seq()),
+            segments: st.segments.len(),
+            bytes: st.segments.iter().map(|s| s.len).sum(),
+        }
+    }
+
+    /// Reads committed records starting at `from`, stopping after
+    /// `max_bytes` of payload (at least one record is returned if any).
+    pub fn read(&self, from: Offset, max_bytes: usize) -> Result<Vec<(Offset, Vec<u8>)>, LogError> {
+        let mut out = Vec::new();
+        let mut seq = from.0;
+        let mut bytes = 0usize;
+        loop {
+            let Some((file, pos)) = self.locate(seq, out.is_empty())? else { break };
+            let payload = segment::read_record(&file, pos).map_err(|source| LogError::Io { dir: self.dir.clone(), source })?;
+            bytes += payload.len();
+            out.push((Offset(seq), payload));
+            seq += 1;
+            if bytes >= max_bytes {
+                break;
+            }
+        }
+        Ok(out)
+    }
+
+    /// Finds record `seq`: `None` at the end of the stream.
+    fn locate(&self, seq: u64, first: bool) -> Result<Option<(Arc<File>, u64)>, LogError> {
+        let st = self.state.lock();
+        let next = st.next_seq();
+        let oldest = st.segments.front().map_or(0, |s| s.base_seq);
+        if seq < oldest {
+            return Err(LogError::Truncated { requested: Offset(seq), first: Offset(oldest) });
+        }
+        if seq >= next {
+            if first && seq > next {
+                return Err(LogError::BeyondEnd { requested: Offset(seq), next: Offset(next) });
+            }
+            return Ok(None);
+        }
+        let idx = st.segments.partition_point(|s| s.base_seq <= seq) - 1;
+        let s = &st.segments[idx];
+        Ok(Some((s.reader.clone(), s.positions[(seq - s.base_seq) as usize])))
+    }
+
+    /// Deletes whole sealed segments whose records all lie before `before`.
+    /// Called once the manifest covers those records. Returns segments removed.
+    pub fn remove_before(&self, before: Offset) -> Result<usize, LogError> {
+        let mut removed = Vec::new();
+        {
+            let mut st = self.state.lock();
+            while st.segments.len() > 1 && st.segments[1].base_seq <= before.0 {
+                removed.push(st.segments.pop_front().expect("len > 1").id);
+            }
+        }
+        for id in &removed {
+            let path = self.dir.join(segment::file_name(*id));
+            fs::remove_file(&path).map_err(|source| LogError::Io { dir: self.dir.clone(), source })?;
+        }
+        Ok(removed.len())
+    }
+}
+
+/// Scans every segment, cuts a torn tail off the newest one and returns the
+/// segment index plus the active segment opened for appending.
+fn recover(dir: &Path, initial: Offset) -> Result<(VecDeque<SegmentInfo>, File), LogError> {
+    let io_err = |source| LogError::Io { dir: dir.to_path_buf(), source };
+    let mut ids: Vec<u64> = fs::read_dir(dir)
+        .map_err(io_err)?
+        .filter_map(|e| e.ok().and_then(|e| e.file_name().to_str().and_then(segment::parse_file_name)))
+        .collect();
+    ids.sort_unstable();
+
+    // A newest segment whose header never reached the disk holds nothing
+    // that was acknowledged (records follow a synced header): drop it.
+    if let Some(&last) = ids.last() {
+        let path = dir.join(segment::file_name(last));
+        if fs::metadata(&path).map_err(io_err)?.len() < segment::HEADER_LEN {
+            tracing::warn!(path = %path.display(), "removing segment with a torn header");
+            fs::remove_file(&path).map_err(io_err)?;
+            ids.pop();
+        }
+    }
+    if ids.is_empty() {
+        let file = segment::create(dir, 1, initial.0)?;
+        let info = segment_info(dir, 1, initial.0, Vec::new(), segment::HEADER_LEN)?;
+        return Ok((VecDeque::from([info]), file));
+    }
+
+    let mut segments = VecDeque::new();
+    let mut expected: Option<u64> = None;
+    for (i, &id) in ids.iter().enumerate() {
+        let path = dir.join(segment::file_name(id));
+        let scanned = segment::scan(&path)?;
+        let newest = i + 1 == ids.len();
+        if scanned.trailing > 0 && !newest {
+            return Err(LogError::Corrupt { dir: dir.into(), id, at: scanned.valid_len, trailing: scanned.trailing });
+        }
+        if scanned.trailing > 0 {
+            tracing::warn!(path = %path.display(), at = scanned.valid_len, bytes = scanned.trailing, "cutting off torn tail of the stream log");
+        }
+        if let Some(exp) = expected {
+            if scanned.base_seq != exp {
+                return Err(LogError::Gap { dir: dir.into(), id, expected: exp, found: scanned.base_seq });
+            }
+        }
+        expected = Some(scanned.base_seq + scanned.positions.len() as u64);
+        segments.push_back(segment_info(dir, id, scanned.base_seq, scanned.positions, scanned.valid_len)?);
+    }
+    let active = segments.back().expect("non-empty");
+    let file = segment::open_for_append(&dir.join(segment::file_name(active.id)), active.len)?;
+    Ok((segments, file))
+}
+
+fn segment_info(dir: &Path, id: u64, base_seq: u64, positions: Vec<u64>, len: u64) -> Result<SegmentInfo, LogError> {
+    let path = dir.join(segment::file_name(id));
+    let reader = File::open(&path).map_err(|source| LogError::Io { dir: dir.into(), source })?;
+    Ok(SegmentInfo { id, base_seq, positions, len, reader: Arc::new(reader) })
+}
+
+struct Writer<A> {
+    config: LogConfig,
+    state: Arc<Mutex<State>>,
+    file: File,
+    sink: Arc<dyn DurableSink<A>>,
+    next: watch::Sender<Offset>,
+}
+
+impl<A: Send + 'static> Writer<A> {
+    fn run(mut self, mut rx: mpsc::Receiver<Append<A>>) {
+        let mut buf = Vec::with_capacity(self.config.group_bytes);
+        while let Some(first) = rx.blocking_recv() {
+            let mut group = vec![first];
+            let mut bytes = group[0].payload.len();
+            while bytes < self.config.group_bytes {
+                match rx.try_recv() {
+                    Ok(next) => {
+                        bytes += next.payload.len();
+                        group.push(next);
+                    }
+                    Err(_) => break,
+                }
+            }
+            self.commit(group, &mut buf);
+        }
+    }
+
+    /// Writes and syncs one group, then publishes it.
+    fn commit(&mut self, group: Vec<Append<A>>, buf: &mut Vec<u8>) {
+        if let Some(why) = self.state.lock().failed.clone() {
+            for a in group {
+                let _ = a.reply.send(Err(LogError::Failed(why.clone())));
+            }
+            return;
+        }
+        let result = self.write_group(&group, buf);
+        match result {
+            Ok(first_seq) => {
+                let mut seq = first_seq;
+                for a in group {
+                    self.sink.on_durable(Offset(seq), a.attachment);
+                    let _ = a.reply.send(Ok(Offset(seq)));
+                    seq += 1;
+                }
+                self.next.send_replace(Offset(seq));
+            }
+            Err(e) => {
+                // After a failed write or fsync the file's contents are
+                // unknown (fsync errors are not retryable): refuse further
+                // appends until a restart recovers from what is on disk.
+                let why = e.to_string();
+                tracing::error!(error = %why, "stream log write failed; appends disabled until restart");
+                self.state.lock().failed = Some(why.clone());
+                for a in group {
+                    let _ = a.reply.send(Err(LogError::Failed(why.clone())));
+                }
+            }
+        }
+    }
+
+    fn write_group(&mut self, group: &[Append<A>], buf: &mut Vec<u8>) -> Result<u64, LogError> {
+        let dir = self.config.dir.clone();
+        let io_err = |source| LogError::Io { dir: dir.clone(), source };
+        self.maybe_roll()?;
+        buf.clear();
+        let start_len = self.state.lock().segments.back().expect("active").len;
+        let mut positions = Vec::with_capacity(group.len());
+        for a in group {
+            positions.push(start_len + buf.len() as u64);
+            segment::encode_record(buf, &a.payload);
+        }
+        self.file.write_all(buf).map_err(io_err)?;
+        if self.config.fsync {
+            self.file.sync_data().map_err(io_err)?;
+        }
+        let mut st = self.state.lock();
+        let active = st.segments.back_mut().expect("active");
+        let first_seq = active.base_seq + active.positions.len() as u64;
+        active.positions.extend(positions);
+        active.len += buf.len() as u64;
+        Ok(first_seq)
+    }
+
+    /// Seals the active segment and starts the next once it is full.
+    fn maybe_roll(&mut self) -> Result<(), LogError> {
+        let (id, len, next_seq) = {
+            let st = self.state.lock();
+            let a = st.segments.back().expect("active");
+            (a.id, a.len, st.next_seq())
+        };
+        if len < self.config.segment_bytes {
+            return Ok(());
+        }
+        let file = segment::create(&self.config.dir, id + 1, next_seq)?;
+        let info = segment_info(&self.config.dir, id + 1, next_seq, Vec::new(), segment::HEADER_LEN)?;
+        self.file = file;
+        self.state.lock().segments.push_back(info);
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,22 @@
+//! The durable stream: an append-only, segmented, checksummed log with
+//! group-commit fsync. It is StreamDB's write-ahead log (the `metrics`
+//! stream) and the storage of every other durable stream.
+//!
+//! The log knows nothing about points: it stores opaque payloads and tells a
+//! [`DurableSink`] about each record, in offset order, once it is on disk.
+//! The ingest layer implements the sink; the log never depends on it.
+//!
+//! # Layout
+//! - `offset`: the [`Offset`] newtype and its text form.
+//! - `segment`: the on-disk format of one segment file (header, framing,
+//!   recovery scan).
+//! - `log`: [`Log`], the writer thread, reads and truncation.
+//!
+//! May depend on `model` only.
+
+mod log;
+mod offset;
+mod segment;
+
+pub use log::{DurableSink, Log, LogConfig, LogError, LogStats};
+pub use offset::{Offset, OffsetParseError};
