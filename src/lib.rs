@@ -29,3 +29,4 @@ pub mod ingest;
 pub mod model;
 pub mod storage;
 pub mod stream;
+pub mod query;

@@ -112,6 +112,12 @@ pub struct Engine {
     flusher: parking_lot::Mutex<Option<tokio::task::JoinHandle<()>>>,
 }
 
+impl std::fmt::Debug for Engine {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "Engine({})", self.config.data_dir.display())
+    }
+}
+
 impl Engine {
     /// Opens the data directory: loads the manifest and catalog, recovers the
     /// stream log, replays what the manifest does not cover, and starts the

@@ -45,6 +45,12 @@ pub struct SeriesCatalog {
     inner: RwLock<Inner>,
 }
 
+impl std::fmt::Debug for SeriesCatalog {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "SeriesCatalog({} series)", self.len())
+    }
+}
+
 impl SeriesCatalog {
     pub fn len(&self) -> usize {
         self.inner.read().series.len()

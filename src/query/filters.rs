@@ -1,0 +1,167 @@
+//! What a query's filters tell the scan before it reads anything: a time
+//! range and series predicates (`metric`, `tags['k']`) to resolve through
+//! the tag index. Everything is conservative: an expression not understood
+//! here restricts nothing, and DataFusion still applies every filter
+//! (they are reported inexact).
+
+use datafusion::common::ScalarValue;
+use datafusion::logical_expr::{BinaryExpr, Expr, Operator};
+
+use crate::storage::TagPredicate;
+
+/// Half-open range `[min, max)` of Unix micros.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct TimeRange {
+    pub min: i64,
+    pub max: i64,
+}
+
+impl Default for TimeRange {
+    fn default() -> Self {
+        Self { min: i64::MIN, max: i64::MAX }
+    }
+}
+
+impl TimeRange {
+    /// Whether `[lo, hi]` (inclusive, as stored in chunk stats) overlaps.
+    pub fn overlaps(&self, lo: i64, hi: i64) -> bool {
+        lo < self.max && hi >= self.min
+    }
+
+    pub fn contains(&self, t: i64) -> bool {
+        t >= self.min && t < self.max
+    }
+
+    pub fn is_all(&self) -> bool {
+        *self == Self::default()
+    }
+}
+
+#[derive(Debug, Default, Clone, PartialEq)]
+pub struct ScanFilters {
+    pub time: TimeRange,
+    pub series: Vec<TagPredicate>,
+}
+
+pub fn analyze(filters: &[Expr]) -> ScanFilters {
+    let mut out = ScanFilters::default();
+    for f in filters {
+        collect(f, &mut out);
+    }
+    out
+}
+
+fn collect(e: &Expr, out: &mut ScanFilters) {
+    match e {
+        Expr::BinaryExpr(BinaryExpr { left, op: Operator::And, right }) => {
+            collect(left, out);
+            collect(right, out);
+        }
+        Expr::BinaryExpr(BinaryExpr { left, op, right }) => {
+            if let (Some(col), Some(lit)) = (column_of(left), literal(right)) {
+                compare(&col, *op, lit, out);
+            } else if let (Some(lit), Some(col)) = (literal(left), column_of(right)) {
+                if let Some(op) = op.swap() {
+                    compare(&col, op, lit, out);
+                }
+            }
+        }
+        Expr::Between(b) if !b.negated => {
+            if let (Some(Target::Time), Some(lo), Some(hi)) = (column_of(&b.expr), literal(&b.low).and_then(micros), literal(&b.high).and_then(micros)) {
+                out.time.min = out.time.min.max(lo);
+                out.time.max = out.time.max.min(hi.saturating_add(1));
+            }
+        }
+        Expr::InList(l) if !l.negated => {
+            let Some(target) = column_of(&l.expr) else { return };
+            let values: Option<Vec<String>> = l.list.iter().map(|v| literal(v).and_then(string)).collect();
+            if let Some(values) = values {
+                push_series(target, values, out);
+            }
+        }
+        _ => {}
+    }
+}
+
+/// What a filter's column side refers to.
+enum Target {
+    Time,
+    Metric,
+    Tag(String),
+}
+
+fn column_of(e: &Expr) -> Option<Target> {
+    match e {
+        Expr::Column(c) if c.name == "time" => Some(Target::Time),
+        Expr::Column(c) if c.name == "metric" => Some(Target::Metric),
+        Expr::Cast(c) => column_of(&c.expr),
+        Expr::ScalarFunction(f) if f.name() == "get_field" && f.args.len() == 2 => match (&f.args[0], literal(&f.args[1]).and_then(string)) {
+            (Expr::Column(c), Some(key)) if c.name == "tags" => Some(Target::Tag(key)),
+            _ => None,
+        },
+        _ => None,
+    }
+}
+
+fn literal(e: &Expr) -> Option<&ScalarValue> {
+    match e {
+        Expr::Literal(v, _) => Some(v),
+        _ => None,
+    }
+}
+
+fn string(v: &ScalarValue) -> Option<String> {
+    v.try_as_str().flatten().map(str::to_string)
+}
+
+fn micros(v: &ScalarValue) -> Option<i64> {
+    match v {
+        ScalarValue::TimestampSecond(Some(t), _) => t.checked_mul(1_000_000),
+        ScalarValue::TimestampMillisecond(Some(t), _) => t.checked_mul(1_000),
+        ScalarValue::TimestampMicrosecond(Some(t), _) => Some(*t),
+        // Round outward so the range never excludes a matching row.
+        ScalarValue::TimestampNanosecond(Some(t), _) => Some(t.div_euclid(1_000)),
+        _ => None,
+    }
+}
+
+fn compare(target: &Target, op: Operator, v: &ScalarValue, out: &mut ScanFilters) {
+    match target {
+        Target::Time => {
+            let Some(t) = micros(v) else { return };
+            let nanos_rem = matches!(v, ScalarValue::TimestampNanosecond(Some(n), _) if n.rem_euclid(1_000) != 0);
+            match op {
+                Operator::Gt | Operator::GtEq => out.time.min = out.time.min.max(t),
+                Operator::Lt => out.time.max = out.time.max.min(if nanos_rem { t + 1 } else { t }),
+                Operator::LtEq => out.time.max = out.time.max.min(t.saturating_add(1)),
+                Operator::Eq => {
+                    out.time.min = out.time.min.max(t);
+                    out.time.max = out.time.max.min(t.saturating_add(1));
+                }
+                _ => {}
+            }
+        }
+        _ if op == Operator::Eq => {
+            if let Some(s) = string(v) {
+                push_series(clone_target(target), vec![s], out);
+            }
+        }
+        _ => {}
+    }
+}
+
+fn clone_target(t: &Target) -> Target {
+    match t {
+        Target::Time => Target::Time,
+        Target::Metric => Target::Metric,
+        Target::Tag(k) => Target::Tag(k.clone()),
+    }
+}
+
+fn push_series(target: Target, values: Vec<String>, out: &mut ScanFilters) {
+    match target {
+        Target::Metric => out.series.push(TagPredicate::Metric(values)),
+        Target::Tag(key) => out.series.push(TagPredicate::Tag { key, values }),
+        Target::Time => {}
+    }
+}

@@ -1,0 +1,137 @@
+//! The read path: a DataFusion session over the `metrics` table, with
+//! StreamDB's time-series functions and SQL dialect.
+//!
+//! # Layout
+//! - `table`: the `metrics` TableProvider (pruning, planning).
+//! - `scan`: the ExecutionPlan that reads chunks and the buffer.
+//! - `filters`: time range and series predicates from query filters.
+//! - `convert`: point batches to `metrics` rows.
+//! - `functions`, `duration`, `dialect`: `time_bucket`, duration strings.
+//!
+//! May depend on `model`, `storage` and `ingest` (read only).
+
+mod convert;
+mod dialect;
+mod duration;
+mod filters;
+mod functions;
+mod scan;
+mod table;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use datafusion::common::DataFusionError;
+use datafusion::execution::memory_pool::FairSpillPool;
+use datafusion::execution::runtime_env::RuntimeEnvBuilder;
+use datafusion::logical_expr::LogicalPlan;
+use datafusion::prelude::{DataFrame, SessionConfig, SessionContext};
+use datafusion::sql::parser::{DFParser, Statement};
+
+pub use duration::parse_duration_micros;
+pub use scan::{MetricsScanExec, PruneStats};
+pub use table::MetricsTable;
+
+use crate::ingest::Engine;
+
+#[derive(Debug, Clone)]
+pub struct QueryConfig {
+    /// Memory one query may use before it fails.
+    pub memory_limit: usize,
+    /// Wall time one query may take.
+    pub timeout: Duration,
+}
+
+impl Default for QueryConfig {
+    fn default() -> Self {
+        Self { memory_limit: 2 << 30, timeout: Duration::from_secs(300) }
+    }
+}
+
+/// Plans and runs SQL against the engine's data.
+pub struct QueryEngine {
+    engine: Arc<Engine>,
+    config: QueryConfig,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum QueryError {
+    #[error("{0}")]
+    Invalid(String),
+    #[error("query failed: {0}")]
+    Execution(String),
+    #[error("query exceeded its memory limit: {0}")]
+    ResourcesExhausted(String),
+    #[error("query timed out after {0:?}")]
+    Timeout(Duration),
+}
+
+impl QueryError {
+    /// Sorts a DataFusion error into what the user did wrong or not.
+    pub fn from_datafusion(e: DataFusionError) -> Self {
+        match e.find_root() {
+            DataFusionError::SQL(..) | DataFusionError::Plan(_) | DataFusionError::SchemaError(..) | DataFusionError::NotImplemented(_) => {
+                QueryError::Invalid(e.to_string())
+            }
+            DataFusionError::ResourcesExhausted(m) => QueryError::ResourcesExhausted(m.clone()),
+            DataFusionError::Execution(m) if m.starts_with("time_bucket") => QueryError::Invalid(e.to_string()),
+            _ => QueryError::Execution(e.to_string()),
+        }
+    }
+}
+
+impl QueryEngine {
+    pub fn new(engine: Arc<Engine>, config: QueryConfig) -> Self {
+        Self { engine, config }
+    }
+
+    pub fn config(&self) -> &QueryConfig {
+        &self.config
+    }
+
+    /// A fresh session: the `metrics` table, time-series functions, and a
+    /// per-query memory pool.
+    pub fn session(&self) -> Result<SessionContext, QueryError> {
+        let runtime = RuntimeEnvBuilder::new()
+            .with_memory_pool(Arc::new(FairSpillPool::new(self.config.memory_limit)))
+            .build_arc()
+            .map_err(QueryError::from_datafusion)?;
+        let mut cfg = SessionConfig::new().with_information_schema(true);
+        // Plain Utf8 strings: view types break some Flight SQL clients.
+        cfg.options_mut().sql_parser.map_string_types_to_utf8view = false;
+        cfg.options_mut().execution.parquet.schema_force_view_types = false;
+        let ctx = SessionContext::new_with_config_rt(cfg, runtime);
+        ctx.register_table("metrics", Arc::new(MetricsTable::new(self.engine.clone()))).map_err(QueryError::from_datafusion)?;
+        ctx.register_udf(functions::time_bucket());
+        Ok(ctx)
+    }
+
+    /// Parses StreamDB SQL into a logical plan.
+    pub async fn plan(&self, ctx: &SessionContext, sql: &str) -> Result<LogicalPlan, QueryError> {
+        let mut stmts = DFParser::parse_sql(sql).map_err(QueryError::from_datafusion)?;
+        if stmts.len() != 1 {
+            return Err(QueryError::Invalid(format!("expected exactly one SQL statement, got {}", stmts.len())));
+        }
+        let mut stmt = stmts.pop_front().expect("one statement");
+        match &mut stmt {
+            Statement::Statement(s) => dialect::rewrite_durations(s.as_mut()),
+            Statement::Explain(e) => {
+                if let Statement::Statement(s) = e.statement.as_mut() {
+                    dialect::rewrite_durations(s.as_mut())
+                }
+            }
+            _ => {}
+        }
+        ctx.state().statement_to_plan(stmt).await.map_err(QueryError::from_datafusion)
+    }
+
+    /// Plans `sql` into a DataFrame ready to stream.
+    pub async fn sql(&self, sql: &str) -> Result<DataFrame, QueryError> {
+        let ctx = self.session()?;
+        let plan = self.plan(&ctx, sql).await?;
+        ctx.execute_logical_plan(plan).await.map_err(QueryError::from_datafusion)
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,154 @@
+//! [`MetricsScanExec`]: reads the chunks and buffered batches that survived
+//! pruning and emits `metrics` rows. Planning decided what to read; this
+//! node only does the I/O, one stream per partition, chunk by chunk.
+
+use std::collections::BTreeSet;
+use std::fmt;
+use std::sync::Arc;
+
+use arrow::datatypes::SchemaRef;
+use datafusion::common::tree_node::TreeNodeRecursion;
+use datafusion::common::{DataFusionError, Result};
+use datafusion::execution::{SendableRecordBatchStream, TaskContext};
+use datafusion::physical_expr::{EquivalenceProperties, PhysicalExpr};
+use datafusion::physical_plan::execution_plan::{Boundedness, EmissionType};
+use datafusion::physical_plan::stream::RecordBatchStreamAdapter;
+use datafusion::physical_plan::{DisplayAs, DisplayFormatType, ExecutionPlan, Partitioning, PlanProperties};
+use futures::{StreamExt, TryStreamExt};
+use object_store::path::Path;
+
+use super::convert::{filter_points, to_table_batch};
+use super::filters::TimeRange;
+use crate::ingest::BufferedBatch;
+use crate::storage::{decode_chunk, ChunkMeta, SeriesCatalog, Store};
+
+/// One unit of scan work.
+#[derive(Debug, Clone)]
+pub enum Work {
+    Chunk(ChunkMeta),
+    Buffered(Arc<BufferedBatch>),
+}
+
+/// How much pruning kept, for EXPLAIN and tests.
+#[derive(Debug, Clone, Copy, PartialEq, Default)]
+pub struct PruneStats {
+    pub chunks_total: usize,
+    pub chunks_scanned: usize,
+    pub buffered_total: usize,
+    pub buffered_scanned: usize,
+}
+
+#[derive(Debug)]
+pub struct MetricsScanExec {
+    pub(super) store: Store,
+    pub(super) catalog: Arc<SeriesCatalog>,
+    pub(super) partitions: Vec<Vec<Work>>,
+    pub(super) time: TimeRange,
+    pub(super) series: Option<Arc<BTreeSet<u64>>>,
+    /// Indexes into the full `metrics` schema.
+    pub(super) projection: Vec<usize>,
+    pub(super) schema: SchemaRef,
+    pub(super) stats: PruneStats,
+    pub(super) properties: Arc<PlanProperties>,
+}
+
+impl MetricsScanExec {
+    pub(super) fn properties_for(schema: &SchemaRef, partitions: usize) -> Arc<PlanProperties> {
+        Arc::new(PlanProperties::new(
+            EquivalenceProperties::new(schema.clone()),
+            Partitioning::UnknownPartitioning(partitions.max(1)),
+            EmissionType::Incremental,
+            Boundedness::Bounded,
+        ))
+    }
+
+    pub fn prune_stats(&self) -> PruneStats {
+        self.stats
+    }
+}
+
+impl DisplayAs for MetricsScanExec {
+    fn fmt_as(&self, _t: DisplayFormatType, f: &mut fmt::Formatter) -> fmt::Result {
+        let s = &self.stats;
+        write!(
+            f,
+            "MetricsScanExec: chunks_scanned={}, chunks_pruned={}, buffered_scanned={}, buffered_pruned={}, series={}",
+            s.chunks_scanned,
+            s.chunks_total - s.chunks_scanned,
+            s.buffered_scanned,
+            s.buffered_total - s.buffered_scanned,
+            self.series.as_ref().map_or("all".to_string(), |s| s.len().to_string()),
+        )?;
+        if !self.time.is_all() {
+            write!(f, ", time=[{}, {})", fmt_time(self.time.min), fmt_time(self.time.max))?;
+        }
+        Ok(())
+    }
+}
+
+fn fmt_time(t: i64) -> String {
+    match t {
+        i64::MIN => "-inf".into(),
+        i64::MAX => "+inf".into(),
+        t => crate::model::format_micros(t),
+    }
+}
+
+impl ExecutionPlan for MetricsScanExec {
+    fn name(&self) -> &'static str {
+        "MetricsScanExec"
+    }
+
+    fn properties(&self) -> &Arc<PlanProperties> {
+        &self.properties
+    }
+
+    fn children(&self) -> Vec<&Arc<dyn ExecutionPlan>> {
+        vec![]
+    }
+
+    fn apply_expressions(&self, _f: &mut dyn FnMut(&Arc<dyn PhysicalExpr>) -> Result<TreeNodeRecursion>) -> Result<TreeNodeRecursion> {
+        Ok(TreeNodeRecursion::Continue)
+    }
+
+    #[allow(deprecated)]
+    fn with_new_children(self: Arc<Self>, _children: Vec<Arc<dyn ExecutionPlan>>) -> Result<Arc<dyn ExecutionPlan>> {
+        Ok(self)
+    }
+
+    fn execute(&self, partition: usize, _ctx: Arc<TaskContext>) -> Result<SendableRecordBatchStream> {
+        let work = self.partitions.get(partition).cloned().unwrap_or_default();
+        let (store, catalog, time, series) = (self.store.clone(), self.catalog.clone(), self.time, self.series.clone());
+        let (projection, schema) = (self.projection.clone(), self.schema.clone());
+        let stream = futures::stream::iter(work)
+            .map(move |w| load(store.clone(), w))
+            .buffered(2)
+            .map_ok(move |batches| futures::stream::iter(batches.into_iter().map(Ok::<_, DataFusionError>)))
+            .try_flatten()
+            .try_filter_map(move |points| {
+                let out = (|| {
+                    let kept = filter_points(&points, &time, series.as_deref())?;
+                    if kept.num_rows() == 0 {
+                        return Ok(None);
+                    }
+                    to_table_batch(&kept, &catalog, &projection, &schema).map(Some)
+                })();
+                futures::future::ready(out)
+            });
+        Ok(Box::pin(RecordBatchStreamAdapter::new(self.schema.clone(), stream)))
+    }
+}
+
+/// Fetches and decodes one unit of work into point batches.
+async fn load(store: Store, w: Work) -> Result<Vec<arrow::array::RecordBatch>> {
+    match w {
+        Work::Buffered(b) => Ok(vec![b.points.clone()]),
+        Work::Chunk(c) => {
+            let bytes = store.get(&Path::from(c.path.as_str())).await.map_err(|e| DataFusionError::External(Box::new(e)))?;
+            tokio::task::spawn_blocking(move || decode_chunk(&c.path, bytes))
+                .await
+                .map_err(|e| DataFusionError::External(Box::new(e)))?
+                .map_err(|e| DataFusionError::External(Box::new(e)))
+        }
+    }
+}

@@ -1,0 +1,121 @@
+use std::sync::Arc;
+
+use arrow::array::{Float64Array, RecordBatch, StringArray, TimestampMicrosecondArray};
+use arrow::datatypes::{DataType, Field, Schema, TimeUnit};
+use arrow::util::pretty::pretty_format_batches;
+
+use super::*;
+use crate::ingest::EngineConfig;
+
+const T0: i64 = 1_705_276_800_000_000; // 2024-01-15T00:00:00Z
+
+fn batch(rows: &[(i64, &str, &str, f64)]) -> RecordBatch {
+    let schema = Schema::new(vec![
+        Field::new("time", DataType::Timestamp(TimeUnit::Microsecond, Some("UTC".into())), false),
+        Field::new("metric", DataType::Utf8, false),
+        Field::new("host", DataType::Utf8, true),
+        Field::new("value", DataType::Float64, false),
+    ]);
+    RecordBatch::try_new(
+        Arc::new(schema),
+        vec![
+            Arc::new(TimestampMicrosecondArray::from(rows.iter().map(|r| r.0).collect::<Vec<_>>()).with_timezone("UTC")),
+            Arc::new(StringArray::from(rows.iter().map(|r| r.1).collect::<Vec<_>>())),
+            Arc::new(StringArray::from(rows.iter().map(|r| r.2).collect::<Vec<_>>())),
+            Arc::new(Float64Array::from(rows.iter().map(|r| r.3).collect::<Vec<_>>())),
+        ],
+    )
+    .unwrap()
+}
+
+async fn setup() -> (tempfile::TempDir, Arc<Engine>, QueryEngine) {
+    let dir = tempfile::tempdir().unwrap();
+    let engine = Engine::open(EngineConfig::new(dir.path())).await.unwrap();
+    let q = QueryEngine::new(engine.clone(), QueryConfig::default());
+    (dir, engine, q)
+}
+
+async fn run(q: &QueryEngine, sql: &str) -> String {
+    let batches = q.sql(sql).await.unwrap().collect().await.unwrap();
+    pretty_format_batches(&batches).unwrap().to_string()
+}
+
+fn sample() -> RecordBatch {
+    batch(&[
+        (T0, "cpu", "a", 1.0),
+        (T0 + 1_000_000, "cpu", "b", 2.0),
+        (T0 + 61_000_000, "cpu", "a", 3.0),
+        (T0 + 3_600_000_000, "cpu", "a", 4.0),
+        (T0 + 3_600_000_000, "mem", "a", 50.0),
+    ])
+}
+
+#[tokio::test]
+async fn buffered_and_flushed_rows_answer_the_same() {
+    let (_d, engine, q) = setup().await;
+    engine.write(&sample()).await.unwrap();
+    let sql = "SELECT time_bucket('1m', time) AS b, tags['host'] AS h, SUM(value) AS s FROM metrics WHERE metric = 'cpu' GROUP BY 1, 2 ORDER BY 1, 2";
+    let expected = [
+        "+----------------------+---+-----+",
+        "| b                    | h | s   |",
+        "+----------------------+---+-----+",
+        "| 2024-01-15T00:00:00Z | a | 1.0 |",
+        "| 2024-01-15T00:00:00Z | b | 2.0 |",
+        "| 2024-01-15T00:01:00Z | a | 3.0 |",
+        "| 2024-01-15T01:00:00Z | a | 4.0 |",
+        "+----------------------+---+-----+",
+    ]
+    .join("\n");
+    assert_eq!(run(&q, sql).await, expected);
+    assert_eq!(engine.flush().await.unwrap(), 5);
+    assert_eq!(engine.snapshot().manifest.chunks.len(), 2, "two hour partitions");
+    assert_eq!(run(&q, sql).await, expected);
+    engine.shutdown().await.unwrap();
+}
+
+#[tokio::test]
+async fn dialect_iso_strings_intervals_and_missing_tags() {
+    let (_d, engine, q) = setup().await;
+    engine.write(&sample()).await.unwrap();
+    engine.flush().await.unwrap();
+    let got = run(&q, "SELECT count(*) AS n FROM metrics WHERE time BETWEEN '2024-01-15T00:00:00Z' AND '2024-01-15T00:01:00Z'").await;
+    assert!(got.contains("| 2 |"), "{got}");
+    let got = run(&q, "SELECT count(*) AS n FROM metrics WHERE time >= TIMESTAMP '2024-01-15T01:00:00Z' - '1m'").await;
+    assert!(got.contains("| 2 |"), "{got}");
+    let got = run(&q, "SELECT count(*) AS n FROM metrics WHERE time > now() - '1m'").await;
+    assert!(got.contains("| 0 |"), "{got}");
+    let got = run(&q, "SELECT count(*) AS n FROM metrics WHERE time > now() - interval '100000 days'").await;
+    assert!(got.contains("| 5 |"), "{got}");
+    let got = run(&q, "SELECT time_bucket(INTERVAL '1 hour', time) AS b, count(*) AS n FROM metrics GROUP BY 1 ORDER BY 1").await;
+    assert!(got.contains("| 2024-01-15T00:00:00Z | 3 |") && got.contains("| 2024-01-15T01:00:00Z | 2 |"), "{got}");
+    let got = run(&q, "SELECT count(*) AS n FROM metrics WHERE tags['region'] IS NULL").await;
+    assert!(got.contains("| 5 |"), "{got}");
+    engine.shutdown().await.unwrap();
+}
+
+#[tokio::test]
+async fn explain_shows_pruning() {
+    let (_d, engine, q) = setup().await;
+    engine.write(&sample()).await.unwrap();
+    engine.flush().await.unwrap();
+    let got = run(&q, "EXPLAIN SELECT * FROM metrics WHERE time >= '2024-01-15T01:00:00Z'").await;
+    assert!(got.contains("chunks_scanned=1, chunks_pruned=1"), "{got}");
+    let got = run(&q, "EXPLAIN SELECT * FROM metrics WHERE tags['host'] = 'zzz'").await;
+    assert!(got.contains("chunks_scanned=0, chunks_pruned=2") && got.contains("series=0"), "{got}");
+    engine.shutdown().await.unwrap();
+}
+
+#[tokio::test]
+async fn bad_sql_is_an_invalid_argument_error() {
+    let (_d, engine, q) = setup().await;
+    for sql in ["SELEC 1", "SELECT nope FROM metrics", "SELECT * FROM nope", "SELECT 1; SELECT 2"] {
+        match q.sql(sql).await {
+            Err(QueryError::Invalid(_)) => {}
+            other => panic!("{sql}: {:?}", other.map(|_| ())),
+        }
+    }
+    engine.write(&sample()).await.unwrap();
+    let err = q.sql("SELECT time_bucket('5 parsecs', time) FROM metrics").await.unwrap().collect().await.unwrap_err();
+    assert!(matches!(QueryError::from_datafusion(err), QueryError::Invalid(m) if m.contains("invalid width")));
+    engine.shutdown().await.unwrap();
+}
