@@ -30,3 +30,6 @@ pub mod model;
 pub mod storage;
 pub mod stream;
 pub mod query;
+pub mod flight;
+pub mod server;
+pub mod cli;

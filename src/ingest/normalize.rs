@@ -168,6 +168,17 @@ impl<'a> Tags<'a> {
 
 /// Validates `batch` and turns it into a [`PointBatch`].
 pub fn normalize(batch: &RecordBatch, catalog: &SeriesCatalog) -> Result<PointBatch, BatchError> {
+    // A problem with a whole column (missing, wrong type) is a problem
+    // from the first row on.
+    normalize_rows(batch, catalog).map_err(|mut e| {
+        if e.row.is_none() && batch.num_rows() > 0 {
+            e.row = Some(0);
+        }
+        e
+    })
+}
+
+fn normalize_rows(batch: &RecordBatch, catalog: &SeriesCatalog) -> Result<PointBatch, BatchError> {
     let schema = batch.schema();
     let col = |name: &str| schema.index_of(name).ok().map(|i| batch.column(i));
     let times = time_column(col("time").ok_or_else(|| bad("time", None, "missing: every batch needs a timestamp column named `time`"))?)?;

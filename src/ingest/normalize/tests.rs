@@ -105,7 +105,7 @@ fn err(cols: Vec<(&str, ArrayRef)>) -> String {
 fn every_malformed_batch_names_column_and_row() {
     let v = || -> ArrayRef { Arc::new(Float64Array::from(vec![1.0, 2.0])) };
     let m = || strs(&[Some("cpu"), Some("cpu")]);
-    assert_eq!(err(vec![("metric", m()), ("value", v())]), "column `time`: missing: every batch needs a timestamp column named `time`");
+    assert_eq!(err(vec![("metric", m()), ("value", v())]), "column `time` at row 0: missing: every batch needs a timestamp column named `time`");
     assert_eq!(
         err(vec![("time", Arc::new(TimestampMicrosecondArray::from(vec![Some(1), None]))), ("metric", m()), ("value", v())]),
         "column `time` at row 1: null time"
@@ -114,17 +114,17 @@ fn every_malformed_batch_names_column_and_row() {
     assert_eq!(err(vec![("time", ts(&[1, 2])), ("metric", strs(&[Some(""), Some("x")])), ("value", v())]), "column `metric` at row 0: empty metric name");
     assert_eq!(
         err(vec![("time", ts(&[1, 2])), ("metric", m()), ("value", strs(&[Some("1"), Some("2")]))]),
-        "column `value`: has type Utf8; expected a number"
+        "column `value` at row 0: has type Utf8; expected a number"
     );
     assert_eq!(
         err(vec![("time", ts(&[1, 2])), ("metric", m()), ("value", Arc::new(Float64Array::from(vec![Some(1.0), None])))]),
         "column `value` at row 1: null value"
     );
-    assert_eq!(err(vec![("time", ts(&[1, 2])), ("metric", m())]), "column `value`: missing: a batch with a `metric` column needs a `value` column");
-    assert_eq!(err(vec![("time", ts(&[1, 2])), ("host", m())]), "column `value`: missing: no `metric`/`value` columns and no numeric columns to read as metrics");
+    assert_eq!(err(vec![("time", ts(&[1, 2])), ("metric", m())]), "column `value` at row 0: missing: a batch with a `metric` column needs a `value` column");
+    assert_eq!(err(vec![("time", ts(&[1, 2])), ("host", m())]), "column `value` at row 0: missing: no `metric`/`value` columns and no numeric columns to read as metrics");
     assert_eq!(
         err(vec![("time", strs(&[Some("x"), Some("y")])), ("metric", m()), ("value", v())]),
-        "column `time`: has type Utf8; expected a timestamp (any unit) or Int64 microseconds"
+        "column `time` at row 0: has type Utf8; expected a timestamp (any unit) or Int64 microseconds"
     );
-    assert!(err(vec![("time", ts(&[1, 2])), ("metric", m()), ("value", v()), ("n", v())]).starts_with("column `n`: has type Float64; extra columns of a long batch"));
+    assert!(err(vec![("time", ts(&[1, 2])), ("metric", m()), ("value", v()), ("n", v())]).starts_with("column `n` at row 0: has type Float64; extra columns of a long batch"));
 }

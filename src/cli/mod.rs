@@ -1,0 +1,192 @@
+//! The `streamdb` command line. `start` runs the server; every other
+//! command talks to a server through the bundled client.
+
+mod units;
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use anyhow::{Context, Result};
+use clap::{Parser, Subcommand, ValueEnum};
+use streamdb_client::Client;
+
+use crate::ingest::EngineConfig;
+use crate::query::QueryConfig;
+use crate::server::{self, ServerConfig};
+use units::{parse_bytes, parse_duration};
+
+#[derive(Parser, Debug)]
+#[command(name = "streamdb", version, about = "StreamDB: a time-series database on Arrow Flight, durable streams and object storage")]
+pub struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand, Debug)]
+enum Command {
+    /// Start the server (gRPC and HTTP on one port).
+    #[command(after_help = "Example:\n  streamdb start --data-dir ./data --port 8080")]
+    Start(StartArgs),
+    /// Show the server's stream, buffer and storage status.
+    #[command(after_help = "Example:\n  streamdb status --json")]
+    Status {
+        #[arg(long, env = "STREAMDB_SERVER", default_value = "http://127.0.0.1:8080")]
+        server: String,
+        /// Print the raw JSON document.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Run a SQL query.
+    #[command(after_help = "Example:\n  streamdb query \"SELECT time_bucket('10s', time), AVG(value) FROM metrics WHERE time > now() - '1m' GROUP BY 1\"")]
+    Query {
+        sql: String,
+        #[arg(long, env = "STREAMDB_SERVER", default_value = "http://127.0.0.1:8080")]
+        server: String,
+        #[arg(long, value_enum, default_value_t = Format::Table)]
+        format: Format,
+    },
+}
+
+#[derive(Clone, Copy, Debug, ValueEnum)]
+enum Format {
+    Table,
+    Csv,
+    Json,
+}
+
+#[derive(clap::Args, Debug)]
+struct StartArgs {
+    /// Where the stream log, chunks and manifest live.
+    #[arg(long, default_value = "./data")]
+    data_dir: PathBuf,
+    #[arg(long, default_value_t = 8080)]
+    port: u16,
+    /// Address to listen on (0.0.0.0 for every interface).
+    #[arg(long, default_value = "127.0.0.1")]
+    host: std::net::IpAddr,
+    /// Flush the write buffer once its oldest data is this old.
+    #[arg(long, default_value = "10s", value_parser = parse_duration)]
+    flush_interval: Duration,
+    /// Flush the write buffer once it holds this much.
+    #[arg(long, default_value = "128MiB", value_parser = parse_bytes)]
+    flush_bytes: usize,
+    /// Writes wait, then fail with RESOURCE_EXHAUSTED, above this buffer size.
+    #[arg(long, default_value = "1GiB", value_parser = parse_bytes)]
+    max_buffer_bytes: usize,
+    /// How long a write waits for buffer space.
+    #[arg(long, default_value = "10s", value_parser = parse_duration)]
+    write_timeout: Duration,
+    /// Size at which a stream log segment is sealed.
+    #[arg(long, default_value = "64MiB", value_parser = parse_bytes)]
+    segment_bytes: usize,
+    /// Memory one query may use.
+    #[arg(long, default_value = "2GiB", value_parser = parse_bytes)]
+    query_memory_limit: usize,
+    /// Time one query may take.
+    #[arg(long, default_value = "300s", value_parser = parse_duration)]
+    query_timeout: Duration,
+}
+
+pub async fn run(cli: Cli) -> Result<()> {
+    match cli.command {
+        Command::Start(args) => start(args).await,
+        Command::Status { server, json } => status(&server, json).await,
+        Command::Query { sql, server, format } => query(&server, &sql, format).await,
+    }
+}
+
+async fn start(a: StartArgs) -> Result<()> {
+    let mut engine = EngineConfig::new(&a.data_dir);
+    engine.flush_interval = a.flush_interval;
+    engine.flush_bytes = a.flush_bytes;
+    engine.max_buffer_bytes = a.max_buffer_bytes;
+    engine.write_timeout = a.write_timeout;
+    engine.segment_bytes = a.segment_bytes as u64;
+    let config = ServerConfig {
+        addr: SocketAddr::new(a.host, a.port),
+        engine,
+        query: QueryConfig { memory_limit: a.query_memory_limit, timeout: a.query_timeout },
+    };
+    let srv = server::start(config).await.context("starting the server")?;
+    let data_dir = a.data_dir.canonicalize().unwrap_or(a.data_dir.clone());
+    tracing::info!(addr = %srv.addr, data_dir = %data_dir.display(), "StreamDB listening (gRPC Flight SQL and HTTP on one port)");
+    eprintln!("StreamDB {} listening on {} (Flight SQL: grpc://{}, HTTP: http://{}), data in {}", env!("CARGO_PKG_VERSION"), srv.addr, srv.addr, srv.addr, data_dir.display());
+    shutdown_signal().await;
+    tracing::info!("shutting down: draining requests and flushing the write buffer");
+    srv.stop().await.context("shutting down")?;
+    tracing::info!("stopped cleanly");
+    Ok(())
+}
+
+async fn shutdown_signal() {
+    let ctrl_c = tokio::signal::ctrl_c();
+    #[cfg(unix)]
+    {
+        let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).expect("installing SIGTERM handler");
+        tokio::select! {
+            _ = ctrl_c => {}
+            _ = term.recv() => {}
+        }
+    }
+    #[cfg(not(unix))]
+    let _ = ctrl_c.await;
+}
+
+async fn status(server: &str, json: bool) -> Result<()> {
+    let mut client = Client::connect(server).await?;
+    let s = client.status().await?;
+    if json {
+        println!("{}", serde_json::to_string_pretty(&s)?);
+        return Ok(());
+    }
+    let n = |v: &serde_json::Value| v.as_u64().unwrap_or(0);
+    println!("StreamDB {} at {}", s["version"].as_str().unwrap_or("?"), server);
+    println!("  data dir        {}", s["data_dir"].as_str().unwrap_or("?"));
+    println!("  rows            {}", units::count(n(&s["rows"])));
+    println!("  series          {}", units::count(n(&s["series"])));
+    println!(
+        "  time range      {} .. {}",
+        s["time_range"]["min"].as_str().unwrap_or("-"),
+        s["time_range"]["max"].as_str().unwrap_or("-")
+    );
+    println!("  stream          offsets {} .. {}, {} segment(s), {}", s["stream"]["first_offset"].as_str().unwrap_or("?"), s["stream"]["next_offset"].as_str().unwrap_or("?"), n(&s["stream"]["segments"]), units::bytes(n(&s["stream"]["bytes"])));
+    println!("  write buffer    {} rows, {}", units::count(n(&s["buffer"]["rows"])), units::bytes(n(&s["buffer"]["bytes"])));
+    println!(
+        "  storage         {} chunk(s), {} rows, {}, manifest v{}",
+        n(&s["storage"]["chunks"]),
+        units::count(n(&s["storage"]["rows"])),
+        units::bytes(n(&s["storage"]["bytes"])),
+        n(&s["storage"]["manifest_version"])
+    );
+    Ok(())
+}
+
+async fn query(server: &str, sql: &str, format: Format) -> Result<()> {
+    let mut client = Client::connect(server).await?;
+    let (schema, batches) = client.query(sql).await?;
+    let mut out = Vec::new();
+    match format {
+        Format::Table => {
+            let table = arrow::util::pretty::pretty_format_batches_with_schema(schema, &batches)?;
+            out.extend_from_slice(table.to_string().as_bytes());
+            out.push(b'\n');
+        }
+        Format::Csv => {
+            let mut w = arrow::csv::Writer::new(&mut out);
+            for b in &batches {
+                w.write(b)?;
+            }
+        }
+        Format::Json => {
+            let mut w = arrow::json::LineDelimitedWriter::new(&mut out);
+            for b in &batches {
+                w.write(b)?;
+            }
+            w.finish()?;
+        }
+    }
+    use std::io::Write;
+    std::io::stdout().write_all(&out)?;
+    Ok(())
+}

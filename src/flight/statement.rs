@@ -1,0 +1,130 @@
+//! SQL statements for Flight SQL: planning for FlightInfo, streaming for
+//! DoGet, and the stateless prepared-statement handle.
+//!
+//! A prepared statement handle carries everything needed to run it (the
+//! SQL and, once bound, the parameter batch as Arrow IPC), so the server
+//! keeps no per-statement state and any node can answer it.
+
+use std::sync::Arc;
+
+use arrow::array::RecordBatch;
+use arrow::datatypes::SchemaRef;
+use arrow::ipc::reader::StreamReader;
+use arrow::ipc::writer::StreamWriter;
+use arrow_flight::encode::FlightDataEncoderBuilder;
+use arrow_flight::FlightData;
+use datafusion::common::{ParamValues, ScalarValue};
+use datafusion::physical_plan::{execute_stream, ExecutionPlan};
+use datafusion::prelude::DataFrame;
+use futures::{Stream, StreamExt, TryStreamExt};
+use tonic::Status;
+
+use super::error::query_status;
+use crate::query::{QueryEngine, QueryError};
+
+const HANDLE_MAGIC: &[u8; 4] = b"SDB1";
+
+/// SQL plus optional bound parameters.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Prepared {
+    pub sql: String,
+    pub params: Option<RecordBatch>,
+}
+
+impl Prepared {
+    pub fn encode(&self) -> Result<Vec<u8>, Status> {
+        let mut out = HANDLE_MAGIC.to_vec();
+        out.extend_from_slice(&(self.sql.len() as u32).to_le_bytes());
+        out.extend_from_slice(self.sql.as_bytes());
+        if let Some(p) = &self.params {
+            let mut w = StreamWriter::try_new(&mut out, &p.schema()).map_err(|e| Status::internal(e.to_string()))?;
+            w.write(p).map_err(|e| Status::internal(e.to_string()))?;
+            w.finish().map_err(|e| Status::internal(e.to_string()))?;
+        }
+        Ok(out)
+    }
+
+    pub fn decode(bytes: &[u8]) -> Result<Self, Status> {
+        let bad = |why: &str| Status::invalid_argument(format!("invalid prepared statement handle: {why}"));
+        if bytes.len() < 8 || &bytes[..4] != HANDLE_MAGIC {
+            return Err(bad("not issued by this server"));
+        }
+        let n = u32::from_le_bytes(bytes[4..8].try_into().expect("4 bytes")) as usize;
+        let sql = bytes.get(8..8 + n).ok_or_else(|| bad("truncated"))?;
+        let sql = String::from_utf8(sql.to_vec()).map_err(|_| bad("SQL is not UTF-8"))?;
+        let rest = &bytes[8 + n..];
+        let params = if rest.is_empty() {
+            None
+        } else {
+            let mut r = StreamReader::try_new(rest, None).map_err(|e| bad(&e.to_string()))?;
+            r.next().transpose().map_err(|e| bad(&e.to_string()))?
+        };
+        Ok(Self { sql, params })
+    }
+}
+
+/// The first row of a parameter batch as positional parameters.
+fn param_values(batch: &RecordBatch) -> Result<ParamValues, Status> {
+    if batch.num_rows() != 1 {
+        return Err(Status::invalid_argument(format!("expected one row of parameters, got {}", batch.num_rows())));
+    }
+    let values = batch
+        .columns()
+        .iter()
+        .map(|c| ScalarValue::try_from_array(c, 0))
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|e| Status::invalid_argument(format!("unsupported parameter: {e}")))?;
+    Ok(ParamValues::from(values))
+}
+
+async fn dataframe(q: &QueryEngine, p: &Prepared) -> Result<DataFrame, Status> {
+    let df = q.sql(&p.sql).await.map_err(query_status)?;
+    match &p.params {
+        Some(params) => df.with_param_values(param_values(params)?).map_err(|e| query_status(QueryError::from_datafusion(e))),
+        None => Ok(df),
+    }
+}
+
+/// Plans `p` down to its physical plan; its schema is what DoGet streams.
+pub async fn physical_plan(q: &QueryEngine, p: &Prepared) -> Result<(Arc<dyn ExecutionPlan>, Arc<datafusion::execution::TaskContext>), Status> {
+    let df = dataframe(q, p).await?;
+    let task = Arc::new(df.task_ctx());
+    let plan = df.create_physical_plan().await.map_err(|e| query_status(QueryError::from_datafusion(e)))?;
+    Ok((plan, task))
+}
+
+/// The schema a statement will produce. Statements with unbound
+/// parameters cannot be planned physically yet: their logical schema is
+/// announced instead.
+pub async fn schema(q: &QueryEngine, p: &Prepared) -> Result<SchemaRef, Status> {
+    match physical_plan(q, p).await {
+        Ok((plan, _)) => Ok(plan.schema()),
+        Err(e) if p.params.is_none() => {
+            let df = q.sql(&p.sql).await.map_err(query_status)?;
+            if df.logical_plan().get_parameter_types().map(|t| t.is_empty()).unwrap_or(true) {
+                return Err(e);
+            }
+            Ok(Arc::new(df.schema().as_arrow().clone()))
+        }
+        Err(e) => Err(e),
+    }
+}
+
+/// Runs `p` and streams its batches as Flight data, with a deadline.
+pub async fn execute(q: &QueryEngine, p: &Prepared) -> Result<impl Stream<Item = Result<FlightData, Status>> + Send + 'static, Status> {
+    let (plan, task) = physical_plan(q, p).await?;
+    let schema = plan.schema();
+    let timeout = q.config().timeout;
+    let batches = execute_stream(plan, task).map_err(|e| query_status(QueryError::from_datafusion(e)))?;
+    let deadline = tokio::time::Instant::now() + timeout;
+    let limited = batches
+        .map_err(|e| arrow_flight::error::FlightError::from(query_status(QueryError::from_datafusion(e))))
+        .take_until(tokio::time::sleep_until(deadline))
+        // If the deadline cut the stream short, end it with an error rather
+        // than a silently truncated result.
+        .chain(futures::stream::once(async move { tokio::time::Instant::now() >= deadline }).filter_map(move |late| {
+            let err = arrow_flight::error::FlightError::from(query_status(QueryError::Timeout(timeout)));
+            futures::future::ready(late.then_some(Err(err)))
+        }));
+    Ok(FlightDataEncoderBuilder::new().with_schema(schema).build(limited).map_err(Status::from))
+}

@@ -1,0 +1,118 @@
+//! HTTP routes served beside gRPC on the same port.
+
+use std::sync::Arc;
+
+use axum::extract::{Query, State};
+use axum::http::{header, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use axum::{Json, Router};
+use futures::TryStreamExt;
+use serde::Deserialize;
+
+use crate::ingest::Engine;
+use crate::query::{QueryEngine, QueryError};
+
+#[derive(Clone)]
+pub struct AppState {
+    pub engine: Arc<Engine>,
+    pub query: Arc<QueryEngine>,
+}
+
+pub fn router(state: AppState) -> Router {
+    Router::new()
+        .route("/health", get(|| async { "ok" }))
+        .route("/v1/status", get(status))
+        .route("/v1/query", get(query_get).post(query_post))
+        .with_state(state)
+}
+
+async fn status(State(s): State<AppState>) -> Json<crate::ingest::Status> {
+    Json(s.engine.status())
+}
+
+#[derive(Deserialize)]
+struct QueryParams {
+    sql: Option<String>,
+    format: Option<String>,
+}
+
+async fn query_get(State(s): State<AppState>, Query(p): Query<QueryParams>) -> Response {
+    run_query(&s, p.sql, p.format).await
+}
+
+async fn query_post(State(s): State<AppState>, Query(p): Query<QueryParams>, body: String) -> Response {
+    let sql = p.sql.or((!body.trim().is_empty()).then_some(body));
+    run_query(&s, sql, p.format).await
+}
+
+fn error(status: StatusCode, msg: impl Into<String>) -> Response {
+    (status, Json(serde_json::json!({ "error": msg.into() }))).into_response()
+}
+
+fn query_error(e: QueryError) -> Response {
+    let status = match &e {
+        QueryError::Invalid(_) => StatusCode::BAD_REQUEST,
+        QueryError::ResourcesExhausted(_) => StatusCode::TOO_MANY_REQUESTS,
+        QueryError::Timeout(_) => StatusCode::GATEWAY_TIMEOUT,
+        QueryError::Execution(_) => StatusCode::INTERNAL_SERVER_ERROR,
+    };
+    error(status, e.to_string())
+}
+
+async fn run_query(s: &AppState, sql: Option<String>, format: Option<String>) -> Response {
+    let Some(sql) = sql else { return error(StatusCode::BAD_REQUEST, "missing SQL: pass ?sql=... or a request body") };
+    let format = format.unwrap_or_else(|| "json".into());
+    if !matches!(format.as_str(), "json" | "csv" | "arrow") {
+        return error(StatusCode::BAD_REQUEST, format!("unknown format {format:?}: use json, csv or arrow"));
+    }
+    let df = match s.query.sql(&sql).await {
+        Ok(df) => df,
+        Err(e) => return query_error(e),
+    };
+    let schema = std::sync::Arc::new(df.schema().as_arrow().clone());
+    let batches: Vec<_> = match tokio::time::timeout(s.query.config().timeout, async { df.execute_stream().await?.try_collect().await }).await {
+        Ok(Ok(b)) => b,
+        Ok(Err(e)) => return query_error(QueryError::from_datafusion(e)),
+        Err(_) => return query_error(QueryError::Timeout(s.query.config().timeout)),
+    };
+    let schema = batches.first().map(|b| b.schema()).unwrap_or(schema);
+    match encode(&format, &schema, &batches) {
+        Ok((ctype, body)) => ([(header::CONTENT_TYPE, ctype)], body).into_response(),
+        Err(e) => error(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()),
+    }
+}
+
+fn encode(format: &str, schema: &arrow::datatypes::SchemaRef, batches: &[arrow::array::RecordBatch]) -> Result<(&'static str, Vec<u8>), arrow::error::ArrowError> {
+    let mut out = Vec::new();
+    match format {
+        "csv" => {
+            let mut w = arrow::csv::Writer::new(&mut out);
+            for b in batches {
+                w.write(b)?;
+            }
+            drop(w);
+            Ok(("text/csv", out))
+        }
+        "arrow" => {
+            let mut w = arrow::ipc::writer::StreamWriter::try_new(&mut out, schema)?;
+            for b in batches {
+                w.write(b)?;
+            }
+            w.finish()?;
+            drop(w);
+            Ok(("application/vnd.apache.arrow.stream", out))
+        }
+        _ => {
+            let mut w = arrow::json::ArrayWriter::new(&mut out);
+            for b in batches {
+                w.write(b)?;
+            }
+            w.finish()?;
+            if out.is_empty() {
+                out.extend_from_slice(b"[]");
+            }
+            Ok(("application/json", out))
+        }
+    }
+}

@@ -1,0 +1,96 @@
+//! Wiring: one TCP port serving gRPC (Flight, health, reflection) and HTTP
+//! side by side, startup, and graceful shutdown that flushes the buffer.
+//!
+//! May depend on every layer below it.
+
+mod http;
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::net::TcpListener;
+use tokio_stream::wrappers::TcpListenerStream;
+
+use crate::flight;
+use crate::ingest::{Engine, EngineConfig, EngineError};
+use crate::query::{QueryConfig, QueryEngine};
+
+/// The descriptor set compiled from `proto/` by build.rs.
+const DESCRIPTORS: &[u8] = include_bytes!(concat!(env!("OUT_DIR"), "/streamdb_descriptor.bin"));
+
+#[derive(Debug, Clone)]
+pub struct ServerConfig {
+    pub addr: SocketAddr,
+    pub engine: EngineConfig,
+    pub query: QueryConfig,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ServerError {
+    #[error(transparent)]
+    Engine(#[from] EngineError),
+    #[error("cannot listen on {addr}: {source}")]
+    Bind { addr: SocketAddr, source: std::io::Error },
+    #[error("server failed: {0}")]
+    Serve(String),
+}
+
+/// A started server: its address, the engine, and a handle to stop it.
+pub struct RunningServer {
+    pub addr: SocketAddr,
+    pub engine: Arc<Engine>,
+    shutdown: tokio::sync::oneshot::Sender<()>,
+    task: tokio::task::JoinHandle<Result<(), ServerError>>,
+}
+
+impl RunningServer {
+    /// Stops accepting requests, drains them, flushes the buffer.
+    pub async fn stop(self) -> Result<(), ServerError> {
+        let _ = self.shutdown.send(());
+        self.task.await.map_err(|e| ServerError::Serve(e.to_string()))?
+    }
+}
+
+/// Opens the engine and starts serving on `config.addr` (port 0 picks one).
+pub async fn start(config: ServerConfig) -> Result<RunningServer, ServerError> {
+    let engine = Engine::open(config.engine.clone()).await?;
+    let query = Arc::new(QueryEngine::new(engine.clone(), config.query.clone()));
+    let listener = TcpListener::bind(config.addr).await.map_err(|source| ServerError::Bind { addr: config.addr, source })?;
+    let addr = listener.local_addr().map_err(|source| ServerError::Bind { addr: config.addr, source })?;
+
+    let (health, health_service) = tonic_health::server::health_reporter();
+    health.set_serving::<arrow_flight::flight_service_server::FlightServiceServer<flight::StreamDbFlight>>().await;
+    let reflection = || {
+        tonic_reflection::server::Builder::configure()
+            .register_encoded_file_descriptor_set(DESCRIPTORS)
+            .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+    };
+    let reflection_v1 = reflection().build_v1().map_err(|e| ServerError::Serve(e.to_string()))?;
+    let reflection_v1alpha = reflection().build_v1alpha().map_err(|e| ServerError::Serve(e.to_string()))?;
+
+    let app = http::router(http::AppState { engine: engine.clone(), query: query.clone() });
+    let routes = tonic::service::Routes::from(app)
+        .add_service(flight::service(engine.clone(), query))
+        .add_service(health_service)
+        .add_service(reflection_v1)
+        .add_service(reflection_v1alpha);
+
+    let (tx, rx) = tokio::sync::oneshot::channel::<()>();
+    let serve_engine = engine.clone();
+    let task = tokio::spawn(async move {
+        let served = tonic::transport::Server::builder()
+            .accept_http1(true)
+            .tcp_nodelay(true)
+            .http2_keepalive_interval(Some(Duration::from_secs(30)))
+            .add_routes(routes)
+            .serve_with_incoming_shutdown(TcpListenerStream::new(listener), async {
+                let _ = rx.await;
+            })
+            .await;
+        let flushed = serve_engine.shutdown().await;
+        served.map_err(|e| ServerError::Serve(e.to_string()))?;
+        flushed.map_err(ServerError::from)
+    });
+    Ok(RunningServer { addr, engine, shutdown: tx, task })
+}
