@@ -7,11 +7,17 @@ use std::path::PathBuf;
 use prost::Message;
 
 fn main() {
-    let files = ["proto/Flight.proto", "proto/FlightSql.proto", "proto/streamdb.proto"];
+    let files = [
+        "proto/Flight.proto",
+        "proto/FlightSql.proto",
+        "proto/streamdb.proto",
+    ];
     for f in &files {
         println!("cargo:rerun-if-changed={f}");
     }
     let set = protox::compile(files, ["proto"]).unwrap_or_else(|e| panic!("compiling proto/: {e}"));
-    let out = PathBuf::from(std::env::var("OUT_DIR").expect("OUT_DIR")).join("streamdb_descriptor.bin");
-    std::fs::write(&out, set.encode_to_vec()).unwrap_or_else(|e| panic!("writing {}: {e}", out.display()));
+    let out =
+        PathBuf::from(std::env::var("OUT_DIR").expect("OUT_DIR")).join("streamdb_descriptor.bin");
+    std::fs::write(&out, set.encode_to_vec())
+        .unwrap_or_else(|e| panic!("writing {}: {e}", out.display()));
 }

@@ -25,11 +25,11 @@
 //! - [`server`]: one port for gRPC and HTTP, startup and shutdown.
 //! - [`cli`]: the `streamdb` command line, through the client crate.
 
+pub mod cli;
+pub mod flight;
 pub mod ingest;
 pub mod model;
+pub mod query;
+pub mod server;
 pub mod storage;
 pub mod stream;
-pub mod query;
-pub mod flight;
-pub mod server;
-pub mod cli;

@@ -17,7 +17,11 @@ use crate::server::{self, ServerConfig};
 use units::{parse_bytes, parse_duration};
 
 #[derive(Parser, Debug)]
-#[command(name = "streamdb", version, about = "StreamDB: a time-series database on Arrow Flight, durable streams and object storage")]
+#[command(
+    name = "streamdb",
+    version,
+    about = "StreamDB: a time-series database on Arrow Flight, durable streams and object storage"
+)]
 pub struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -38,7 +42,9 @@ enum Command {
         json: bool,
     },
     /// Run a SQL query.
-    #[command(after_help = "Example:\n  streamdb query \"SELECT time_bucket('10s', time), AVG(value) FROM metrics WHERE time > now() - '1m' GROUP BY 1\"")]
+    #[command(
+        after_help = "Example:\n  streamdb query \"SELECT time_bucket('10s', time), AVG(value) FROM metrics WHERE time > now() - '1m' GROUP BY 1\""
+    )]
     Query {
         sql: String,
         #[arg(long, env = "STREAMDB_SERVER", default_value = "http://127.0.0.1:8080")]
@@ -92,7 +98,11 @@ pub async fn run(cli: Cli) -> Result<()> {
     match cli.command {
         Command::Start(args) => start(args).await,
         Command::Status { server, json } => status(&server, json).await,
-        Command::Query { sql, server, format } => query(&server, &sql, format).await,
+        Command::Query {
+            sql,
+            server,
+            format,
+        } => query(&server, &sql, format).await,
     }
 }
 
@@ -106,12 +116,22 @@ async fn start(a: StartArgs) -> Result<()> {
     let config = ServerConfig {
         addr: SocketAddr::new(a.host, a.port),
         engine,
-        query: QueryConfig { memory_limit: a.query_memory_limit, timeout: a.query_timeout },
+        query: QueryConfig {
+            memory_limit: a.query_memory_limit,
+            timeout: a.query_timeout,
+        },
     };
     let srv = server::start(config).await.context("starting the server")?;
     let data_dir = a.data_dir.canonicalize().unwrap_or(a.data_dir.clone());
     tracing::info!(addr = %srv.addr, data_dir = %data_dir.display(), "StreamDB listening (gRPC Flight SQL and HTTP on one port)");
-    eprintln!("StreamDB {} listening on {} (Flight SQL: grpc://{}, HTTP: http://{}), data in {}", env!("CARGO_PKG_VERSION"), srv.addr, srv.addr, srv.addr, data_dir.display());
+    eprintln!(
+        "StreamDB {} listening on {} (Flight SQL: grpc://{}, HTTP: http://{}), data in {}",
+        env!("CARGO_PKG_VERSION"),
+        srv.addr,
+        srv.addr,
+        srv.addr,
+        data_dir.display()
+    );
     shutdown_signal().await;
     tracing::info!("shutting down: draining requests and flushing the write buffer");
     srv.stop().await.context("shutting down")?;
@@ -123,7 +143,8 @@ async fn shutdown_signal() {
     let ctrl_c = tokio::signal::ctrl_c();
     #[cfg(unix)]
     {
-        let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).expect("installing SIGTERM handler");
+        let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+            .expect("installing SIGTERM handler");
         tokio::select! {
             _ = ctrl_c => {}
             _ = term.recv() => {}
@@ -141,8 +162,15 @@ async fn status(server: &str, json: bool) -> Result<()> {
         return Ok(());
     }
     let n = |v: &serde_json::Value| v.as_u64().unwrap_or(0);
-    println!("StreamDB {} at {}", s["version"].as_str().unwrap_or("?"), server);
-    println!("  data dir        {}", s["data_dir"].as_str().unwrap_or("?"));
+    println!(
+        "StreamDB {} at {}",
+        s["version"].as_str().unwrap_or("?"),
+        server
+    );
+    println!(
+        "  data dir        {}",
+        s["data_dir"].as_str().unwrap_or("?")
+    );
     println!("  rows            {}", units::count(n(&s["rows"])));
     println!("  series          {}", units::count(n(&s["series"])));
     println!(
@@ -150,8 +178,18 @@ async fn status(server: &str, json: bool) -> Result<()> {
         s["time_range"]["min"].as_str().unwrap_or("-"),
         s["time_range"]["max"].as_str().unwrap_or("-")
     );
-    println!("  stream          offsets {} .. {}, {} segment(s), {}", s["stream"]["first_offset"].as_str().unwrap_or("?"), s["stream"]["next_offset"].as_str().unwrap_or("?"), n(&s["stream"]["segments"]), units::bytes(n(&s["stream"]["bytes"])));
-    println!("  write buffer    {} rows, {}", units::count(n(&s["buffer"]["rows"])), units::bytes(n(&s["buffer"]["bytes"])));
+    println!(
+        "  stream          offsets {} .. {}, {} segment(s), {}",
+        s["stream"]["first_offset"].as_str().unwrap_or("?"),
+        s["stream"]["next_offset"].as_str().unwrap_or("?"),
+        n(&s["stream"]["segments"]),
+        units::bytes(n(&s["stream"]["bytes"]))
+    );
+    println!(
+        "  write buffer    {} rows, {}",
+        units::count(n(&s["buffer"]["rows"])),
+        units::bytes(n(&s["buffer"]["bytes"]))
+    );
     println!(
         "  storage         {} chunk(s), {} rows, {}, manifest v{}",
         n(&s["storage"]["chunks"]),

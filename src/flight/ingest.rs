@@ -17,7 +17,10 @@ use crate::ingest::{Engine, WriteReceipt};
 const PIPELINE: usize = 4;
 
 /// Decodes the stream's batches and writes each one durably.
-pub fn write_stream(engine: Arc<Engine>, input: PeekableFlightDataStream) -> impl Stream<Item = Result<WriteReceipt, Status>> + Send {
+pub fn write_stream(
+    engine: Arc<Engine>,
+    input: PeekableFlightDataStream,
+) -> impl Stream<Item = Result<WriteReceipt, Status>> + Send {
     let batches = FlightRecordBatchStream::new_from_flight_data(input.map_err(FlightError::from));
     batches
         .map_err(|e| Status::invalid_argument(format!("invalid Arrow IPC data: {e}")))
@@ -31,5 +34,7 @@ pub fn write_stream(engine: Arc<Engine>, input: PeekableFlightDataStream) -> imp
 /// PutResult metadata: `{"rows": N, "offset": "..."}`.
 pub fn put_result(r: &WriteReceipt) -> PutResult {
     let meta = serde_json::json!({ "rows": r.rows, "offset": r.offset.to_string() });
-    PutResult { app_metadata: serde_json::to_vec(&meta).expect("json").into() }
+    PutResult {
+        app_metadata: serde_json::to_vec(&meta).expect("json").into(),
+    }
 }

@@ -23,12 +23,16 @@ use arrow_flight::encode::FlightDataEncoderBuilder;
 use arrow_flight::sql::metadata::{SqlInfoData, SqlInfoDataBuilder};
 use arrow_flight::sql::server::{FlightSqlService, PeekableFlightDataStream};
 use arrow_flight::sql::{
-    ActionClosePreparedStatementRequest, ActionCreatePreparedStatementRequest, ActionCreatePreparedStatementResult, Any,
-    CommandGetCatalogs, CommandGetDbSchemas, CommandGetSqlInfo, CommandGetTableTypes, CommandGetTables,
-    CommandPreparedStatementQuery, CommandStatementIngest, CommandStatementQuery, DoPutPreparedStatementResult, ProstMessageExt,
+    ActionClosePreparedStatementRequest, ActionCreatePreparedStatementRequest,
+    ActionCreatePreparedStatementResult, Any, CommandGetCatalogs, CommandGetDbSchemas,
+    CommandGetSqlInfo, CommandGetTableTypes, CommandGetTables, CommandPreparedStatementQuery,
+    CommandStatementIngest, CommandStatementQuery, DoPutPreparedStatementResult, ProstMessageExt,
     SqlInfo, SqlSupportedTransaction, TicketStatementQuery,
 };
-use arrow_flight::{Action, ActionType, FlightDescriptor, FlightEndpoint, FlightInfo, IpcMessage, SchemaAsIpc, Ticket};
+use arrow_flight::{
+    Action, ActionType, FlightDescriptor, FlightEndpoint, FlightInfo, IpcMessage, SchemaAsIpc,
+    Ticket,
+};
 use futures::{Stream, StreamExt, TryStreamExt};
 use prost::Message;
 use tonic::{Request, Response, Status};
@@ -53,7 +57,10 @@ static SQL_INFO: LazyLock<SqlInfoData> = LazyLock::new(|| {
     b.append(SqlInfo::FlightSqlServerReadOnly, false);
     b.append(SqlInfo::FlightSqlServerSql, true);
     b.append(SqlInfo::FlightSqlServerSubstrait, false);
-    b.append(SqlInfo::FlightSqlServerTransaction, SqlSupportedTransaction::None as i32);
+    b.append(
+        SqlInfo::FlightSqlServerTransaction,
+        SqlSupportedTransaction::None as i32,
+    );
     b.append(SqlInfo::FlightSqlServerCancel, false);
     b.append(SqlInfo::FlightSqlServerStatementTimeout, 0i32);
     b.append(SqlInfo::FlightSqlServerTransactionTimeout, 0i32);
@@ -72,7 +79,12 @@ impl StreamDbFlight {
         Self { engine, query }
     }
 
-    fn info(&self, schema: &Schema, ticket: Ticket, descriptor: FlightDescriptor) -> Result<Response<FlightInfo>, Status> {
+    fn info(
+        &self,
+        schema: &Schema,
+        ticket: Ticket,
+        descriptor: FlightDescriptor,
+    ) -> Result<Response<FlightInfo>, Status> {
         let info = FlightInfo::new()
             .try_with_schema(schema)
             .map_err(|e| Status::internal(format!("encoding schema: {e}")))?
@@ -83,7 +95,10 @@ impl StreamDbFlight {
         Ok(Response::new(info))
     }
 
-    fn one_batch(schema: arrow::datatypes::SchemaRef, batch: Result<arrow::array::RecordBatch, arrow_flight::error::FlightError>) -> Response<BoxStream<arrow_flight::FlightData>> {
+    fn one_batch(
+        schema: arrow::datatypes::SchemaRef,
+        batch: Result<arrow::array::RecordBatch, arrow_flight::error::FlightError>,
+    ) -> Response<BoxStream<arrow_flight::FlightData>> {
         let stream = FlightDataEncoderBuilder::new()
             .with_schema(schema)
             .build(futures::stream::once(async move { batch }))
@@ -92,7 +107,9 @@ impl StreamDbFlight {
     }
 
     fn ingest_stream(&self, input: PeekableFlightDataStream) -> BoxStream<arrow_flight::PutResult> {
-        Box::pin(ingest::write_stream(self.engine.clone(), input).map_ok(|r| ingest::put_result(&r)))
+        Box::pin(
+            ingest::write_stream(self.engine.clone(), input).map_ok(|r| ingest::put_result(&r)),
+        )
     }
 }
 
@@ -105,14 +122,20 @@ fn schema_bytes(schema: &Schema) -> Result<bytes::Bytes, Status> {
 
 /// The Flight SQL reference schema of GetTableTypes.
 fn table_types_schema() -> arrow::datatypes::SchemaRef {
-    Arc::new(Schema::new(vec![arrow::datatypes::Field::new("table_type", arrow::datatypes::DataType::Utf8, false)]))
+    Arc::new(Schema::new(vec![arrow::datatypes::Field::new(
+        "table_type",
+        arrow::datatypes::DataType::Utf8,
+        false,
+    )]))
 }
 
 fn check_table(name: &str) -> Result<(), Status> {
     if name == TABLE {
         Ok(())
     } else {
-        Err(Status::invalid_argument(format!("unknown table {name:?}: StreamDB ingests into the table `metrics`")))
+        Err(Status::invalid_argument(format!(
+            "unknown table {name:?}: StreamDB ingests into the table `metrics`"
+        )))
     }
 }
 
@@ -120,7 +143,11 @@ fn check_table(name: &str) -> Result<(), Status> {
 impl FlightSqlService for StreamDbFlight {
     type FlightService = StreamDbFlight;
 
-    async fn do_put_fallback(&self, request: Request<PeekableFlightDataStream>, message: Any) -> Result<Response<BoxStream<arrow_flight::PutResult>>, Status> {
+    async fn do_put_fallback(
+        &self,
+        request: Request<PeekableFlightDataStream>,
+        message: Any,
+    ) -> Result<Response<BoxStream<arrow_flight::PutResult>>, Status> {
         let mut input = request.into_inner();
         let first = input.peek().await.cloned();
         let descriptor = match first {
@@ -130,14 +157,32 @@ impl FlightSqlService for StreamDbFlight {
         };
         let path = descriptor.map(|d| d.path).unwrap_or_default();
         if path != [TABLE] {
-            let what = if path.is_empty() { format!("command {:?}", message.type_url) } else { format!("path {path:?}") };
+            let what = if path.is_empty() {
+                format!("command {:?}", message.type_url)
+            } else {
+                format!("path {path:?}")
+            };
             return Err(Status::invalid_argument(format!("unknown DoPut descriptor {what}: use the path [\"metrics\"] or CommandStatementIngest")));
         }
         Ok(Response::new(self.ingest_stream(input)))
     }
 
-    async fn do_put_statement_ingest(&self, cmd: CommandStatementIngest, request: Request<PeekableFlightDataStream>) -> Result<i64, Status> {
+    async fn do_put_statement_ingest(
+        &self,
+        cmd: CommandStatementIngest,
+        request: Request<PeekableFlightDataStream>,
+    ) -> Result<i64, Status> {
         check_table(&cmd.table)?;
+        // `metrics` always exists and is append-only: ADBC's create, append
+        // and create_append modes all append; replace would drop history.
+        let replace = arrow_flight::sql::TableExistsOption::Replace as i32;
+        if cmd
+            .table_definition_options
+            .as_ref()
+            .is_some_and(|o| o.if_exists == replace)
+        {
+            return Err(Status::invalid_argument("ingest mode replace is not supported: the metrics table is append-only (use append)"));
+        }
         let mut rows = 0i64;
         let mut results = ingest::write_stream(self.engine.clone(), request.into_inner());
         while let Some(r) = results.next().await {
@@ -146,21 +191,46 @@ impl FlightSqlService for StreamDbFlight {
         Ok(rows)
     }
 
-    async fn get_flight_info_statement(&self, cmd: CommandStatementQuery, request: Request<FlightDescriptor>) -> Result<Response<FlightInfo>, Status> {
-        let p = Prepared { sql: cmd.query.clone(), params: None };
+    async fn get_flight_info_statement(
+        &self,
+        cmd: CommandStatementQuery,
+        request: Request<FlightDescriptor>,
+    ) -> Result<Response<FlightInfo>, Status> {
+        let p = Prepared {
+            sql: cmd.query.clone(),
+            params: None,
+        };
         let schema = statement::schema(&self.query, &p).await?;
-        let ticket = TicketStatementQuery { statement_handle: cmd.query.into_bytes().into() };
-        self.info(&schema, Ticket::new(ticket.as_any().encode_to_vec()), request.into_inner())
+        let ticket = TicketStatementQuery {
+            statement_handle: cmd.query.into_bytes().into(),
+        };
+        self.info(
+            &schema,
+            Ticket::new(ticket.as_any().encode_to_vec()),
+            request.into_inner(),
+        )
     }
 
-    async fn do_get_statement(&self, ticket: TicketStatementQuery, _request: Request<Ticket>) -> Result<Response<BoxStream<arrow_flight::FlightData>>, Status> {
-        let sql = String::from_utf8(ticket.statement_handle.to_vec()).map_err(|_| Status::invalid_argument("ticket is not UTF-8 SQL"))?;
+    async fn do_get_statement(
+        &self,
+        ticket: TicketStatementQuery,
+        _request: Request<Ticket>,
+    ) -> Result<Response<BoxStream<arrow_flight::FlightData>>, Status> {
+        let sql = String::from_utf8(ticket.statement_handle.to_vec())
+            .map_err(|_| Status::invalid_argument("ticket is not UTF-8 SQL"))?;
         let stream = statement::execute(&self.query, &Prepared { sql, params: None }).await?;
         Ok(Response::new(Box::pin(stream)))
     }
 
-    async fn do_action_create_prepared_statement(&self, req: ActionCreatePreparedStatementRequest, _request: Request<Action>) -> Result<ActionCreatePreparedStatementResult, Status> {
-        let p = Prepared { sql: req.query, params: None };
+    async fn do_action_create_prepared_statement(
+        &self,
+        req: ActionCreatePreparedStatementRequest,
+        _request: Request<Action>,
+    ) -> Result<ActionCreatePreparedStatementResult, Status> {
+        let p = Prepared {
+            sql: req.query,
+            params: None,
+        };
         let schema = statement::schema(&self.query, &p).await?;
         Ok(ActionCreatePreparedStatementResult {
             prepared_statement_handle: p.encode()?.into(),
@@ -169,109 +239,215 @@ impl FlightSqlService for StreamDbFlight {
         })
     }
 
-    async fn do_action_close_prepared_statement(&self, _req: ActionClosePreparedStatementRequest, _request: Request<Action>) -> Result<(), Status> {
+    async fn do_action_close_prepared_statement(
+        &self,
+        _req: ActionClosePreparedStatementRequest,
+        _request: Request<Action>,
+    ) -> Result<(), Status> {
         // Handles carry their own state: nothing to free.
         Ok(())
     }
 
-    async fn do_put_prepared_statement_query(&self, cmd: CommandPreparedStatementQuery, request: Request<PeekableFlightDataStream>) -> Result<DoPutPreparedStatementResult, Status> {
+    async fn do_put_prepared_statement_query(
+        &self,
+        cmd: CommandPreparedStatementQuery,
+        request: Request<PeekableFlightDataStream>,
+    ) -> Result<DoPutPreparedStatementResult, Status> {
         let mut p = Prepared::decode(&cmd.prepared_statement_handle)?;
-        let input = request.into_inner().map_err(arrow_flight::error::FlightError::from);
-        let batches: Vec<_> = arrow_flight::decode::FlightRecordBatchStream::new_from_flight_data(input)
-            .try_collect()
-            .await
-            .map_err(|e| Status::invalid_argument(format!("invalid parameter batch: {e}")))?;
+        let input = request
+            .into_inner()
+            .map_err(arrow_flight::error::FlightError::from);
+        let batches: Vec<_> =
+            arrow_flight::decode::FlightRecordBatchStream::new_from_flight_data(input)
+                .try_collect()
+                .await
+                .map_err(|e| Status::invalid_argument(format!("invalid parameter batch: {e}")))?;
         p.params = batches.into_iter().find(|b| b.num_rows() > 0);
-        Ok(DoPutPreparedStatementResult { prepared_statement_handle: Some(p.encode()?.into()) })
+        Ok(DoPutPreparedStatementResult {
+            prepared_statement_handle: Some(p.encode()?.into()),
+        })
     }
 
-    async fn get_flight_info_prepared_statement(&self, cmd: CommandPreparedStatementQuery, request: Request<FlightDescriptor>) -> Result<Response<FlightInfo>, Status> {
+    async fn get_flight_info_prepared_statement(
+        &self,
+        cmd: CommandPreparedStatementQuery,
+        request: Request<FlightDescriptor>,
+    ) -> Result<Response<FlightInfo>, Status> {
         let p = Prepared::decode(&cmd.prepared_statement_handle)?;
         let schema = statement::schema(&self.query, &p).await?;
-        self.info(&schema, Ticket::new(cmd.as_any().encode_to_vec()), request.into_inner())
+        self.info(
+            &schema,
+            Ticket::new(cmd.as_any().encode_to_vec()),
+            request.into_inner(),
+        )
     }
 
-    async fn do_get_prepared_statement(&self, cmd: CommandPreparedStatementQuery, _request: Request<Ticket>) -> Result<Response<BoxStream<arrow_flight::FlightData>>, Status> {
+    async fn do_get_prepared_statement(
+        &self,
+        cmd: CommandPreparedStatementQuery,
+        _request: Request<Ticket>,
+    ) -> Result<Response<BoxStream<arrow_flight::FlightData>>, Status> {
         let p = Prepared::decode(&cmd.prepared_statement_handle)?;
-        Ok(Response::new(Box::pin(statement::execute(&self.query, &p).await?)))
+        Ok(Response::new(Box::pin(
+            statement::execute(&self.query, &p).await?,
+        )))
     }
 
-    async fn get_flight_info_sql_info(&self, cmd: CommandGetSqlInfo, request: Request<FlightDescriptor>) -> Result<Response<FlightInfo>, Status> {
+    async fn get_flight_info_sql_info(
+        &self,
+        cmd: CommandGetSqlInfo,
+        request: Request<FlightDescriptor>,
+    ) -> Result<Response<FlightInfo>, Status> {
         let schema = cmd.clone().into_builder(&SQL_INFO).schema();
-        self.info(&schema, Ticket::new(cmd.as_any().encode_to_vec()), request.into_inner())
+        self.info(
+            &schema,
+            Ticket::new(cmd.as_any().encode_to_vec()),
+            request.into_inner(),
+        )
     }
 
-    async fn do_get_sql_info(&self, cmd: CommandGetSqlInfo, _request: Request<Ticket>) -> Result<Response<BoxStream<arrow_flight::FlightData>>, Status> {
+    async fn do_get_sql_info(
+        &self,
+        cmd: CommandGetSqlInfo,
+        _request: Request<Ticket>,
+    ) -> Result<Response<BoxStream<arrow_flight::FlightData>>, Status> {
         let b = cmd.into_builder(&SQL_INFO);
         Ok(Self::one_batch(b.schema(), b.build()))
     }
 
-    async fn get_flight_info_catalogs(&self, cmd: CommandGetCatalogs, request: Request<FlightDescriptor>) -> Result<Response<FlightInfo>, Status> {
+    async fn get_flight_info_catalogs(
+        &self,
+        cmd: CommandGetCatalogs,
+        request: Request<FlightDescriptor>,
+    ) -> Result<Response<FlightInfo>, Status> {
         let schema = cmd.clone().into_builder().schema();
-        self.info(&schema, Ticket::new(cmd.as_any().encode_to_vec()), request.into_inner())
+        self.info(
+            &schema,
+            Ticket::new(cmd.as_any().encode_to_vec()),
+            request.into_inner(),
+        )
     }
 
-    async fn do_get_catalogs(&self, cmd: CommandGetCatalogs, _request: Request<Ticket>) -> Result<Response<BoxStream<arrow_flight::FlightData>>, Status> {
+    async fn do_get_catalogs(
+        &self,
+        cmd: CommandGetCatalogs,
+        _request: Request<Ticket>,
+    ) -> Result<Response<BoxStream<arrow_flight::FlightData>>, Status> {
         let mut b = cmd.into_builder();
         b.append(CATALOG);
         Ok(Self::one_batch(b.schema(), b.build()))
     }
 
-    async fn get_flight_info_schemas(&self, cmd: CommandGetDbSchemas, request: Request<FlightDescriptor>) -> Result<Response<FlightInfo>, Status> {
+    async fn get_flight_info_schemas(
+        &self,
+        cmd: CommandGetDbSchemas,
+        request: Request<FlightDescriptor>,
+    ) -> Result<Response<FlightInfo>, Status> {
         let schema = cmd.clone().into_builder().schema();
-        self.info(&schema, Ticket::new(cmd.as_any().encode_to_vec()), request.into_inner())
+        self.info(
+            &schema,
+            Ticket::new(cmd.as_any().encode_to_vec()),
+            request.into_inner(),
+        )
     }
 
-    async fn do_get_schemas(&self, cmd: CommandGetDbSchemas, _request: Request<Ticket>) -> Result<Response<BoxStream<arrow_flight::FlightData>>, Status> {
+    async fn do_get_schemas(
+        &self,
+        cmd: CommandGetDbSchemas,
+        _request: Request<Ticket>,
+    ) -> Result<Response<BoxStream<arrow_flight::FlightData>>, Status> {
         let mut b = cmd.into_builder();
         b.append(CATALOG, DB_SCHEMA);
         Ok(Self::one_batch(b.schema(), b.build()))
     }
 
-    async fn get_flight_info_tables(&self, cmd: CommandGetTables, request: Request<FlightDescriptor>) -> Result<Response<FlightInfo>, Status> {
+    async fn get_flight_info_tables(
+        &self,
+        cmd: CommandGetTables,
+        request: Request<FlightDescriptor>,
+    ) -> Result<Response<FlightInfo>, Status> {
         let schema = cmd.clone().into_builder().schema();
-        self.info(&schema, Ticket::new(cmd.as_any().encode_to_vec()), request.into_inner())
+        self.info(
+            &schema,
+            Ticket::new(cmd.as_any().encode_to_vec()),
+            request.into_inner(),
+        )
     }
 
-    async fn do_get_tables(&self, cmd: CommandGetTables, _request: Request<Ticket>) -> Result<Response<BoxStream<arrow_flight::FlightData>>, Status> {
+    async fn do_get_tables(
+        &self,
+        cmd: CommandGetTables,
+        _request: Request<Ticket>,
+    ) -> Result<Response<BoxStream<arrow_flight::FlightData>>, Status> {
         let mut b = cmd.into_builder();
-        b.append(CATALOG, DB_SCHEMA, TABLE, "TABLE", &sql_schema()).map_err(Status::from)?;
+        b.append(CATALOG, DB_SCHEMA, TABLE, "TABLE", &sql_schema())
+            .map_err(Status::from)?;
         Ok(Self::one_batch(b.schema(), b.build()))
     }
 
-    async fn get_flight_info_table_types(&self, cmd: CommandGetTableTypes, request: Request<FlightDescriptor>) -> Result<Response<FlightInfo>, Status> {
+    async fn get_flight_info_table_types(
+        &self,
+        cmd: CommandGetTableTypes,
+        request: Request<FlightDescriptor>,
+    ) -> Result<Response<FlightInfo>, Status> {
         let schema = table_types_schema();
-        self.info(&schema, Ticket::new(cmd.as_any().encode_to_vec()), request.into_inner())
+        self.info(
+            &schema,
+            Ticket::new(cmd.as_any().encode_to_vec()),
+            request.into_inner(),
+        )
     }
 
-    async fn do_get_table_types(&self, _cmd: CommandGetTableTypes, _request: Request<Ticket>) -> Result<Response<BoxStream<arrow_flight::FlightData>>, Status> {
+    async fn do_get_table_types(
+        &self,
+        _cmd: CommandGetTableTypes,
+        _request: Request<Ticket>,
+    ) -> Result<Response<BoxStream<arrow_flight::FlightData>>, Status> {
         let schema = table_types_schema();
-        let types: arrow::array::ArrayRef = Arc::new(arrow::array::StringArray::from(vec!["TABLE"]));
-        let batch = arrow::array::RecordBatch::try_new(schema.clone(), vec![types]).map_err(Into::into);
+        let types: arrow::array::ArrayRef =
+            Arc::new(arrow::array::StringArray::from(vec!["TABLE"]));
+        let batch =
+            arrow::array::RecordBatch::try_new(schema.clone(), vec![types]).map_err(Into::into);
         Ok(Self::one_batch(schema, batch))
     }
 
-    async fn do_action_fallback(&self, request: Request<Action>) -> Result<Response<BoxStream<arrow_flight::Result>>, Status> {
+    async fn do_action_fallback(
+        &self,
+        request: Request<Action>,
+    ) -> Result<Response<BoxStream<arrow_flight::Result>>, Status> {
         let action = request.into_inner();
         if action.r#type != "status" {
-            return Err(Status::invalid_argument(format!("unknown action {:?}; supported: status", action.r#type)));
+            return Err(Status::invalid_argument(format!(
+                "unknown action {:?}; supported: status",
+                action.r#type
+            )));
         }
-        let body = serde_json::to_vec(&self.engine.status()).map_err(|e| Status::internal(e.to_string()))?;
+        let body = serde_json::to_vec(&self.engine.status())
+            .map_err(|e| Status::internal(e.to_string()))?;
         let result = arrow_flight::Result { body: body.into() };
-        Ok(Response::new(Box::pin(futures::stream::once(async { Ok(result) }))))
+        Ok(Response::new(Box::pin(futures::stream::once(async {
+            Ok(result)
+        }))))
     }
 
     async fn list_custom_actions(&self) -> Option<Vec<Result<ActionType, Status>>> {
-        Some(vec![Ok(ActionType { r#type: "status".into(), description: "Engine status as JSON".into() })])
+        Some(vec![Ok(ActionType {
+            r#type: "status".into(),
+            description: "Engine status as JSON".into(),
+        })])
     }
 
     async fn register_sql_info(&self, _id: i32, _result: &SqlInfo) {}
 }
 
 /// Ensures the generic `FlightService` impl is what tonic serves.
-pub fn service(engine: Arc<Engine>, query: Arc<QueryEngine>) -> arrow_flight::flight_service_server::FlightServiceServer<StreamDbFlight> {
-    arrow_flight::flight_service_server::FlightServiceServer::new(StreamDbFlight::new(engine, query))
-        .max_decoding_message_size(usize::MAX >> 1)
-        .max_encoding_message_size(usize::MAX >> 1)
+pub fn service(
+    engine: Arc<Engine>,
+    query: Arc<QueryEngine>,
+) -> arrow_flight::flight_service_server::FlightServiceServer<StreamDbFlight> {
+    arrow_flight::flight_service_server::FlightServiceServer::new(StreamDbFlight::new(
+        engine, query,
+    ))
+    .max_decoding_message_size(usize::MAX >> 1)
+    .max_encoding_message_size(usize::MAX >> 1)
 }
-

@@ -37,7 +37,8 @@ impl Prepared {
         out.extend_from_slice(&(self.sql.len() as u32).to_le_bytes());
         out.extend_from_slice(self.sql.as_bytes());
         if let Some(p) = &self.params {
-            let mut w = StreamWriter::try_new(&mut out, &p.schema()).map_err(|e| Status::internal(e.to_string()))?;
+            let mut w = StreamWriter::try_new(&mut out, &p.schema())
+                .map_err(|e| Status::internal(e.to_string()))?;
             w.write(p).map_err(|e| Status::internal(e.to_string()))?;
             w.finish().map_err(|e| Status::internal(e.to_string()))?;
         }
@@ -45,7 +46,9 @@ impl Prepared {
     }
 
     pub fn decode(bytes: &[u8]) -> Result<Self, Status> {
-        let bad = |why: &str| Status::invalid_argument(format!("invalid prepared statement handle: {why}"));
+        let bad = |why: &str| {
+            Status::invalid_argument(format!("invalid prepared statement handle: {why}"))
+        };
         if bytes.len() < 8 || &bytes[..4] != HANDLE_MAGIC {
             return Err(bad("not issued by this server"));
         }
@@ -66,7 +69,10 @@ impl Prepared {
 /// The first row of a parameter batch as positional parameters.
 fn param_values(batch: &RecordBatch) -> Result<ParamValues, Status> {
     if batch.num_rows() != 1 {
-        return Err(Status::invalid_argument(format!("expected one row of parameters, got {}", batch.num_rows())));
+        return Err(Status::invalid_argument(format!(
+            "expected one row of parameters, got {}",
+            batch.num_rows()
+        )));
     }
     let values = batch
         .columns()
@@ -80,16 +86,30 @@ fn param_values(batch: &RecordBatch) -> Result<ParamValues, Status> {
 async fn dataframe(q: &QueryEngine, p: &Prepared) -> Result<DataFrame, Status> {
     let df = q.sql(&p.sql).await.map_err(query_status)?;
     match &p.params {
-        Some(params) => df.with_param_values(param_values(params)?).map_err(|e| query_status(QueryError::from_datafusion(e))),
+        Some(params) => df
+            .with_param_values(param_values(params)?)
+            .map_err(|e| query_status(QueryError::from_datafusion(e))),
         None => Ok(df),
     }
 }
 
 /// Plans `p` down to its physical plan; its schema is what DoGet streams.
-pub async fn physical_plan(q: &QueryEngine, p: &Prepared) -> Result<(Arc<dyn ExecutionPlan>, Arc<datafusion::execution::TaskContext>), Status> {
+pub async fn physical_plan(
+    q: &QueryEngine,
+    p: &Prepared,
+) -> Result<
+    (
+        Arc<dyn ExecutionPlan>,
+        Arc<datafusion::execution::TaskContext>,
+    ),
+    Status,
+> {
     let df = dataframe(q, p).await?;
     let task = Arc::new(df.task_ctx());
-    let plan = df.create_physical_plan().await.map_err(|e| query_status(QueryError::from_datafusion(e)))?;
+    let plan = df
+        .create_physical_plan()
+        .await
+        .map_err(|e| query_status(QueryError::from_datafusion(e)))?;
     Ok((plan, task))
 }
 
@@ -101,7 +121,12 @@ pub async fn schema(q: &QueryEngine, p: &Prepared) -> Result<SchemaRef, Status> 
         Ok((plan, _)) => Ok(plan.schema()),
         Err(e) if p.params.is_none() => {
             let df = q.sql(&p.sql).await.map_err(query_status)?;
-            if df.logical_plan().get_parameter_types().map(|t| t.is_empty()).unwrap_or(true) {
+            if df
+                .logical_plan()
+                .get_parameter_types()
+                .map(|t| t.is_empty())
+                .unwrap_or(true)
+            {
                 return Err(e);
             }
             Ok(Arc::new(df.schema().as_arrow().clone()))
@@ -111,20 +136,34 @@ pub async fn schema(q: &QueryEngine, p: &Prepared) -> Result<SchemaRef, Status> 
 }
 
 /// Runs `p` and streams its batches as Flight data, with a deadline.
-pub async fn execute(q: &QueryEngine, p: &Prepared) -> Result<impl Stream<Item = Result<FlightData, Status>> + Send + 'static, Status> {
+pub async fn execute(
+    q: &QueryEngine,
+    p: &Prepared,
+) -> Result<impl Stream<Item = Result<FlightData, Status>> + Send + 'static, Status> {
     let (plan, task) = physical_plan(q, p).await?;
     let schema = plan.schema();
     let timeout = q.config().timeout;
-    let batches = execute_stream(plan, task).map_err(|e| query_status(QueryError::from_datafusion(e)))?;
+    let batches =
+        execute_stream(plan, task).map_err(|e| query_status(QueryError::from_datafusion(e)))?;
     let deadline = tokio::time::Instant::now() + timeout;
     let limited = batches
-        .map_err(|e| arrow_flight::error::FlightError::from(query_status(QueryError::from_datafusion(e))))
+        .map_err(|e| {
+            arrow_flight::error::FlightError::from(query_status(QueryError::from_datafusion(e)))
+        })
         .take_until(tokio::time::sleep_until(deadline))
         // If the deadline cut the stream short, end it with an error rather
         // than a silently truncated result.
-        .chain(futures::stream::once(async move { tokio::time::Instant::now() >= deadline }).filter_map(move |late| {
-            let err = arrow_flight::error::FlightError::from(query_status(QueryError::Timeout(timeout)));
-            futures::future::ready(late.then_some(Err(err)))
-        }));
-    Ok(FlightDataEncoderBuilder::new().with_schema(schema).build(limited).map_err(Status::from))
+        .chain(
+            futures::stream::once(async move { tokio::time::Instant::now() >= deadline })
+                .filter_map(move |late| {
+                    let err = arrow_flight::error::FlightError::from(query_status(
+                        QueryError::Timeout(timeout),
+                    ));
+                    futures::future::ready(late.then_some(Err(err)))
+                }),
+        );
+    Ok(FlightDataEncoderBuilder::new()
+        .with_schema(schema)
+        .build(limited)
+        .map_err(Status::from))
 }

@@ -30,7 +30,13 @@ impl BufferedBatch {
         let min_time = arrow::compute::min(times).unwrap_or(i64::MAX);
         let max_time = arrow::compute::max(times).unwrap_or(i64::MIN);
         let bytes = points.get_array_memory_size();
-        Self { offset, points, min_time, max_time, bytes }
+        Self {
+            offset,
+            points,
+            min_time,
+            max_time,
+            bytes,
+        }
     }
 }
 
@@ -55,11 +61,21 @@ pub(crate) struct State {
 impl State {
     pub fn new(manifest: Arc<Manifest>) -> Self {
         let applied = Offset(manifest.stream_offset);
-        Self { manifest, batches: Vec::new(), rows: 0, bytes: 0, oldest: None, applied }
+        Self {
+            manifest,
+            batches: Vec::new(),
+            rows: 0,
+            bytes: 0,
+            oldest: None,
+            applied,
+        }
     }
 
     pub fn push(&mut self, batch: BufferedBatch) {
-        debug_assert!(batch.offset >= self.applied, "records must arrive in offset order");
+        debug_assert!(
+            batch.offset >= self.applied,
+            "records must arrive in offset order"
+        );
         self.applied = batch.offset.next();
         if batch.points.num_rows() == 0 {
             return;
@@ -78,11 +94,18 @@ impl State {
             self.rows -= b.points.num_rows();
             self.bytes -= b.bytes;
         }
-        self.oldest = if self.batches.is_empty() { None } else { Some(Instant::now()) };
+        self.oldest = if self.batches.is_empty() {
+            None
+        } else {
+            Some(Instant::now())
+        };
         self.manifest = manifest;
     }
 
     pub fn snapshot(&self) -> Snapshot {
-        Snapshot { manifest: self.manifest.clone(), buffered: self.batches.clone() }
+        Snapshot {
+            manifest: self.manifest.clone(),
+            buffered: self.batches.clone(),
+        }
     }
 }

@@ -56,7 +56,11 @@ pub enum EngineError {
     #[error("invalid batch: {0}")]
     InvalidBatch(#[from] BatchError),
     #[error("write buffer full ({bytes} of {limit} bytes) for {waited:?}: flushing cannot keep up; retry later")]
-    Backpressure { bytes: usize, limit: usize, waited: Duration },
+    Backpressure {
+        bytes: usize,
+        limit: usize,
+        waited: Duration,
+    },
     #[error(transparent)]
     Log(#[from] LogError),
     #[error(transparent)]
@@ -93,7 +97,9 @@ impl Shared {
         for (id, key) in batch.new_series {
             self.catalog.insert(id, key);
         }
-        self.state.write().push(BufferedBatch::new(offset, batch.points));
+        self.state
+            .write()
+            .push(BufferedBatch::new(offset, batch.points));
     }
 }
 
@@ -164,7 +170,10 @@ impl Engine {
             shutdown,
             flusher: parking_lot::Mutex::new(None),
         });
-        *engine.flusher.lock() = Some(tokio::spawn(flusher::run(Arc::downgrade(&engine), engine.shutdown.subscribe())));
+        *engine.flusher.lock() = Some(tokio::spawn(flusher::run(
+            Arc::downgrade(&engine),
+            engine.shutdown.subscribe(),
+        )));
         Ok(engine)
     }
 
@@ -199,7 +208,10 @@ impl Engine {
         }
         let rows = points.rows();
         if rows == 0 {
-            return Ok(WriteReceipt { rows, offset: self.log.next_offset() });
+            return Ok(WriteReceipt {
+                rows,
+                offset: self.log.next_offset(),
+            });
         }
         let bytes = points.points.get_array_memory_size();
         self.reserve(bytes).await?;
@@ -220,7 +232,8 @@ impl Engine {
         let deadline = start + self.config.write_timeout;
         loop {
             let space = self.space.notified();
-            let used = self.shared.state.read().bytes + self.shared.reserved.load(Ordering::Acquire);
+            let used =
+                self.shared.state.read().bytes + self.shared.reserved.load(Ordering::Acquire);
             // A batch larger than the whole limit is still admitted into an
             // empty buffer, or it could never be written.
             if used + bytes <= limit || used == 0 {
@@ -229,7 +242,11 @@ impl Engine {
             }
             self.flush_wake.notify_one();
             if tokio::time::timeout_at(deadline, space).await.is_err() {
-                return Err(EngineError::Backpressure { bytes: used, limit, waited: start.elapsed() });
+                return Err(EngineError::Backpressure {
+                    bytes: used,
+                    limit,
+                    waited: start.elapsed(),
+                });
             }
         }
     }
@@ -269,7 +286,10 @@ impl Engine {
                 segments: log.segments,
                 bytes: log.bytes,
             },
-            buffer: BufferStatus { rows: st.rows as u64, bytes: st.bytes as u64 },
+            buffer: BufferStatus {
+                rows: st.rows as u64,
+                bytes: st.bytes as u64,
+            },
             storage: StorageStatus {
                 manifest_version: m.version,
                 covered_offset: Offset(m.stream_offset).to_string(),
@@ -279,7 +299,10 @@ impl Engine {
             },
             series: self.shared.catalog.len(),
             rows: m.rows() + st.rows as u64,
-            time_range: TimeRange { min: min.map(format_micros), max: max.map(format_micros) },
+            time_range: TimeRange {
+                min: min.map(format_micros),
+                max: max.map(format_micros),
+            },
         }
     }
 }
@@ -288,10 +311,16 @@ impl Engine {
 fn replay(log: &Log<PointBatch>, shared: &Shared, from: Offset) -> Result<(), EngineError> {
     // Records below `from` are in chunks; the log must still hold the rest.
     if from < log.first_offset() {
-        return Err(EngineError::Log(LogError::Truncated { requested: from, first: log.first_offset() }));
+        return Err(EngineError::Log(LogError::Truncated {
+            requested: from,
+            first: log.first_offset(),
+        }));
     }
     if from > log.next_offset() {
-        return Err(EngineError::Log(LogError::BeyondEnd { requested: from, next: log.next_offset() }));
+        return Err(EngineError::Log(LogError::BeyondEnd {
+            requested: from,
+            next: log.next_offset(),
+        }));
     }
     let mut next = from;
     let mut records = 0usize;
@@ -300,7 +329,10 @@ fn replay(log: &Log<PointBatch>, shared: &Shared, from: Offset) -> Result<(), En
         let Some((last, _)) = batch.last() else { break };
         next = last.next();
         for (offset, payload) in batch {
-            let points = record::decode(&payload).map_err(|e| EngineError::BadRecord { offset, why: e.to_string() })?;
+            let points = record::decode(&payload).map_err(|e| EngineError::BadRecord {
+                offset,
+                why: e.to_string(),
+            })?;
             shared.apply(offset, points);
             records += 1;
         }

@@ -54,7 +54,10 @@ pub(super) async fn run(engine: Weak<Engine>, mut shutdown: watch::Receiver<bool
 
 fn due(e: &Engine) -> bool {
     let st = e.shared.state.read();
-    st.bytes >= e.config.flush_bytes || st.oldest.is_some_and(|t| t.elapsed() >= e.config.flush_interval)
+    st.bytes >= e.config.flush_bytes
+        || st
+            .oldest
+            .is_some_and(|t| t.elapsed() >= e.config.flush_interval)
 }
 
 /// Flushes everything buffered now. Returns the number of rows flushed.
@@ -69,7 +72,8 @@ pub(super) async fn flush_once(e: &Engine) -> Result<u64, EngineError> {
     }
     // Taken after the buffer snapshot, so it defines every flushed series.
     let catalog_len = e.catalog().len() as u64;
-    let catalog = (catalog_len != snap.manifest.catalog_series).then(|| e.catalog().encode_snapshot());
+    let catalog =
+        (catalog_len != snap.manifest.catalog_series).then(|| e.catalog().encode_snapshot());
 
     let batches: Vec<RecordBatch> = snap.buffered.iter().map(|b| b.points.clone()).collect();
     let rows: u64 = batches.iter().map(|b| b.num_rows() as u64).sum();
@@ -109,7 +113,8 @@ pub(super) async fn flush_once(e: &Engine) -> Result<u64, EngineError> {
     // Files must be durable before a manifest references them.
     e.store.sync(&written)?;
     let committed = e.manifests.commit(&snap.manifest, next).await?;
-    e.store.sync(&[crate::storage::ManifestStore::path_of(committed.version)])?;
+    e.store
+        .sync(&[crate::storage::ManifestStore::path_of(committed.version)])?;
 
     e.shared.state.write().commit(committed.clone());
     e.space.notify_waiters();
@@ -126,14 +131,20 @@ pub(super) async fn flush_once(e: &Engine) -> Result<u64, EngineError> {
 fn partition_by_hour(batches: &[RecordBatch]) -> Result<Vec<RecordBatch>, StorageError> {
     let all = concat_batches(&point_schema(), batches)?;
     let ids = all.column(0).as_primitive::<UInt64Type>().values();
-    let times = all.column(1).as_primitive::<TimestampMicrosecondType>().values();
+    let times = all
+        .column(1)
+        .as_primitive::<TimestampMicrosecondType>()
+        .values();
     let mut order: Vec<u32> = (0..all.num_rows() as u32).collect();
     order.sort_unstable_by_key(|&i| {
         let i = i as usize;
         (times[i].div_euclid(HOUR_US), ids[i], times[i])
     });
     let sorted = take_record_batch(&all, &UInt32Array::from(order))?;
-    let times = sorted.column(1).as_primitive::<TimestampMicrosecondType>().values();
+    let times = sorted
+        .column(1)
+        .as_primitive::<TimestampMicrosecondType>()
+        .values();
     let mut parts = Vec::new();
     let mut start = 0;
     while start < sorted.num_rows() {
@@ -159,7 +170,10 @@ mod tests {
             point_schema(),
             vec![
                 Arc::new(UInt64Array::from(vec![2, 1, 2, 1, 9])),
-                Arc::new(TimestampMicrosecondArray::from(vec![HOUR_US + 5, HOUR_US + 9, 3, 7, -1]).with_timezone("UTC")),
+                Arc::new(
+                    TimestampMicrosecondArray::from(vec![HOUR_US + 5, HOUR_US + 9, 3, 7, -1])
+                        .with_timezone("UTC"),
+                ),
                 Arc::new(Float64Array::from(vec![0.0, 1.0, 2.0, 3.0, 4.0])),
             ],
         )
@@ -170,9 +184,18 @@ mod tests {
             .map(|p| {
                 let ids = p.column(0).as_primitive::<UInt64Type>();
                 let ts = p.column(1).as_primitive::<TimestampMicrosecondType>();
-                (0..p.num_rows()).map(|i| (ids.value(i), ts.value(i))).collect()
+                (0..p.num_rows())
+                    .map(|i| (ids.value(i), ts.value(i)))
+                    .collect()
             })
             .collect();
-        assert_eq!(flat, vec![vec![(9, -1)], vec![(1, 7), (2, 3)], vec![(1, HOUR_US + 9), (2, HOUR_US + 5)]]);
+        assert_eq!(
+            flat,
+            vec![
+                vec![(9, -1)],
+                vec![(1, 7), (2, 3)],
+                vec![(1, HOUR_US + 9), (2, HOUR_US + 5)]
+            ]
+        );
     }
 }

@@ -21,5 +21,8 @@ mod normalize;
 mod record;
 
 pub use buffer::{BufferedBatch, Snapshot};
-pub use engine::{BufferStatus, Engine, EngineConfig, EngineError, Status, StorageStatus, StreamStatus, TimeRange, WriteReceipt};
+pub use engine::{
+    BufferStatus, Engine, EngineConfig, EngineError, Status, StorageStatus, StreamStatus,
+    TimeRange, WriteReceipt,
+};
 pub use normalize::{normalize, BatchError, PointBatch};

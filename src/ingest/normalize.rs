@@ -20,7 +20,8 @@ use std::fmt;
 use std::sync::Arc;
 
 use arrow::array::{
-    Array, ArrayRef, AsArray, Float64Array, MapArray, RecordBatch, StringArray, TimestampMicrosecondArray, UInt64Array,
+    Array, ArrayRef, AsArray, Float64Array, MapArray, RecordBatch, StringArray,
+    TimestampMicrosecondArray, UInt64Array,
 };
 use arrow::compute::cast;
 use arrow::datatypes::{DataType, Float64Type, TimeUnit, TimestampMicrosecondType};
@@ -47,7 +48,11 @@ impl fmt::Display for BatchError {
 }
 
 fn bad(column: &str, row: Option<usize>, problem: impl Into<String>) -> BatchError {
-    BatchError { column: column.to_string(), row, problem: problem.into() }
+    BatchError {
+        column: column.to_string(),
+        row,
+        problem: problem.into(),
+    }
 }
 
 /// A validated batch ready for the log: points plus new series definitions.
@@ -70,7 +75,11 @@ enum StrCol<'a> {
     Utf8(&'a StringArray),
     Large(&'a arrow::array::LargeStringArray),
     View(&'a arrow::array::StringViewArray),
-    Dict { keys: Vec<usize>, nulls: Option<arrow::buffer::NullBuffer>, values: StringArray },
+    Dict {
+        keys: Vec<usize>,
+        nulls: Option<arrow::buffer::NullBuffer>,
+        values: StringArray,
+    },
 }
 
 impl<'a> StrCol<'a> {
@@ -79,10 +88,22 @@ impl<'a> StrCol<'a> {
             DataType::Utf8 => Some(Self::Utf8(a.as_string::<i32>())),
             DataType::LargeUtf8 => Some(Self::Large(a.as_string::<i64>())),
             DataType::Utf8View => Some(Self::View(a.as_string_view())),
-            DataType::Dictionary(_, v) if matches!(**v, DataType::Utf8 | DataType::LargeUtf8 | DataType::Utf8View) => {
+            DataType::Dictionary(_, v)
+                if matches!(
+                    **v,
+                    DataType::Utf8 | DataType::LargeUtf8 | DataType::Utf8View
+                ) =>
+            {
                 let d = a.as_any_dictionary();
-                let values = cast(d.values(), &DataType::Utf8).ok()?.as_string::<i32>().clone();
-                Some(Self::Dict { keys: d.normalized_keys(), nulls: a.logical_nulls(), values })
+                let values = cast(d.values(), &DataType::Utf8)
+                    .ok()?
+                    .as_string::<i32>()
+                    .clone();
+                Some(Self::Dict {
+                    keys: d.normalized_keys(),
+                    nulls: a.logical_nulls(),
+                    values,
+                })
             }
             _ => None,
         }
@@ -93,8 +114,13 @@ impl<'a> StrCol<'a> {
             Self::Utf8(a) => a.is_valid(i).then(|| a.value(i)),
             Self::Large(a) => a.is_valid(i).then(|| a.value(i)),
             Self::View(a) => a.is_valid(i).then(|| a.value(i)),
-            Self::Dict { keys, nulls, values } => {
-                let valid = nulls.as_ref().is_none_or(|n| n.is_valid(i)) && values.is_valid(keys[i]);
+            Self::Dict {
+                keys,
+                nulls,
+                values,
+            } => {
+                let valid =
+                    nulls.as_ref().is_none_or(|n| n.is_valid(i)) && values.is_valid(keys[i]);
                 valid.then(|| values.value(keys[i]))
             }
         }
@@ -138,12 +164,18 @@ impl<'a> Tags<'a> {
 
     /// Row `i`'s tags as sorted pairs (the slow path, with a map column).
     fn row_pairs(&self, i: usize) -> Result<Vec<(&str, &str)>, BatchError> {
-        let mut pairs: Vec<(&str, &str)> = self.columns.iter().filter_map(|(n, c)| c.get(i).map(|v| (*n, v))).collect();
+        let mut pairs: Vec<(&str, &str)> = self
+            .columns
+            .iter()
+            .filter_map(|(n, c)| c.get(i).map(|v| (*n, v)))
+            .collect();
         if let Some((map, keys, values)) = &self.map {
             if map.is_valid(i) {
                 let offsets = map.value_offsets();
                 for j in offsets[i] as usize..offsets[i + 1] as usize {
-                    let k = keys.get(j).ok_or_else(|| bad("tags", Some(i), "null tag key"))?;
+                    let k = keys
+                        .get(j)
+                        .ok_or_else(|| bad("tags", Some(i), "null tag key"))?;
                     if k.is_empty() {
                         return Err(bad("tags", Some(i), "empty tag key"));
                     }
@@ -155,13 +187,21 @@ impl<'a> Tags<'a> {
         }
         pairs.sort_unstable_by(|a, b| a.0.cmp(b.0));
         if let Some(w) = pairs.windows(2).find(|w| w[0].0 == w[1].0) {
-            return Err(bad("tags", Some(i), format!("tag `{}` given twice", w[0].0)));
+            return Err(bad(
+                "tags",
+                Some(i),
+                format!("tag `{}` given twice", w[0].0),
+            ));
         }
         Ok(pairs)
     }
 
     fn key(&self, metric: &str, i: usize) -> Result<SeriesKey, BatchError> {
-        let tags = self.row_pairs(i)?.into_iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
+        let tags = self
+            .row_pairs(i)?
+            .into_iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
         Ok(SeriesKey::new(metric, tags))
     }
 }
@@ -181,14 +221,32 @@ pub fn normalize(batch: &RecordBatch, catalog: &SeriesCatalog) -> Result<PointBa
 fn normalize_rows(batch: &RecordBatch, catalog: &SeriesCatalog) -> Result<PointBatch, BatchError> {
     let schema = batch.schema();
     let col = |name: &str| schema.index_of(name).ok().map(|i| batch.column(i));
-    let times = time_column(col("time").ok_or_else(|| bad("time", None, "missing: every batch needs a timestamp column named `time`"))?)?;
+    let times = time_column(col("time").ok_or_else(|| {
+        bad(
+            "time",
+            None,
+            "missing: every batch needs a timestamp column named `time`",
+        )
+    })?)?;
 
     let (metric, value) = (col("metric"), col("value"));
     let long = match (metric, value) {
         (Some(_), Some(_)) => true,
         (None, None) => false,
-        (Some(_), None) => return Err(bad("value", None, "missing: a batch with a `metric` column needs a `value` column")),
-        (None, Some(_)) => return Err(bad("metric", None, "missing: a batch with a `value` column needs a `metric` column")),
+        (Some(_), None) => {
+            return Err(bad(
+                "value",
+                None,
+                "missing: a batch with a `metric` column needs a `value` column",
+            ))
+        }
+        (None, Some(_)) => {
+            return Err(bad(
+                "metric",
+                None,
+                "missing: a batch with a `value` column needs a `metric` column",
+            ))
+        }
     };
 
     let mut tag_cols = Vec::new();
@@ -206,25 +264,55 @@ fn normalize_rows(batch: &RecordBatch, catalog: &SeriesCatalog) -> Result<PointB
             _ => {}
         }
         if name.is_empty() {
-            return Err(bad(name, None, "column names become tag keys or metrics and cannot be empty"));
+            return Err(bad(
+                name,
+                None,
+                "column names become tag keys or metrics and cannot be empty",
+            ));
         }
         if is_string_type(a.data_type()) {
-            tag_cols.push((name, StrCol::new(a).ok_or_else(|| bad(name, None, "unreadable string column"))?));
+            tag_cols.push((
+                name,
+                StrCol::new(a).ok_or_else(|| bad(name, None, "unreadable string column"))?,
+            ));
         } else if !long && a.data_type().is_numeric() {
             numeric.push((name, a));
         } else if long {
-            return Err(bad(name, None, format!("has type {}; extra columns of a long batch must be strings (tags)", a.data_type())));
+            return Err(bad(
+                name,
+                None,
+                format!(
+                    "has type {}; extra columns of a long batch must be strings (tags)",
+                    a.data_type()
+                ),
+            ));
         } else {
-            return Err(bad(name, None, format!("has type {}; wide batches take string tag columns and numeric metric columns", a.data_type())));
+            return Err(bad(
+                name,
+                None,
+                format!(
+                    "has type {}; wide batches take string tag columns and numeric metric columns",
+                    a.data_type()
+                ),
+            ));
         }
     }
     tag_cols.sort_unstable_by(|a, b| a.0.cmp(b.0));
-    let tags = Tags { columns: tag_cols, map };
+    let tags = Tags {
+        columns: tag_cols,
+        map,
+    };
 
     let mut out = Builder::with_capacity(batch.num_rows());
     if long {
         let metric = metric.expect("long");
-        let metrics = StrCol::new(metric).ok_or_else(|| bad("metric", None, format!("has type {}; expected a string", metric.data_type())))?;
+        let metrics = StrCol::new(metric).ok_or_else(|| {
+            bad(
+                "metric",
+                None,
+                format!("has type {}; expected a string", metric.data_type()),
+            )
+        })?;
         let values = value_column(value.expect("long"))?;
         for i in 0..batch.num_rows() {
             let m = match metrics.get(i) {
@@ -238,10 +326,16 @@ fn normalize_rows(batch: &RecordBatch, catalog: &SeriesCatalog) -> Result<PointB
         }
     } else {
         if numeric.is_empty() {
-            return Err(bad("value", None, "missing: no `metric`/`value` columns and no numeric columns to read as metrics"));
+            return Err(bad(
+                "value",
+                None,
+                "missing: no `metric`/`value` columns and no numeric columns to read as metrics",
+            ));
         }
-        let columns: Vec<(&str, Float64Array)> =
-            numeric.into_iter().map(|(n, a)| Ok((n, to_f64(n, a)?))).collect::<Result<_, BatchError>>()?;
+        let columns: Vec<(&str, Float64Array)> = numeric
+            .into_iter()
+            .map(|(n, a)| Ok((n, to_f64(n, a)?)))
+            .collect::<Result<_, BatchError>>()?;
         for i in 0..batch.num_rows() {
             for (name, values) in &columns {
                 if values.is_valid(i) {
@@ -265,12 +359,19 @@ struct Builder {
 
 impl Builder {
     fn with_capacity(n: usize) -> Self {
-        Self { ids: Vec::with_capacity(n), times: Vec::with_capacity(n), values: Vec::with_capacity(n), first_row: HashMap::new() }
+        Self {
+            ids: Vec::with_capacity(n),
+            times: Vec::with_capacity(n),
+            values: Vec::with_capacity(n),
+            first_row: HashMap::new(),
+        }
     }
 
     fn push(&mut self, id: SeriesId, metric: &str, row: usize, time: i64, value: f64) {
         if self.ids.last() != Some(&id.0) {
-            self.first_row.entry(id.0).or_insert_with(|| (metric.to_string(), row));
+            self.first_row
+                .entry(id.0)
+                .or_insert_with(|| (metric.to_string(), row));
         }
         self.ids.push(id.0);
         self.times.push(time);
@@ -306,7 +407,13 @@ fn first_null(a: &dyn Array) -> Option<usize> {
 fn time_column(a: &ArrayRef) -> Result<TimestampMicrosecondArray, BatchError> {
     match a.data_type() {
         DataType::Timestamp(_, _) | DataType::Int64 => {}
-        t => return Err(bad("time", None, format!("has type {t}; expected a timestamp (any unit) or Int64 microseconds"))),
+        t => {
+            return Err(bad(
+                "time",
+                None,
+                format!("has type {t}; expected a timestamp (any unit) or Int64 microseconds"),
+            ))
+        }
     }
     if let Some(i) = first_null(a.as_ref()) {
         return Err(bad("time", Some(i), "null time"));
@@ -326,14 +433,25 @@ fn value_column(a: &ArrayRef) -> Result<Float64Array, BatchError> {
 
 fn to_f64(name: &str, a: &ArrayRef) -> Result<Float64Array, BatchError> {
     if !a.data_type().is_numeric() {
-        return Err(bad(name, None, format!("has type {}; expected a number", a.data_type())));
+        return Err(bad(
+            name,
+            None,
+            format!("has type {}; expected a number", a.data_type()),
+        ));
     }
-    let v = cast(a, &DataType::Float64).map_err(|e| bad(name, None, format!("cannot convert to float64: {e}")))?;
+    let v = cast(a, &DataType::Float64)
+        .map_err(|e| bad(name, None, format!("cannot convert to float64: {e}")))?;
     Ok(v.as_primitive::<Float64Type>().clone())
 }
 
 fn map_column(a: &ArrayRef) -> Result<(&MapArray, StrCol<'_>, StrCol<'_>), BatchError> {
-    let problem = || bad("tags", None, format!("has type {}; expected map<string, string>", a.data_type()));
+    let problem = || {
+        bad(
+            "tags",
+            None,
+            format!("has type {}; expected map<string, string>", a.data_type()),
+        )
+    };
     let map = a.as_map_opt().ok_or_else(problem)?;
     let keys = StrCol::new(map.keys()).ok_or_else(problem)?;
     let values = StrCol::new(map.values()).ok_or_else(problem)?;

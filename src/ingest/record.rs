@@ -21,7 +21,9 @@ const POINTS_V1: u8 = 1;
 
 pub fn encode(batch: &PointBatch) -> Vec<u8> {
     let n = batch.rows();
-    let mut w = WireWriter { buf: Vec::with_capacity(8 + n * 24) };
+    let mut w = WireWriter {
+        buf: Vec::with_capacity(8 + n * 24),
+    };
     w.u32(batch.new_series.len() as u32);
     for (id, key) in &batch.new_series {
         w.series(*id, key);
@@ -31,7 +33,11 @@ pub fn encode(batch: &PointBatch) -> Vec<u8> {
     for v in p.column(0).as_primitive::<UInt64Type>().values() {
         w.u64(*v);
     }
-    for v in p.column(1).as_primitive::<TimestampMicrosecondType>().values() {
+    for v in p
+        .column(1)
+        .as_primitive::<TimestampMicrosecondType>()
+        .values()
+    {
         w.u64(*v as u64);
     }
     for v in p.column(2).as_primitive::<Float64Type>().values() {
@@ -61,7 +67,8 @@ pub fn decode(payload: &[u8]) -> Result<PointBatch, RecordError> {
     if kind != POINTS_V1 {
         return Err(RecordError::Kind(kind));
     }
-    let body = lz4_flex::decompress_size_prepended(rest).map_err(|e| RecordError::Lz4(e.to_string()))?;
+    let body =
+        lz4_flex::decompress_size_prepended(rest).map_err(|e| RecordError::Lz4(e.to_string()))?;
     let mut r = WireReader::new(&body);
     let ns = r.count(16)?;
     let mut new_series = Vec::with_capacity(ns);
@@ -69,7 +76,8 @@ pub fn decode(payload: &[u8]) -> Result<PointBatch, RecordError> {
         new_series.push(r.series()?);
     }
     let n = r.count(24)?;
-    let read = |r: &mut WireReader| -> Result<Vec<u64>, WireError> { (0..n).map(|_| r.u64()).collect() };
+    let read =
+        |r: &mut WireReader| -> Result<Vec<u64>, WireError> { (0..n).map(|_| r.u64()).collect() };
     let ids = read(&mut r)?;
     let times: Vec<i64> = read(&mut r)?.into_iter().map(|v| v as i64).collect();
     let values: Vec<f64> = read(&mut r)?.into_iter().map(f64::from_bits).collect();
@@ -96,9 +104,16 @@ mod tests {
         let points = RecordBatch::try_new(
             point_schema(),
             vec![
-                Arc::new(UInt64Array::from(points.iter().map(|p| p.0).collect::<Vec<_>>())),
-                Arc::new(TimestampMicrosecondArray::from(points.iter().map(|p| p.1).collect::<Vec<_>>()).with_timezone("UTC")),
-                Arc::new(Float64Array::from(points.iter().map(|p| p.2).collect::<Vec<_>>())),
+                Arc::new(UInt64Array::from(
+                    points.iter().map(|p| p.0).collect::<Vec<_>>(),
+                )),
+                Arc::new(
+                    TimestampMicrosecondArray::from(points.iter().map(|p| p.1).collect::<Vec<_>>())
+                        .with_timezone("UTC"),
+                ),
+                Arc::new(Float64Array::from(
+                    points.iter().map(|p| p.2).collect::<Vec<_>>(),
+                )),
             ],
         )
         .unwrap();

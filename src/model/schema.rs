@@ -30,7 +30,10 @@ pub fn tags_type() -> DataType {
         Field::new("keys", DataType::Utf8, false),
         Field::new("values", DataType::Utf8, true),
     ]);
-    DataType::Map(Arc::new(Field::new("entries", DataType::Struct(entries), false)), false)
+    DataType::Map(
+        Arc::new(Field::new("entries", DataType::Struct(entries), false)),
+        false,
+    )
 }
 
 /// The `metrics` table: `time, metric, tags, value, series_id`.

@@ -39,7 +39,10 @@ pub struct SeriesKey {
 
 impl SeriesKey {
     pub fn new(metric: impl Into<String>, tags: BTreeMap<String, String>) -> Self {
-        Self { metric: metric.into(), tags }
+        Self {
+            metric: metric.into(),
+            tags,
+        }
     }
 
     pub fn id(&self) -> SeriesId {
@@ -83,7 +86,10 @@ mod tests {
     use super::*;
 
     fn key(metric: &str, tags: &[(&str, &str)]) -> SeriesKey {
-        let tags = tags.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
+        let tags = tags
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
         SeriesKey::new(metric, tags)
     }
 
@@ -95,11 +101,23 @@ mod tests {
     fn pinned_ids() {
         let cases = [
             (key("cpu_usage", &[]), 0x85d9_5349_0ced_a1dau64),
-            (key("cpu_usage", &[("host", "web-1")]), 0x0f5d_d4f6_6bd9_3e7b),
-            (key("cpu.usage_user", &[("hostname", "host_0"), ("region", "us-east-1")]), 0x6e2b_f13c_b396_2118),
+            (
+                key("cpu_usage", &[("host", "web-1")]),
+                0x0f5d_d4f6_6bd9_3e7b,
+            ),
+            (
+                key(
+                    "cpu.usage_user",
+                    &[("hostname", "host_0"), ("region", "us-east-1")],
+                ),
+                0x6e2b_f13c_b396_2118,
+            ),
             (key("", &[]), 0x48b2_c926_16fc_193d),
         ];
-        let got: Vec<String> = cases.iter().map(|(k, _)| format!("{:#018x}", k.id().0)).collect();
+        let got: Vec<String> = cases
+            .iter()
+            .map(|(k, _)| format!("{:#018x}", k.id().0))
+            .collect();
         let want: Vec<String> = cases.iter().map(|(_, id)| format!("{id:#018x}")).collect();
         assert_eq!(got, want);
     }

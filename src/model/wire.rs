@@ -66,22 +66,32 @@ impl<'a> WireReader<'a> {
         Ok(self.take(1, "u8")?[0])
     }
     pub fn u32(&mut self) -> Result<u32, WireError> {
-        Ok(u32::from_le_bytes(self.take(4, "u32")?.try_into().expect("4 bytes")))
+        Ok(u32::from_le_bytes(
+            self.take(4, "u32")?.try_into().expect("4 bytes"),
+        ))
     }
     pub fn u64(&mut self) -> Result<u64, WireError> {
-        Ok(u64::from_le_bytes(self.take(8, "u64")?.try_into().expect("8 bytes")))
+        Ok(u64::from_le_bytes(
+            self.take(8, "u64")?.try_into().expect("8 bytes"),
+        ))
     }
     pub fn str(&mut self) -> Result<&'a str, WireError> {
         let n = self.u32()? as usize;
         let at = self.pos;
-        std::str::from_utf8(self.take(n, "string")?).map_err(|_| WireError { at, why: "invalid UTF-8" })
+        std::str::from_utf8(self.take(n, "string")?).map_err(|_| WireError {
+            at,
+            why: "invalid UTF-8",
+        })
     }
     /// A count that must fit in what is left, given each item's minimum size.
     pub fn count(&mut self, min_item: usize) -> Result<usize, WireError> {
         let at = self.pos;
         let n = self.u32()? as usize;
         if n.saturating_mul(min_item) > self.remaining() {
-            return Err(WireError { at, why: "count larger than the data" });
+            return Err(WireError {
+                at,
+                why: "count larger than the data",
+            });
         }
         Ok(n)
     }
@@ -111,7 +121,10 @@ mod tests {
         let (id, back) = WireReader::new(&w.buf).series().unwrap();
         assert_eq!((id, &back), (key.id(), &key));
         for cut in 0..w.buf.len() {
-            assert!(WireReader::new(&w.buf[..cut]).series().is_err(), "cut at {cut}");
+            assert!(
+                WireReader::new(&w.buf[..cut]).series().is_err(),
+                "cut at {cut}"
+            );
         }
     }
 }

@@ -6,8 +6,8 @@ use std::collections::{BTreeSet, HashMap};
 use std::sync::Arc;
 
 use arrow::array::{
-    ArrayRef, AsArray, BooleanArray, MapBuilder, MapFieldNames, RecordBatch, RecordBatchOptions, StringArray,
-    StringBuilder, UInt32Array,
+    ArrayRef, AsArray, BooleanArray, MapBuilder, MapFieldNames, RecordBatch, RecordBatchOptions,
+    StringArray, StringBuilder, UInt32Array,
 };
 use arrow::compute::{filter_record_batch, take};
 use arrow::datatypes::{SchemaRef, TimestampMicrosecondType, UInt64Type};
@@ -17,12 +17,19 @@ use super::filters::TimeRange;
 use crate::storage::SeriesCatalog;
 
 /// Keeps the rows inside `time` whose series is in `series` (if given).
-pub fn filter_points(points: &RecordBatch, time: &TimeRange, series: Option<&BTreeSet<u64>>) -> Result<RecordBatch> {
+pub fn filter_points(
+    points: &RecordBatch,
+    time: &TimeRange,
+    series: Option<&BTreeSet<u64>>,
+) -> Result<RecordBatch> {
     if time.is_all() && series.is_none() {
         return Ok(points.clone());
     }
     let ids = points.column(0).as_primitive::<UInt64Type>().values();
-    let times = points.column(1).as_primitive::<TimestampMicrosecondType>().values();
+    let times = points
+        .column(1)
+        .as_primitive::<TimestampMicrosecondType>()
+        .values();
     let mut last: Option<(u64, bool)> = None;
     let keep: BooleanArray = ids
         .iter()
@@ -48,10 +55,19 @@ pub fn filter_points(points: &RecordBatch, time: &TimeRange, series: Option<&BTr
 
 /// Builds the projected `metrics` columns (`projection` indexes the full
 /// table schema) for a point batch.
-pub fn to_table_batch(points: &RecordBatch, catalog: &SeriesCatalog, projection: &[usize], schema: &SchemaRef) -> Result<RecordBatch> {
+pub fn to_table_batch(
+    points: &RecordBatch,
+    catalog: &SeriesCatalog,
+    projection: &[usize],
+    schema: &SchemaRef,
+) -> Result<RecordBatch> {
     let ids = points.column(0).as_primitive::<UInt64Type>();
     let needs_series = projection.iter().any(|&i| i == 1 || i == 2);
-    let (keys, distinct) = if needs_series { distinct_series(ids.values()) } else { (Vec::new(), Vec::new()) };
+    let (keys, distinct) = if needs_series {
+        distinct_series(ids.values())
+    } else {
+        (Vec::new(), Vec::new())
+    };
     let keys = UInt32Array::from(keys);
     let mut columns: Vec<ArrayRef> = Vec::with_capacity(projection.len());
     for &i in projection {
@@ -65,7 +81,11 @@ pub fn to_table_batch(points: &RecordBatch, catalog: &SeriesCatalog, projection:
         });
     }
     let opts = RecordBatchOptions::new().with_row_count(Some(points.num_rows()));
-    Ok(RecordBatch::try_new_with_options(schema.clone(), columns, &opts)?)
+    Ok(RecordBatch::try_new_with_options(
+        schema.clone(),
+        columns,
+        &opts,
+    )?)
 }
 
 /// Maps each row to an index into the batch's distinct series.
@@ -102,7 +122,11 @@ fn metric_array(distinct: &[u64], catalog: &SeriesCatalog) -> Result<ArrayRef> {
 }
 
 fn tags_array(distinct: &[u64], catalog: &SeriesCatalog) -> Result<ArrayRef> {
-    let names = MapFieldNames { entry: "entries".into(), key: "keys".into(), value: "values".into() };
+    let names = MapFieldNames {
+        entry: "entries".into(),
+        key: "keys".into(),
+        value: "values".into(),
+    };
     let mut b = MapBuilder::new(Some(names), StringBuilder::new(), StringBuilder::new());
     for id in distinct {
         let Some(k) = catalog.get(crate::model::SeriesId(*id)) else {

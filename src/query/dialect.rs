@@ -4,19 +4,28 @@
 
 use std::ops::ControlFlow;
 
-use datafusion::sql::sqlparser::ast::{visit_expressions_mut, BinaryOperator, Expr, Interval, Value};
+use datafusion::sql::sqlparser::ast::{
+    visit_expressions_mut, BinaryOperator, Expr, Interval, Value,
+};
 
 use super::duration::parse_duration_micros;
 
 /// Rewrites `x ± 'duration'` into `x ± INTERVAL '<n> microseconds'`.
 pub fn rewrite_durations<V: datafusion::sql::sqlparser::ast::VisitMut>(stmt: &mut V) {
     let _ = visit_expressions_mut(stmt, |e| {
-        if let Expr::BinaryOp { op: BinaryOperator::Plus | BinaryOperator::Minus, right, .. } = e {
+        if let Expr::BinaryOp {
+            op: BinaryOperator::Plus | BinaryOperator::Minus,
+            right,
+            ..
+        } = e
+        {
             if let Expr::Value(v) = right.as_ref() {
                 if let Value::SingleQuotedString(s) = &v.value {
                     if let Some(us) = parse_duration_micros(s) {
                         **right = Expr::Interval(Interval {
-                            value: Box::new(Expr::value(Value::SingleQuotedString(format!("{us} microseconds")))),
+                            value: Box::new(Expr::value(Value::SingleQuotedString(format!(
+                                "{us} microseconds"
+                            )))),
                             leading_field: None,
                             leading_precision: None,
                             last_field: None,

@@ -18,7 +18,10 @@ pub struct TimeRange {
 
 impl Default for TimeRange {
     fn default() -> Self {
-        Self { min: i64::MIN, max: i64::MAX }
+        Self {
+            min: i64::MIN,
+            max: i64::MAX,
+        }
     }
 }
 
@@ -53,7 +56,11 @@ pub fn analyze(filters: &[Expr]) -> ScanFilters {
 
 fn collect(e: &Expr, out: &mut ScanFilters) {
     match e {
-        Expr::BinaryExpr(BinaryExpr { left, op: Operator::And, right }) => {
+        Expr::BinaryExpr(BinaryExpr {
+            left,
+            op: Operator::And,
+            right,
+        }) => {
             collect(left, out);
             collect(right, out);
         }
@@ -67,14 +74,21 @@ fn collect(e: &Expr, out: &mut ScanFilters) {
             }
         }
         Expr::Between(b) if !b.negated => {
-            if let (Some(Target::Time), Some(lo), Some(hi)) = (column_of(&b.expr), literal(&b.low).and_then(micros), literal(&b.high).and_then(micros)) {
+            if let (Some(Target::Time), Some(lo), Some(hi)) = (
+                column_of(&b.expr),
+                literal(&b.low).and_then(micros),
+                literal(&b.high).and_then(micros),
+            ) {
                 out.time.min = out.time.min.max(lo);
                 out.time.max = out.time.max.min(hi.saturating_add(1));
             }
         }
         Expr::InList(l) if !l.negated => {
-            let Some(target) = column_of(&l.expr) else { return };
-            let values: Option<Vec<String>> = l.list.iter().map(|v| literal(v).and_then(string)).collect();
+            let Some(target) = column_of(&l.expr) else {
+                return;
+            };
+            let values: Option<Vec<String>> =
+                l.list.iter().map(|v| literal(v).and_then(string)).collect();
             if let Some(values) = values {
                 push_series(target, values, out);
             }
@@ -95,10 +109,12 @@ fn column_of(e: &Expr) -> Option<Target> {
         Expr::Column(c) if c.name == "time" => Some(Target::Time),
         Expr::Column(c) if c.name == "metric" => Some(Target::Metric),
         Expr::Cast(c) => column_of(&c.expr),
-        Expr::ScalarFunction(f) if f.name() == "get_field" && f.args.len() == 2 => match (&f.args[0], literal(&f.args[1]).and_then(string)) {
-            (Expr::Column(c), Some(key)) if c.name == "tags" => Some(Target::Tag(key)),
-            _ => None,
-        },
+        Expr::ScalarFunction(f) if f.name() == "get_field" && f.args.len() == 2 => {
+            match (&f.args[0], literal(&f.args[1]).and_then(string)) {
+                (Expr::Column(c), Some(key)) if c.name == "tags" => Some(Target::Tag(key)),
+                _ => None,
+            }
+        }
         _ => None,
     }
 }

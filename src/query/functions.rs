@@ -11,7 +11,9 @@ use arrow::array::{AsArray, TimestampMicrosecondArray};
 use arrow::compute::cast;
 use arrow::datatypes::{DataType, IntervalMonthDayNano, TimeUnit, TimestampMicrosecondType};
 use datafusion::common::{exec_err, plan_err, Result, ScalarValue};
-use datafusion::logical_expr::{ColumnarValue, ScalarFunctionArgs, ScalarUDF, ScalarUDFImpl, Signature, Volatility};
+use datafusion::logical_expr::{
+    ColumnarValue, ScalarFunctionArgs, ScalarUDF, ScalarUDFImpl, Signature, Volatility,
+};
 
 use super::duration::parse_duration_micros;
 
@@ -21,7 +23,9 @@ pub struct TimeBucket {
 }
 
 pub fn time_bucket() -> ScalarUDF {
-    ScalarUDF::new_from_impl(TimeBucket { signature: Signature::any(2, Volatility::Immutable) })
+    ScalarUDF::new_from_impl(TimeBucket {
+        signature: Signature::any(2, Volatility::Immutable),
+    })
 }
 
 fn out_type() -> DataType {
@@ -88,14 +92,25 @@ impl ScalarUDFImpl for TimeBucket {
             }
             ColumnarValue::Scalar(s) => {
                 let s = s.cast_to(&out_type())?;
-                let ScalarValue::TimestampMicrosecond(v, _) = s else { unreachable!("cast to microseconds") };
-                Ok(ColumnarValue::Scalar(ScalarValue::TimestampMicrosecond(v.map(bucket), Some("UTC".into()))))
+                let ScalarValue::TimestampMicrosecond(v, _) = s else {
+                    unreachable!("cast to microseconds")
+                };
+                Ok(ColumnarValue::Scalar(ScalarValue::TimestampMicrosecond(
+                    v.map(bucket),
+                    Some("UTC".into()),
+                )))
             }
         }
     }
 }
 
 fn is_width_type(t: &DataType) -> bool {
-    matches!(t, DataType::Utf8 | DataType::Utf8View | DataType::LargeUtf8 | DataType::Interval(_) | DataType::Duration(_))
+    matches!(
+        t,
+        DataType::Utf8
+            | DataType::Utf8View
+            | DataType::LargeUtf8
+            | DataType::Interval(_)
+            | DataType::Duration(_)
+    )
 }
-

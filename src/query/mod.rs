@@ -44,7 +44,10 @@ pub struct QueryConfig {
 
 impl Default for QueryConfig {
     fn default() -> Self {
-        Self { memory_limit: 2 << 30, timeout: Duration::from_secs(300) }
+        Self {
+            memory_limit: 2 << 30,
+            timeout: Duration::from_secs(300),
+        }
     }
 }
 
@@ -70,11 +73,14 @@ impl QueryError {
     /// Sorts a DataFusion error into what the user did wrong or not.
     pub fn from_datafusion(e: DataFusionError) -> Self {
         match e.find_root() {
-            DataFusionError::SQL(..) | DataFusionError::Plan(_) | DataFusionError::SchemaError(..) | DataFusionError::NotImplemented(_) => {
+            DataFusionError::SQL(..)
+            | DataFusionError::Plan(_)
+            | DataFusionError::SchemaError(..)
+            | DataFusionError::NotImplemented(_) => QueryError::Invalid(e.to_string()),
+            DataFusionError::ResourcesExhausted(m) => QueryError::ResourcesExhausted(m.clone()),
+            DataFusionError::Execution(m) if m.starts_with("time_bucket") => {
                 QueryError::Invalid(e.to_string())
             }
-            DataFusionError::ResourcesExhausted(m) => QueryError::ResourcesExhausted(m.clone()),
-            DataFusionError::Execution(m) if m.starts_with("time_bucket") => QueryError::Invalid(e.to_string()),
             _ => QueryError::Execution(e.to_string()),
         }
     }
@@ -101,7 +107,8 @@ impl QueryEngine {
         cfg.options_mut().sql_parser.map_string_types_to_utf8view = false;
         cfg.options_mut().execution.parquet.schema_force_view_types = false;
         let ctx = SessionContext::new_with_config_rt(cfg, runtime);
-        ctx.register_table("metrics", Arc::new(MetricsTable::new(self.engine.clone()))).map_err(QueryError::from_datafusion)?;
+        ctx.register_table("metrics", Arc::new(MetricsTable::new(self.engine.clone())))
+            .map_err(QueryError::from_datafusion)?;
         ctx.register_udf(functions::time_bucket());
         Ok(ctx)
     }
@@ -110,7 +117,10 @@ impl QueryEngine {
     pub async fn plan(&self, ctx: &SessionContext, sql: &str) -> Result<LogicalPlan, QueryError> {
         let mut stmts = DFParser::parse_sql(sql).map_err(QueryError::from_datafusion)?;
         if stmts.len() != 1 {
-            return Err(QueryError::Invalid(format!("expected exactly one SQL statement, got {}", stmts.len())));
+            return Err(QueryError::Invalid(format!(
+                "expected exactly one SQL statement, got {}",
+                stmts.len()
+            )));
         }
         let mut stmt = stmts.pop_front().expect("one statement");
         match &mut stmt {
@@ -122,14 +132,19 @@ impl QueryEngine {
             }
             _ => {}
         }
-        ctx.state().statement_to_plan(stmt).await.map_err(QueryError::from_datafusion)
+        ctx.state()
+            .statement_to_plan(stmt)
+            .await
+            .map_err(QueryError::from_datafusion)
     }
 
     /// Plans `sql` into a DataFrame ready to stream.
     pub async fn sql(&self, sql: &str) -> Result<DataFrame, QueryError> {
         let ctx = self.session()?;
         let plan = self.plan(&ctx, sql).await?;
-        ctx.execute_logical_plan(plan).await.map_err(QueryError::from_datafusion)
+        ctx.execute_logical_plan(plan)
+            .await
+            .map_err(QueryError::from_datafusion)
     }
 }
 

@@ -13,7 +13,9 @@ use datafusion::execution::{SendableRecordBatchStream, TaskContext};
 use datafusion::physical_expr::{EquivalenceProperties, PhysicalExpr};
 use datafusion::physical_plan::execution_plan::{Boundedness, EmissionType};
 use datafusion::physical_plan::stream::RecordBatchStreamAdapter;
-use datafusion::physical_plan::{DisplayAs, DisplayFormatType, ExecutionPlan, Partitioning, PlanProperties};
+use datafusion::physical_plan::{
+    DisplayAs, DisplayFormatType, ExecutionPlan, Partitioning, PlanProperties,
+};
 use futures::{StreamExt, TryStreamExt};
 use object_store::path::Path;
 
@@ -80,7 +82,12 @@ impl DisplayAs for MetricsScanExec {
             self.series.as_ref().map_or("all".to_string(), |s| s.len().to_string()),
         )?;
         if !self.time.is_all() {
-            write!(f, ", time=[{}, {})", fmt_time(self.time.min), fmt_time(self.time.max))?;
+            write!(
+                f,
+                ", time=[{}, {})",
+                fmt_time(self.time.min),
+                fmt_time(self.time.max)
+            )?;
         }
         Ok(())
     }
@@ -107,23 +114,40 @@ impl ExecutionPlan for MetricsScanExec {
         vec![]
     }
 
-    fn apply_expressions(&self, _f: &mut dyn FnMut(&Arc<dyn PhysicalExpr>) -> Result<TreeNodeRecursion>) -> Result<TreeNodeRecursion> {
+    fn apply_expressions(
+        &self,
+        _f: &mut dyn FnMut(&Arc<dyn PhysicalExpr>) -> Result<TreeNodeRecursion>,
+    ) -> Result<TreeNodeRecursion> {
         Ok(TreeNodeRecursion::Continue)
     }
 
     #[allow(deprecated)]
-    fn with_new_children(self: Arc<Self>, _children: Vec<Arc<dyn ExecutionPlan>>) -> Result<Arc<dyn ExecutionPlan>> {
+    fn with_new_children(
+        self: Arc<Self>,
+        _children: Vec<Arc<dyn ExecutionPlan>>,
+    ) -> Result<Arc<dyn ExecutionPlan>> {
         Ok(self)
     }
 
-    fn execute(&self, partition: usize, _ctx: Arc<TaskContext>) -> Result<SendableRecordBatchStream> {
+    fn execute(
+        &self,
+        partition: usize,
+        _ctx: Arc<TaskContext>,
+    ) -> Result<SendableRecordBatchStream> {
         let work = self.partitions.get(partition).cloned().unwrap_or_default();
-        let (store, catalog, time, series) = (self.store.clone(), self.catalog.clone(), self.time, self.series.clone());
+        let (store, catalog, time, series) = (
+            self.store.clone(),
+            self.catalog.clone(),
+            self.time,
+            self.series.clone(),
+        );
         let (projection, schema) = (self.projection.clone(), self.schema.clone());
         let stream = futures::stream::iter(work)
             .map(move |w| load(store.clone(), w))
             .buffered(2)
-            .map_ok(move |batches| futures::stream::iter(batches.into_iter().map(Ok::<_, DataFusionError>)))
+            .map_ok(move |batches| {
+                futures::stream::iter(batches.into_iter().map(Ok::<_, DataFusionError>))
+            })
             .try_flatten()
             .try_filter_map(move |points| {
                 let out = (|| {
@@ -135,7 +159,10 @@ impl ExecutionPlan for MetricsScanExec {
                 })();
                 futures::future::ready(out)
             });
-        Ok(Box::pin(RecordBatchStreamAdapter::new(self.schema.clone(), stream)))
+        Ok(Box::pin(RecordBatchStreamAdapter::new(
+            self.schema.clone(),
+            stream,
+        )))
     }
 }
 
@@ -144,7 +171,10 @@ async fn load(store: Store, w: Work) -> Result<Vec<arrow::array::RecordBatch>> {
     match w {
         Work::Buffered(b) => Ok(vec![b.points.clone()]),
         Work::Chunk(c) => {
-            let bytes = store.get(&Path::from(c.path.as_str())).await.map_err(|e| DataFusionError::External(Box::new(e)))?;
+            let bytes = store
+                .get(&Path::from(c.path.as_str()))
+                .await
+                .map_err(|e| DataFusionError::External(Box::new(e)))?;
             tokio::task::spawn_blocking(move || decode_chunk(&c.path, bytes))
                 .await
                 .map_err(|e| DataFusionError::External(Box::new(e)))?

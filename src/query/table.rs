@@ -24,7 +24,10 @@ pub struct MetricsTable {
 
 impl MetricsTable {
     pub fn new(engine: Arc<Engine>) -> Self {
-        Self { engine, schema: sql_schema() }
+        Self {
+            engine,
+            schema: sql_schema(),
+        }
     }
 }
 
@@ -38,11 +41,20 @@ impl TableProvider for MetricsTable {
         TableType::Base
     }
 
-    fn supports_filters_pushdown(&self, filters: &[&Expr]) -> Result<Vec<TableProviderFilterPushDown>> {
+    fn supports_filters_pushdown(
+        &self,
+        filters: &[&Expr],
+    ) -> Result<Vec<TableProviderFilterPushDown>> {
         Ok(vec![TableProviderFilterPushDown::Inexact; filters.len()])
     }
 
-    async fn scan(&self, state: &dyn Session, projection: Option<&Vec<usize>>, filters: &[Expr], _limit: Option<usize>) -> Result<Arc<dyn ExecutionPlan>> {
+    async fn scan(
+        &self,
+        state: &dyn Session,
+        projection: Option<&Vec<usize>>,
+        filters: &[Expr],
+        _limit: Option<usize>,
+    ) -> Result<Arc<dyn ExecutionPlan>> {
         let f = analyze(filters);
         let series = self.engine.catalog().resolve(&f.series).map(Arc::new);
         let snap = self.engine.snapshot();
@@ -52,10 +64,19 @@ impl TableProvider for MetricsTable {
             .chunks
             .iter()
             .filter(|c| f.time.overlaps(c.min_time, c.max_time))
-            .filter(|c| series.as_ref().is_none_or(|s| s.iter().any(|id| c.covers_series(*id))))
+            .filter(|c| {
+                series
+                    .as_ref()
+                    .is_none_or(|s| s.iter().any(|id| c.covers_series(*id)))
+            })
             .cloned()
             .collect();
-        let buffered: Vec<_> = snap.buffered.iter().filter(|b| f.time.overlaps(b.min_time, b.max_time)).cloned().collect();
+        let buffered: Vec<_> = snap
+            .buffered
+            .iter()
+            .filter(|b| f.time.overlaps(b.min_time, b.max_time))
+            .cloned()
+            .collect();
         let stats = PruneStats {
             chunks_total: snap.manifest.chunks.len(),
             chunks_scanned: chunks.len(),
@@ -65,18 +86,30 @@ impl TableProvider for MetricsTable {
 
         // Spread the work over the session's partitions, biggest first.
         let n = state.config().target_partitions().max(1);
-        let mut work: Vec<(u64, Work)> = chunks.into_iter().map(|c| (c.rows, Work::Chunk(c))).collect();
-        work.extend(buffered.into_iter().map(|b| (b.points.num_rows() as u64, Work::Buffered(b))));
+        let mut work: Vec<(u64, Work)> = chunks
+            .into_iter()
+            .map(|c| (c.rows, Work::Chunk(c)))
+            .collect();
+        work.extend(
+            buffered
+                .into_iter()
+                .map(|b| (b.points.num_rows() as u64, Work::Buffered(b))),
+        );
         work.sort_by_key(|(rows, _)| std::cmp::Reverse(*rows));
         let mut partitions: Vec<(u64, Vec<Work>)> = vec![(0, Vec::new()); n.min(work.len()).max(1)];
         for (rows, w) in work {
-            let p = partitions.iter_mut().min_by_key(|(r, _)| *r).expect("at least one partition");
+            let p = partitions
+                .iter_mut()
+                .min_by_key(|(r, _)| *r)
+                .expect("at least one partition");
             p.0 += rows;
             p.1.push(w);
         }
         let partitions: Vec<Vec<Work>> = partitions.into_iter().map(|(_, w)| w).collect();
 
-        let projection: Vec<usize> = projection.cloned().unwrap_or_else(|| (0..self.schema.fields().len()).collect());
+        let projection: Vec<usize> = projection
+            .cloned()
+            .unwrap_or_else(|| (0..self.schema.fields().len()).collect());
         let schema = Arc::new(self.schema.project(&projection)?);
         Ok(Arc::new(MetricsScanExec {
             store: self.engine.store().clone(),

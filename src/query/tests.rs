@@ -11,7 +11,11 @@ const T0: i64 = 1_705_276_800_000_000; // 2024-01-15T00:00:00Z
 
 fn batch(rows: &[(i64, &str, &str, f64)]) -> RecordBatch {
     let schema = Schema::new(vec![
-        Field::new("time", DataType::Timestamp(TimeUnit::Microsecond, Some("UTC".into())), false),
+        Field::new(
+            "time",
+            DataType::Timestamp(TimeUnit::Microsecond, Some("UTC".into())),
+            false,
+        ),
         Field::new("metric", DataType::Utf8, false),
         Field::new("host", DataType::Utf8, true),
         Field::new("value", DataType::Float64, false),
@@ -19,10 +23,19 @@ fn batch(rows: &[(i64, &str, &str, f64)]) -> RecordBatch {
     RecordBatch::try_new(
         Arc::new(schema),
         vec![
-            Arc::new(TimestampMicrosecondArray::from(rows.iter().map(|r| r.0).collect::<Vec<_>>()).with_timezone("UTC")),
-            Arc::new(StringArray::from(rows.iter().map(|r| r.1).collect::<Vec<_>>())),
-            Arc::new(StringArray::from(rows.iter().map(|r| r.2).collect::<Vec<_>>())),
-            Arc::new(Float64Array::from(rows.iter().map(|r| r.3).collect::<Vec<_>>())),
+            Arc::new(
+                TimestampMicrosecondArray::from(rows.iter().map(|r| r.0).collect::<Vec<_>>())
+                    .with_timezone("UTC"),
+            ),
+            Arc::new(StringArray::from(
+                rows.iter().map(|r| r.1).collect::<Vec<_>>(),
+            )),
+            Arc::new(StringArray::from(
+                rows.iter().map(|r| r.2).collect::<Vec<_>>(),
+            )),
+            Arc::new(Float64Array::from(
+                rows.iter().map(|r| r.3).collect::<Vec<_>>(),
+            )),
         ],
     )
     .unwrap()
@@ -68,7 +81,11 @@ async fn buffered_and_flushed_rows_answer_the_same() {
     .join("\n");
     assert_eq!(run(&q, sql).await, expected);
     assert_eq!(engine.flush().await.unwrap(), 5);
-    assert_eq!(engine.snapshot().manifest.chunks.len(), 2, "two hour partitions");
+    assert_eq!(
+        engine.snapshot().manifest.chunks.len(),
+        2,
+        "two hour partitions"
+    );
     assert_eq!(run(&q, sql).await, expected);
     engine.shutdown().await.unwrap();
 }
@@ -80,15 +97,35 @@ async fn dialect_iso_strings_intervals_and_missing_tags() {
     engine.flush().await.unwrap();
     let got = run(&q, "SELECT count(*) AS n FROM metrics WHERE time BETWEEN '2024-01-15T00:00:00Z' AND '2024-01-15T00:01:00Z'").await;
     assert!(got.contains("| 2 |"), "{got}");
-    let got = run(&q, "SELECT count(*) AS n FROM metrics WHERE time >= TIMESTAMP '2024-01-15T01:00:00Z' - '1m'").await;
+    let got = run(
+        &q,
+        "SELECT count(*) AS n FROM metrics WHERE time >= TIMESTAMP '2024-01-15T01:00:00Z' - '1m'",
+    )
+    .await;
     assert!(got.contains("| 2 |"), "{got}");
-    let got = run(&q, "SELECT count(*) AS n FROM metrics WHERE time > now() - '1m'").await;
+    let got = run(
+        &q,
+        "SELECT count(*) AS n FROM metrics WHERE time > now() - '1m'",
+    )
+    .await;
     assert!(got.contains("| 0 |"), "{got}");
-    let got = run(&q, "SELECT count(*) AS n FROM metrics WHERE time > now() - interval '100000 days'").await;
+    let got = run(
+        &q,
+        "SELECT count(*) AS n FROM metrics WHERE time > now() - interval '100000 days'",
+    )
+    .await;
     assert!(got.contains("| 5 |"), "{got}");
     let got = run(&q, "SELECT time_bucket(INTERVAL '1 hour', time) AS b, count(*) AS n FROM metrics GROUP BY 1 ORDER BY 1").await;
-    assert!(got.contains("| 2024-01-15T00:00:00Z | 3 |") && got.contains("| 2024-01-15T01:00:00Z | 2 |"), "{got}");
-    let got = run(&q, "SELECT count(*) AS n FROM metrics WHERE tags['region'] IS NULL").await;
+    assert!(
+        got.contains("| 2024-01-15T00:00:00Z | 3 |")
+            && got.contains("| 2024-01-15T01:00:00Z | 2 |"),
+        "{got}"
+    );
+    let got = run(
+        &q,
+        "SELECT count(*) AS n FROM metrics WHERE tags['region'] IS NULL",
+    )
+    .await;
     assert!(got.contains("| 5 |"), "{got}");
     engine.shutdown().await.unwrap();
 }
@@ -98,24 +135,48 @@ async fn explain_shows_pruning() {
     let (_d, engine, q) = setup().await;
     engine.write(&sample()).await.unwrap();
     engine.flush().await.unwrap();
-    let got = run(&q, "EXPLAIN SELECT * FROM metrics WHERE time >= '2024-01-15T01:00:00Z'").await;
+    let got = run(
+        &q,
+        "EXPLAIN SELECT * FROM metrics WHERE time >= '2024-01-15T01:00:00Z'",
+    )
+    .await;
     assert!(got.contains("chunks_scanned=1, chunks_pruned=1"), "{got}");
-    let got = run(&q, "EXPLAIN SELECT * FROM metrics WHERE tags['host'] = 'zzz'").await;
-    assert!(got.contains("chunks_scanned=0, chunks_pruned=2") && got.contains("series=0"), "{got}");
+    let got = run(
+        &q,
+        "EXPLAIN SELECT * FROM metrics WHERE tags['host'] = 'zzz'",
+    )
+    .await;
+    assert!(
+        got.contains("chunks_scanned=0, chunks_pruned=2") && got.contains("series=0"),
+        "{got}"
+    );
     engine.shutdown().await.unwrap();
 }
 
 #[tokio::test]
 async fn bad_sql_is_an_invalid_argument_error() {
     let (_d, engine, q) = setup().await;
-    for sql in ["SELEC 1", "SELECT nope FROM metrics", "SELECT * FROM nope", "SELECT 1; SELECT 2"] {
+    for sql in [
+        "SELEC 1",
+        "SELECT nope FROM metrics",
+        "SELECT * FROM nope",
+        "SELECT 1; SELECT 2",
+    ] {
         match q.sql(sql).await {
             Err(QueryError::Invalid(_)) => {}
             other => panic!("{sql}: {:?}", other.map(|_| ())),
         }
     }
     engine.write(&sample()).await.unwrap();
-    let err = q.sql("SELECT time_bucket('5 parsecs', time) FROM metrics").await.unwrap().collect().await.unwrap_err();
-    assert!(matches!(QueryError::from_datafusion(err), QueryError::Invalid(m) if m.contains("invalid width")));
+    let err = q
+        .sql("SELECT time_bucket('5 parsecs', time) FROM metrics")
+        .await
+        .unwrap()
+        .collect()
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(QueryError::from_datafusion(err), QueryError::Invalid(m) if m.contains("invalid width"))
+    );
     engine.shutdown().await.unwrap();
 }

@@ -41,7 +41,11 @@ async fn query_get(State(s): State<AppState>, Query(p): Query<QueryParams>) -> R
     run_query(&s, p.sql, p.format).await
 }
 
-async fn query_post(State(s): State<AppState>, Query(p): Query<QueryParams>, body: String) -> Response {
+async fn query_post(
+    State(s): State<AppState>,
+    Query(p): Query<QueryParams>,
+    body: String,
+) -> Response {
     let sql = p.sql.or((!body.trim().is_empty()).then_some(body));
     run_query(&s, sql, p.format).await
 }
@@ -61,17 +65,29 @@ fn query_error(e: QueryError) -> Response {
 }
 
 async fn run_query(s: &AppState, sql: Option<String>, format: Option<String>) -> Response {
-    let Some(sql) = sql else { return error(StatusCode::BAD_REQUEST, "missing SQL: pass ?sql=... or a request body") };
+    let Some(sql) = sql else {
+        return error(
+            StatusCode::BAD_REQUEST,
+            "missing SQL: pass ?sql=... or a request body",
+        );
+    };
     let format = format.unwrap_or_else(|| "json".into());
     if !matches!(format.as_str(), "json" | "csv" | "arrow") {
-        return error(StatusCode::BAD_REQUEST, format!("unknown format {format:?}: use json, csv or arrow"));
+        return error(
+            StatusCode::BAD_REQUEST,
+            format!("unknown format {format:?}: use json, csv or arrow"),
+        );
     }
     let df = match s.query.sql(&sql).await {
         Ok(df) => df,
         Err(e) => return query_error(e),
     };
     let schema = std::sync::Arc::new(df.schema().as_arrow().clone());
-    let batches: Vec<_> = match tokio::time::timeout(s.query.config().timeout, async { df.execute_stream().await?.try_collect().await }).await {
+    let batches: Vec<_> = match tokio::time::timeout(s.query.config().timeout, async {
+        df.execute_stream().await?.try_collect().await
+    })
+    .await
+    {
         Ok(Ok(b)) => b,
         Ok(Err(e)) => return query_error(QueryError::from_datafusion(e)),
         Err(_) => return query_error(QueryError::Timeout(s.query.config().timeout)),
@@ -83,7 +99,11 @@ async fn run_query(s: &AppState, sql: Option<String>, format: Option<String>) ->
     }
 }
 
-fn encode(format: &str, schema: &arrow::datatypes::SchemaRef, batches: &[arrow::array::RecordBatch]) -> Result<(&'static str, Vec<u8>), arrow::error::ArrowError> {
+fn encode(
+    format: &str,
+    schema: &arrow::datatypes::SchemaRef,
+    batches: &[arrow::array::RecordBatch],
+) -> Result<(&'static str, Vec<u8>), arrow::error::ArrowError> {
     let mut out = Vec::new();
     match format {
         "csv" => {

@@ -31,7 +31,10 @@ pub enum ServerError {
     #[error(transparent)]
     Engine(#[from] EngineError),
     #[error("cannot listen on {addr}: {source}")]
-    Bind { addr: SocketAddr, source: std::io::Error },
+    Bind {
+        addr: SocketAddr,
+        source: std::io::Error,
+    },
     #[error("server failed: {0}")]
     Serve(String),
 }
@@ -48,7 +51,9 @@ impl RunningServer {
     /// Stops accepting requests, drains them, flushes the buffer.
     pub async fn stop(self) -> Result<(), ServerError> {
         let _ = self.shutdown.send(());
-        self.task.await.map_err(|e| ServerError::Serve(e.to_string()))?
+        self.task
+            .await
+            .map_err(|e| ServerError::Serve(e.to_string()))?
     }
 }
 
@@ -56,8 +61,16 @@ impl RunningServer {
 pub async fn start(config: ServerConfig) -> Result<RunningServer, ServerError> {
     let engine = Engine::open(config.engine.clone()).await?;
     let query = Arc::new(QueryEngine::new(engine.clone(), config.query.clone()));
-    let listener = TcpListener::bind(config.addr).await.map_err(|source| ServerError::Bind { addr: config.addr, source })?;
-    let addr = listener.local_addr().map_err(|source| ServerError::Bind { addr: config.addr, source })?;
+    let listener = TcpListener::bind(config.addr)
+        .await
+        .map_err(|source| ServerError::Bind {
+            addr: config.addr,
+            source,
+        })?;
+    let addr = listener.local_addr().map_err(|source| ServerError::Bind {
+        addr: config.addr,
+        source,
+    })?;
 
     let (health, health_service) = tonic_health::server::health_reporter();
     health.set_serving::<arrow_flight::flight_service_server::FlightServiceServer<flight::StreamDbFlight>>().await;
@@ -66,10 +79,17 @@ pub async fn start(config: ServerConfig) -> Result<RunningServer, ServerError> {
             .register_encoded_file_descriptor_set(DESCRIPTORS)
             .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
     };
-    let reflection_v1 = reflection().build_v1().map_err(|e| ServerError::Serve(e.to_string()))?;
-    let reflection_v1alpha = reflection().build_v1alpha().map_err(|e| ServerError::Serve(e.to_string()))?;
+    let reflection_v1 = reflection()
+        .build_v1()
+        .map_err(|e| ServerError::Serve(e.to_string()))?;
+    let reflection_v1alpha = reflection()
+        .build_v1alpha()
+        .map_err(|e| ServerError::Serve(e.to_string()))?;
 
-    let app = http::router(http::AppState { engine: engine.clone(), query: query.clone() });
+    let app = http::router(http::AppState {
+        engine: engine.clone(),
+        query: query.clone(),
+    });
     let routes = tonic::service::Routes::from(app)
         .add_service(flight::service(engine.clone(), query))
         .add_service(health_service)
@@ -92,5 +112,10 @@ pub async fn start(config: ServerConfig) -> Result<RunningServer, ServerError> {
         served.map_err(|e| ServerError::Serve(e.to_string()))?;
         flushed.map_err(ServerError::from)
     });
-    Ok(RunningServer { addr, engine, shutdown: tx, task })
+    Ok(RunningServer {
+        addr,
+        engine,
+        shutdown: tx,
+        task,
+    })
 }

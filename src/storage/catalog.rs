@@ -71,7 +71,9 @@ impl SeriesCatalog {
     /// Ids from `ids` that are not in the catalog yet.
     pub fn missing(&self, ids: impl IntoIterator<Item = SeriesId>) -> Vec<SeriesId> {
         let inner = self.inner.read();
-        ids.into_iter().filter(|id| !inner.series.contains_key(&id.0)).collect()
+        ids.into_iter()
+            .filter(|id| !inner.series.contains_key(&id.0))
+            .collect()
     }
 
     /// Adds a series; a no-op if the id is already known.
@@ -80,9 +82,19 @@ impl SeriesCatalog {
         if inner.series.contains_key(&id.0) {
             return;
         }
-        inner.by_metric.entry(key.metric.clone()).or_default().push(id.0);
+        inner
+            .by_metric
+            .entry(key.metric.clone())
+            .or_default()
+            .push(id.0);
         for (k, v) in &key.tags {
-            inner.by_tag.entry(k.clone()).or_default().entry(v.clone()).or_default().push(id.0);
+            inner
+                .by_tag
+                .entry(k.clone())
+                .or_default()
+                .entry(v.clone())
+                .or_default()
+                .push(id.0);
         }
         inner.series.insert(id.0, Arc::new(key));
     }
@@ -93,9 +105,19 @@ impl SeriesCatalog {
         let mut result: Option<BTreeSet<u64>> = None;
         for p in preds {
             let ids: BTreeSet<u64> = match p {
-                TagPredicate::Metric(ms) => ms.iter().filter_map(|m| inner.by_metric.get(m)).flatten().copied().collect(),
+                TagPredicate::Metric(ms) => ms
+                    .iter()
+                    .filter_map(|m| inner.by_metric.get(m))
+                    .flatten()
+                    .copied()
+                    .collect(),
                 TagPredicate::Tag { key, values } => match inner.by_tag.get(key) {
-                    Some(vals) => values.iter().filter_map(|v| vals.get(v)).flatten().copied().collect(),
+                    Some(vals) => values
+                        .iter()
+                        .filter_map(|v| vals.get(v))
+                        .flatten()
+                        .copied()
+                        .collect(),
                     None => BTreeSet::new(),
                 },
             };
@@ -110,7 +132,11 @@ impl SeriesCatalog {
     /// Every (id, key), in id order.
     pub fn entries(&self) -> Vec<(SeriesId, Arc<SeriesKey>)> {
         let inner = self.inner.read();
-        let mut out: Vec<_> = inner.series.iter().map(|(id, k)| (SeriesId(*id), k.clone())).collect();
+        let mut out: Vec<_> = inner
+            .series
+            .iter()
+            .map(|(id, k)| (SeriesId(*id), k.clone()))
+            .collect();
         out.sort_unstable_by_key(|(id, _)| *id);
         out
     }
@@ -132,7 +158,10 @@ impl SeriesCatalog {
     }
 
     pub fn decode_snapshot(path: &str, bytes: &[u8]) -> Result<Self, StorageError> {
-        let corrupt = |why: String| StorageError::Corrupt { path: path.into(), why };
+        let corrupt = |why: String| StorageError::Corrupt {
+            path: path.into(),
+            why,
+        };
         if bytes.len() < 12 || &bytes[..6] != MAGIC {
             return Err(corrupt("not a series catalog".into()));
         }
@@ -144,7 +173,8 @@ impl SeriesCatalog {
         if crc32fast::hash(&bytes[12..]) != crc {
             return Err(corrupt("checksum mismatch".into()));
         }
-        let body = lz4_flex::decompress_size_prepended(&bytes[12..]).map_err(|e| corrupt(e.to_string()))?;
+        let body = lz4_flex::decompress_size_prepended(&bytes[12..])
+            .map_err(|e| corrupt(e.to_string()))?;
         let mut r = WireReader::new(&body);
         let n = r.count(16).map_err(|e| corrupt(e.to_string()))?;
         let catalog = SeriesCatalog::default();
@@ -161,7 +191,12 @@ mod tests {
     use super::*;
 
     fn key(metric: &str, tags: &[(&str, &str)]) -> SeriesKey {
-        SeriesKey::new(metric, tags.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect())
+        SeriesKey::new(
+            metric,
+            tags.iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect(),
+        )
     }
 
     #[test]
@@ -177,11 +212,26 @@ mod tests {
         assert_eq!(c.len(), 3);
         let ids = |ks: &[&SeriesKey]| ks.iter().map(|k| k.id().0).collect::<BTreeSet<_>>();
         assert_eq!(c.resolve(&[]), None);
-        assert_eq!(c.resolve(&[TagPredicate::Metric(vec!["cpu".into()])]), Some(ids(&[&a, &b])));
-        let host_a = TagPredicate::Tag { key: "host".into(), values: vec!["a".into()] };
+        assert_eq!(
+            c.resolve(&[TagPredicate::Metric(vec!["cpu".into()])]),
+            Some(ids(&[&a, &b]))
+        );
+        let host_a = TagPredicate::Tag {
+            key: "host".into(),
+            values: vec!["a".into()],
+        };
         assert_eq!(c.resolve(&[host_a.clone()]), Some(ids(&[&a, &m])));
-        assert_eq!(c.resolve(&[TagPredicate::Metric(vec!["cpu".into()]), host_a]), Some(ids(&[&a])));
-        assert_eq!(c.resolve(&[TagPredicate::Tag { key: "nope".into(), values: vec!["x".into()] }]), Some(BTreeSet::new()));
+        assert_eq!(
+            c.resolve(&[TagPredicate::Metric(vec!["cpu".into()]), host_a]),
+            Some(ids(&[&a]))
+        );
+        assert_eq!(
+            c.resolve(&[TagPredicate::Tag {
+                key: "nope".into(),
+                values: vec!["x".into()]
+            }]),
+            Some(BTreeSet::new())
+        );
     }
 
     #[test]
@@ -195,8 +245,14 @@ mod tests {
         let back = SeriesCatalog::decode_snapshot("c", &bytes).unwrap();
         assert_eq!(back.entries().len(), 100);
         assert_eq!(
-            back.entries().iter().map(|(i, k)| (*i, (**k).clone())).collect::<Vec<_>>(),
-            c.entries().iter().map(|(i, k)| (*i, (**k).clone())).collect::<Vec<_>>()
+            back.entries()
+                .iter()
+                .map(|(i, k)| (*i, (**k).clone()))
+                .collect::<Vec<_>>(),
+            c.entries()
+                .iter()
+                .map(|(i, k)| (*i, (**k).clone()))
+                .collect::<Vec<_>>()
         );
         let mut bad = bytes.to_vec();
         let last = bad.len() - 1;

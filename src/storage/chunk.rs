@@ -69,9 +69,12 @@ pub fn chunk_path(id: u64, time: i64) -> Path {
 /// [`point_schema`] and be sorted by `(series_id, time)`.
 pub fn encode_chunk(id: u64, batch: &RecordBatch) -> Result<(Bytes, ChunkMeta), StorageError> {
     if batch.num_rows() == 0 {
-        return Err(StorageError::Other("refusing to write an empty chunk".into()));
+        return Err(StorageError::Other(
+            "refusing to write an empty chunk".into(),
+        ));
     }
-    let (series, times, values) = columns(batch).ok_or_else(|| StorageError::Other("chunk batch has the wrong schema".into()))?;
+    let (series, times, values) = columns(batch)
+        .ok_or_else(|| StorageError::Other("chunk batch has the wrong schema".into()))?;
     let min_time = arrow::compute::min(times).expect("non-empty");
     let max_time = arrow::compute::max(times).expect("non-empty");
     let mut ids: Vec<u64> = series.values().to_vec();
@@ -94,7 +97,13 @@ pub fn encode_chunk(id: u64, batch: &RecordBatch) -> Result<(Bytes, ChunkMeta), 
         w.write_metadata("streamdb.rows", batch.num_rows().to_string());
         w.write_metadata("streamdb.min_value", fmt_f64(arrow::compute::min(values)));
         w.write_metadata("streamdb.max_value", fmt_f64(arrow::compute::max(values)));
-        w.write_metadata("streamdb.series", ids.iter().map(|s| format!("{s:x}")).collect::<Vec<_>>().join(","));
+        w.write_metadata(
+            "streamdb.series",
+            ids.iter()
+                .map(|s| format!("{s:x}"))
+                .collect::<Vec<_>>()
+                .join(","),
+        );
         w.finish()?;
     }
     let meta = ChunkMeta {
@@ -126,32 +135,54 @@ fn columns(b: &RecordBatch) -> Option<(&UInt64Array, &TimestampMicrosecondArray,
 
 /// Decodes a whole chunk file into its record batches (point schema).
 pub fn decode_chunk(path: &str, bytes: Bytes) -> Result<Vec<RecordBatch>, StorageError> {
-    let corrupt = |e: arrow::error::ArrowError| StorageError::Corrupt { path: path.to_string(), why: e.to_string() };
+    let corrupt = |e: arrow::error::ArrowError| StorageError::Corrupt {
+        path: path.to_string(),
+        why: e.to_string(),
+    };
     let reader = FileReader::try_new(Cursor::new(bytes), None).map_err(corrupt)?;
     check_format(path, reader.custom_metadata())?;
     if reader.schema() != point_schema() {
-        return Err(StorageError::Corrupt { path: path.into(), why: format!("unexpected schema {:?}", reader.schema()) });
+        return Err(StorageError::Corrupt {
+            path: path.into(),
+            why: format!("unexpected schema {:?}", reader.schema()),
+        });
     }
     reader.map(|b| b.map_err(corrupt)).collect()
 }
 
 /// Reads the series list from a chunk's footer metadata (the file's tail).
 pub fn decode_footer_series(path: &str, tail: &[u8]) -> Result<Vec<u64>, StorageError> {
-    let corrupt = |why: String| StorageError::Corrupt { path: path.to_string(), why };
+    let corrupt = |why: String| StorageError::Corrupt {
+        path: path.to_string(),
+        why,
+    };
     let n = tail.len();
     if n < 10 || &tail[n - 6..] != b"ARROW1" {
         return Err(corrupt("missing Arrow IPC file trailer".into()));
     }
     let footer_len = i32::from_le_bytes(tail[n - 10..n - 6].try_into().expect("4 bytes"));
-    let start = (n - 10).checked_sub(usize::try_from(footer_len).map_err(|_| corrupt("negative footer length".into()))?);
-    let start = start.ok_or_else(|| corrupt(format!("footer of {footer_len} bytes is longer than the tail read")))?;
-    let footer = arrow::ipc::root_as_footer(&tail[start..n - 10]).map_err(|e| corrupt(e.to_string()))?;
+    let start = (n - 10).checked_sub(
+        usize::try_from(footer_len).map_err(|_| corrupt("negative footer length".into()))?,
+    );
+    let start = start.ok_or_else(|| {
+        corrupt(format!(
+            "footer of {footer_len} bytes is longer than the tail read"
+        ))
+    })?;
+    let footer =
+        arrow::ipc::root_as_footer(&tail[start..n - 10]).map_err(|e| corrupt(e.to_string()))?;
     let meta: HashMap<String, String> = footer
         .custom_metadata()
-        .map(|kv| kv.iter().filter_map(|e| Some((e.key()?.to_string(), e.value()?.to_string()))).collect())
+        .map(|kv| {
+            kv.iter()
+                .filter_map(|e| Some((e.key()?.to_string(), e.value()?.to_string())))
+                .collect()
+        })
         .unwrap_or_default();
     check_format(path, &meta)?;
-    let list = meta.get("streamdb.series").ok_or_else(|| corrupt("footer has no series list".into()))?;
+    let list = meta
+        .get("streamdb.series")
+        .ok_or_else(|| corrupt("footer has no series list".into()))?;
     list.split(',')
         .filter(|s| !s.is_empty())
         .map(|s| u64::from_str_radix(s, 16).map_err(|e| corrupt(format!("series id {s:?}: {e}"))))
@@ -159,13 +190,20 @@ pub fn decode_footer_series(path: &str, tail: &[u8]) -> Result<Vec<u64>, Storage
 }
 
 /// Loads a chunk's series list with ranged reads of the file's tail.
-pub async fn read_footer_series(store: &Store, chunk: &ChunkMeta) -> Result<Vec<u64>, StorageError> {
+pub async fn read_footer_series(
+    store: &Store,
+    chunk: &ChunkMeta,
+) -> Result<Vec<u64>, StorageError> {
     let path = Path::from(chunk.path.as_str());
     let mut want = chunk.bytes.min(64 * 1024);
     loop {
-        let tail = store.get_range(&path, chunk.bytes - want..chunk.bytes).await?;
+        let tail = store
+            .get_range(&path, chunk.bytes - want..chunk.bytes)
+            .await?;
         match footer_len(&tail) {
-            Some(need) if need + 10 > want && want < chunk.bytes => want = (need + 10).min(chunk.bytes),
+            Some(need) if need + 10 > want && want < chunk.bytes => {
+                want = (need + 10).min(chunk.bytes)
+            }
             _ => return decode_footer_series(&chunk.path, &tail),
         }
     }
@@ -173,13 +211,17 @@ pub async fn read_footer_series(store: &Store, chunk: &ChunkMeta) -> Result<Vec<
 
 fn footer_len(tail: &[u8]) -> Option<u64> {
     let n = tail.len();
-    (n >= 10).then(|| i32::from_le_bytes(tail[n - 10..n - 6].try_into().expect("4 bytes")).max(0) as u64)
+    (n >= 10)
+        .then(|| i32::from_le_bytes(tail[n - 10..n - 6].try_into().expect("4 bytes")).max(0) as u64)
 }
 
 fn check_format(path: &str, meta: &HashMap<String, String>) -> Result<(), StorageError> {
     match meta.get("streamdb.format").map(String::as_str) {
         Some(FORMAT) => Ok(()),
-        other => Err(StorageError::Corrupt { path: path.into(), why: format!("unknown chunk format {other:?}") }),
+        other => Err(StorageError::Corrupt {
+            path: path.into(),
+            why: format!("unknown chunk format {other:?}"),
+        }),
     }
 }
 
@@ -201,14 +243,34 @@ mod tests {
 
     #[test]
     fn round_trip_with_footer() {
-        let b = batch(vec![1, 1, 7], vec![1_705_276_800_000_000, 1_705_276_801_000_000, 1_705_276_799_000_000], vec![0.5, 1.5, -2.0]);
+        let b = batch(
+            vec![1, 1, 7],
+            vec![
+                1_705_276_800_000_000,
+                1_705_276_801_000_000,
+                1_705_276_799_000_000,
+            ],
+            vec![0.5, 1.5, -2.0],
+        );
         let (bytes, meta) = encode_chunk(42, &b).unwrap();
-        assert_eq!(meta.path, "chunks/2024/01/14/23/chunk_0000000000000042.arrow");
-        assert_eq!((meta.min_time, meta.max_time, meta.rows), (1_705_276_799_000_000, 1_705_276_801_000_000, 3));
-        assert_eq!((meta.min_series, meta.max_series, meta.series_count), (1, 7, 2));
+        assert_eq!(
+            meta.path,
+            "chunks/2024/01/14/23/chunk_0000000000000042.arrow"
+        );
+        assert_eq!(
+            (meta.min_time, meta.max_time, meta.rows),
+            (1_705_276_799_000_000, 1_705_276_801_000_000, 3)
+        );
+        assert_eq!(
+            (meta.min_series, meta.max_series, meta.series_count),
+            (1, 7, 2)
+        );
         assert_eq!(meta.bytes, bytes.len() as u64);
         let back = decode_chunk(&meta.path, bytes.clone()).unwrap();
-        assert_eq!(arrow::compute::concat_batches(&point_schema(), &back).unwrap(), b);
+        assert_eq!(
+            arrow::compute::concat_batches(&point_schema(), &back).unwrap(),
+            b
+        );
         let tail = &bytes[bytes.len().saturating_sub(64 * 1024)..];
         assert_eq!(decode_footer_series(&meta.path, tail).unwrap(), vec![1, 7]);
         assert!(meta.covers_series(7) && !meta.covers_series(3) && !meta.covers_series(8));
@@ -219,7 +281,10 @@ mod tests {
         let b = batch(vec![1], vec![0], vec![1.0]);
         let (bytes, _) = encode_chunk(1, &b).unwrap();
         let cut = bytes.slice(..bytes.len() - 20);
-        assert!(matches!(decode_chunk("x", cut.clone()), Err(StorageError::Corrupt { .. })));
+        assert!(matches!(
+            decode_chunk("x", cut.clone()),
+            Err(StorageError::Corrupt { .. })
+        ));
         assert!(decode_footer_series("x", &cut).is_err());
         assert!(decode_footer_series("x", b"short").is_err());
     }

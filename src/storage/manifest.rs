@@ -65,12 +65,21 @@ fn parse_version(path: &Path) -> Option<u64> {
 
 pub fn encode(m: &Manifest) -> Result<Bytes, StorageError> {
     let body = serde_json::to_string(m).map_err(|e| StorageError::Other(e.to_string()))?;
-    let env = Envelope { format: FORMAT.into(), crc32: crc32fast::hash(body.as_bytes()), body };
-    Ok(Bytes::from(serde_json::to_vec(&env).map_err(|e| StorageError::Other(e.to_string()))?))
+    let env = Envelope {
+        format: FORMAT.into(),
+        crc32: crc32fast::hash(body.as_bytes()),
+        body,
+    };
+    Ok(Bytes::from(
+        serde_json::to_vec(&env).map_err(|e| StorageError::Other(e.to_string()))?,
+    ))
 }
 
 pub fn decode(path: &str, bytes: &[u8]) -> Result<Manifest, StorageError> {
-    let corrupt = |why: String| StorageError::Corrupt { path: path.into(), why };
+    let corrupt = |why: String| StorageError::Corrupt {
+        path: path.into(),
+        why,
+    };
     let env: Envelope = serde_json::from_slice(bytes).map_err(|e| corrupt(e.to_string()))?;
     if env.format != FORMAT {
         return Err(corrupt(format!("unknown manifest format {:?}", env.format)));
@@ -104,20 +113,32 @@ impl ManifestStore {
         let path = version_path(latest);
         let m = decode(path.as_ref(), &self.store.get(&path).await?)?;
         if m.version != latest {
-            return Err(StorageError::Corrupt { path: path.to_string(), why: format!("holds version {}", m.version) });
+            return Err(StorageError::Corrupt {
+                path: path.to_string(),
+                why: format!("holds version {}", m.version),
+            });
         }
         Ok(m)
     }
 
     /// Commits `next` as version `current.version + 1`. Fails with
     /// `AlreadyExists` if another writer got there first.
-    pub async fn commit(&self, current: &Manifest, mut next: Manifest) -> Result<Arc<Manifest>, StorageError> {
+    pub async fn commit(
+        &self,
+        current: &Manifest,
+        mut next: Manifest,
+    ) -> Result<Arc<Manifest>, StorageError> {
         next.version = current.version + 1;
         next.committed_at = chrono::Utc::now().timestamp_micros();
-        self.store.put_new(&version_path(next.version), encode(&next)?).await?;
+        self.store
+            .put_new(&version_path(next.version), encode(&next)?)
+            .await?;
         if next.version > KEEP_VERSIONS {
             // Best effort: a leftover old version is harmless.
-            let _ = self.store.delete(&version_path(next.version - KEEP_VERSIONS)).await;
+            let _ = self
+                .store
+                .delete(&version_path(next.version - KEEP_VERSIONS))
+                .await;
         }
         Ok(Arc::new(next))
     }
@@ -133,10 +154,28 @@ mod tests {
         let ms = ManifestStore::new(Store::local(dir.path()).unwrap());
         let v0 = ms.load_latest().await.unwrap();
         assert_eq!(v0.version, 0);
-        let v1 = ms.commit(&v0, Manifest { stream_offset: 5, ..Default::default() }).await.unwrap();
+        let v1 = ms
+            .commit(
+                &v0,
+                Manifest {
+                    stream_offset: 5,
+                    ..Default::default()
+                },
+            )
+            .await
+            .unwrap();
         assert_eq!(v1.version, 1);
         // A stale writer that also read v0 cannot commit over v1.
-        let err = ms.commit(&v0, Manifest { stream_offset: 9, ..Default::default() }).await.unwrap_err();
+        let err = ms
+            .commit(
+                &v0,
+                Manifest {
+                    stream_offset: 9,
+                    ..Default::default()
+                },
+            )
+            .await
+            .unwrap_err();
         assert!(matches!(err, StorageError::AlreadyExists { .. }), "{err}");
         let loaded = ms.load_latest().await.unwrap();
         assert_eq!((loaded.version, loaded.stream_offset), (1, 5));
@@ -144,12 +183,20 @@ mod tests {
 
     #[test]
     fn checksum_catches_edits() {
-        let bytes = encode(&Manifest { version: 3, stream_offset: 7, ..Default::default() }).unwrap();
+        let bytes = encode(&Manifest {
+            version: 3,
+            stream_offset: 7,
+            ..Default::default()
+        })
+        .unwrap();
         let text = String::from_utf8(bytes.to_vec()).unwrap();
         assert_eq!(decode("m", text.as_bytes()).unwrap().stream_offset, 7);
         let edited = text.replace("stream_offset\\\":7", "stream_offset\\\":8");
         assert_ne!(edited, text);
-        assert!(matches!(decode("m", edited.as_bytes()), Err(StorageError::Corrupt { .. })));
+        assert!(matches!(
+            decode("m", edited.as_bytes()),
+            Err(StorageError::Corrupt { .. })
+        ));
     }
 
     #[test]
@@ -158,8 +205,13 @@ mod tests {
         let old = r#"{"format":"streamdb.manifest/1","crc32":CRC,"body":BODY}"#;
         let quoted = |b: &str| serde_json::to_string(b).unwrap();
         let body = r#"{"version":2,"stream_offset":10,"next_chunk_id":3,"chunks":[{"id":1,"path":"chunks/2024/01/15/00/chunk_0000000000000001.arrow","min_time":1,"max_time":2,"rows":3,"bytes":4,"min_series":5,"max_series":6,"series_count":2}],"catalog":"catalog/series_0000000000000002.arrow","catalog_series":2,"committed_at":0}"#;
-        let text = old.replace("CRC", &crc32fast::hash(body.as_bytes()).to_string()).replace("BODY", &quoted(body));
+        let text = old
+            .replace("CRC", &crc32fast::hash(body.as_bytes()).to_string())
+            .replace("BODY", &quoted(body));
         let m = decode("m", text.as_bytes()).unwrap();
-        assert_eq!((m.version, m.stream_offset, m.chunks.len(), m.chunks[0].rows), (2, 10, 1, 3));
+        assert_eq!(
+            (m.version, m.stream_offset, m.chunks.len(), m.chunks[0].rows),
+            (2, 10, 1, 3)
+        );
     }
 }

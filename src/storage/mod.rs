@@ -18,4 +18,4 @@ mod store;
 pub use catalog::{SeriesCatalog, TagPredicate};
 pub use chunk::{chunk_path, decode_chunk, encode_chunk, read_footer_series, ChunkMeta};
 pub use manifest::{Manifest, ManifestStore};
-pub use store::{Store, StorageError};
+pub use store::{StorageError, Store};

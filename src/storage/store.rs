@@ -34,26 +34,40 @@ pub struct Store {
 
 impl Store {
     pub fn new(inner: Arc<dyn ObjectStore>) -> Self {
-        Self { inner, local_root: None }
+        Self {
+            inner,
+            local_root: None,
+        }
     }
 
     /// Local file system rooted at `dir` (created if missing).
     pub fn local(dir: &FsPath) -> Result<Self, StorageError> {
-        std::fs::create_dir_all(dir).map_err(|e| StorageError::Other(format!("creating {}: {e}", dir.display())))?;
-        let root = dir.canonicalize().map_err(|e| StorageError::Other(format!("{}: {e}", dir.display())))?;
-        Ok(Self { inner: Arc::new(LocalFileSystem::new_with_prefix(&root)?), local_root: Some(root) })
+        std::fs::create_dir_all(dir)
+            .map_err(|e| StorageError::Other(format!("creating {}: {e}", dir.display())))?;
+        let root = dir
+            .canonicalize()
+            .map_err(|e| StorageError::Other(format!("{}: {e}", dir.display())))?;
+        Ok(Self {
+            inner: Arc::new(LocalFileSystem::new_with_prefix(&root)?),
+            local_root: Some(root),
+        })
     }
 
     /// Makes written objects durable. Object stores are durable once a put
     /// returns; the local file system needs the files and their directories
     /// fsynced.
     pub fn sync(&self, paths: &[Path]) -> Result<(), StorageError> {
-        let Some(root) = &self.local_root else { return Ok(()) };
+        let Some(root) = &self.local_root else {
+            return Ok(());
+        };
         let mut dirs = std::collections::BTreeSet::new();
         for p in paths {
             let file = root.join(p.as_ref());
-            let io = |e: std::io::Error| StorageError::Other(format!("fsync {}: {e}", file.display()));
-            std::fs::File::open(&file).and_then(|f| f.sync_all()).map_err(io)?;
+            let io =
+                |e: std::io::Error| StorageError::Other(format!("fsync {}: {e}", file.display()));
+            std::fs::File::open(&file)
+                .and_then(|f| f.sync_all())
+                .map_err(io)?;
             if let Some(parent) = file.parent() {
                 dirs.insert(parent.to_path_buf());
             }
@@ -77,10 +91,19 @@ impl Store {
 
     /// Writes `path` only if nothing is there yet: the commit primitive.
     pub async fn put_new(&self, path: &Path, bytes: Bytes) -> Result<(), StorageError> {
-        let opts = PutOptions { mode: PutMode::Create, ..Default::default() };
-        match self.inner.put_opts(path, PutPayload::from_bytes(bytes), opts).await {
+        let opts = PutOptions {
+            mode: PutMode::Create,
+            ..Default::default()
+        };
+        match self
+            .inner
+            .put_opts(path, PutPayload::from_bytes(bytes), opts)
+            .await
+        {
             Ok(_) => Ok(()),
-            Err(object_store::Error::AlreadyExists { .. }) => Err(StorageError::AlreadyExists { path: path.to_string() }),
+            Err(object_store::Error::AlreadyExists { .. }) => Err(StorageError::AlreadyExists {
+                path: path.to_string(),
+            }),
             Err(e) => Err(e.into()),
         }
     }
@@ -89,7 +112,11 @@ impl Store {
         Ok(self.inner.get(path).await?.bytes().await?)
     }
 
-    pub async fn get_range(&self, path: &Path, range: std::ops::Range<u64>) -> Result<Bytes, StorageError> {
+    pub async fn get_range(
+        &self,
+        path: &Path,
+        range: std::ops::Range<u64>,
+    ) -> Result<Bytes, StorageError> {
         Ok(self.inner.get_range(path, range).await?)
     }
 

@@ -48,7 +48,13 @@ pub struct LogConfig {
 
 impl LogConfig {
     pub fn new(dir: impl Into<PathBuf>) -> Self {
-        Self { dir: dir.into(), segment_bytes: 64 << 20, fsync: true, group_bytes: 16 << 20, initial_offset: Offset::ZERO }
+        Self {
+            dir: dir.into(),
+            segment_bytes: 64 << 20,
+            fsync: true,
+            group_bytes: 16 << 20,
+            initial_offset: Offset::ZERO,
+        }
     }
 }
 
@@ -59,9 +65,19 @@ pub enum LogError {
     #[error("stream log {dir}: {source}")]
     Io { dir: PathBuf, source: io::Error },
     #[error("stream log {dir}: segment {id} is damaged at byte {at} ({trailing} bytes follow) but is not the newest segment")]
-    Corrupt { dir: PathBuf, id: u64, at: u64, trailing: u64 },
+    Corrupt {
+        dir: PathBuf,
+        id: u64,
+        at: u64,
+        trailing: u64,
+    },
     #[error("stream log {dir}: segments are not contiguous at {id} (expected base {expected}, found {found})")]
-    Gap { dir: PathBuf, id: u64, expected: u64, found: u64 },
+    Gap {
+        dir: PathBuf,
+        id: u64,
+        expected: u64,
+        found: u64,
+    },
     #[error("offset {requested} is before the oldest retained offset {first}")]
     Truncated { requested: Offset, first: Offset },
     #[error("offset {requested} is beyond the end of the stream ({next})")]
@@ -120,27 +136,57 @@ impl<A: Send + 'static> Log<A> {
     /// and starts its writer thread.
     pub fn open(config: LogConfig, sink: Arc<dyn DurableSink<A>>) -> Result<Self, LogError> {
         let dir = config.dir.clone();
-        fs::create_dir_all(&dir).map_err(|source| LogError::Io { dir: dir.clone(), source })?;
+        fs::create_dir_all(&dir).map_err(|source| LogError::Io {
+            dir: dir.clone(),
+            source,
+        })?;
         let (segments, active) = recover(&dir, config.initial_offset)?;
-        let state = Arc::new(Mutex::new(State { segments, failed: None }));
+        let state = Arc::new(Mutex::new(State {
+            segments,
+            failed: None,
+        }));
         let next_seq = state.lock().next_seq();
         let (next_tx, next_rx) = watch::channel(Offset(next_seq));
         let (tx, rx) = mpsc::channel(1024);
-        let writer = Writer { config, state: state.clone(), file: active, sink, next: next_tx };
+        let writer = Writer {
+            config,
+            state: state.clone(),
+            file: active,
+            sink,
+            next: next_tx,
+        };
         std::thread::Builder::new()
             .name("stream-log-writer".into())
             .spawn(move || writer.run(rx))
-            .map_err(|source| LogError::Io { dir: dir.clone(), source })?;
-        Ok(Self { dir, state, tx, next: next_rx })
+            .map_err(|source| LogError::Io {
+                dir: dir.clone(),
+                source,
+            })?;
+        Ok(Self {
+            dir,
+            state,
+            tx,
+            next: next_rx,
+        })
     }
 
     /// Appends one record and waits until it is durable. Returns its offset.
     pub async fn append(&self, payload: Vec<u8>, attachment: A) -> Result<Offset, LogError> {
         if payload.len() > segment::MAX_RECORD as usize {
-            return Err(LogError::Failed(format!("record of {} bytes exceeds the limit", payload.len())));
+            return Err(LogError::Failed(format!(
+                "record of {} bytes exceeds the limit",
+                payload.len()
+            )));
         }
         let (reply, rx) = oneshot::channel();
-        self.tx.send(Append { payload, attachment, reply }).await.map_err(|_| LogError::Closed)?;
+        self.tx
+            .send(Append {
+                payload,
+                attachment,
+                reply,
+            })
+            .await
+            .map_err(|_| LogError::Closed)?;
         rx.await.map_err(|_| LogError::Closed)?
     }
 
@@ -174,8 +220,13 @@ impl<A: Send + 'static> Log<A> {
         let mut seq = from.0;
         let mut bytes = 0usize;
         loop {
-            let Some((file, pos)) = self.locate(seq, out.is_empty())? else { break };
-            let payload = segment::read_record(&file, pos).map_err(|source| LogError::Io { dir: self.dir.clone(), source })?;
+            let Some((file, pos)) = self.locate(seq, out.is_empty())? else {
+                break;
+            };
+            let payload = segment::read_record(&file, pos).map_err(|source| LogError::Io {
+                dir: self.dir.clone(),
+                source,
+            })?;
             bytes += payload.len();
             out.push((Offset(seq), payload));
             seq += 1;
@@ -192,17 +243,26 @@ impl<A: Send + 'static> Log<A> {
         let next = st.next_seq();
         let oldest = st.segments.front().map_or(0, |s| s.base_seq);
         if seq < oldest {
-            return Err(LogError::Truncated { requested: Offset(seq), first: Offset(oldest) });
+            return Err(LogError::Truncated {
+                requested: Offset(seq),
+                first: Offset(oldest),
+            });
         }
         if seq >= next {
             if first && seq > next {
-                return Err(LogError::BeyondEnd { requested: Offset(seq), next: Offset(next) });
+                return Err(LogError::BeyondEnd {
+                    requested: Offset(seq),
+                    next: Offset(next),
+                });
             }
             return Ok(None);
         }
         let idx = st.segments.partition_point(|s| s.base_seq <= seq) - 1;
         let s = &st.segments[idx];
-        Ok(Some((s.reader.clone(), s.positions[(seq - s.base_seq) as usize])))
+        Ok(Some((
+            s.reader.clone(),
+            s.positions[(seq - s.base_seq) as usize],
+        )))
     }
 
     /// Deletes whole sealed segments whose records all lie before `before`.
@@ -217,7 +277,10 @@ impl<A: Send + 'static> Log<A> {
         }
         for id in &removed {
             let path = self.dir.join(segment::file_name(*id));
-            fs::remove_file(&path).map_err(|source| LogError::Io { dir: self.dir.clone(), source })?;
+            fs::remove_file(&path).map_err(|source| LogError::Io {
+                dir: self.dir.clone(),
+                source,
+            })?;
         }
         Ok(removed.len())
     }
@@ -226,10 +289,16 @@ impl<A: Send + 'static> Log<A> {
 /// Scans every segment, cuts a torn tail off the newest one and returns the
 /// segment index plus the active segment opened for appending.
 fn recover(dir: &Path, initial: Offset) -> Result<(VecDeque<SegmentInfo>, File), LogError> {
-    let io_err = |source| LogError::Io { dir: dir.to_path_buf(), source };
+    let io_err = |source| LogError::Io {
+        dir: dir.to_path_buf(),
+        source,
+    };
     let mut ids: Vec<u64> = fs::read_dir(dir)
         .map_err(io_err)?
-        .filter_map(|e| e.ok().and_then(|e| e.file_name().to_str().and_then(segment::parse_file_name)))
+        .filter_map(|e| {
+            e.ok()
+                .and_then(|e| e.file_name().to_str().and_then(segment::parse_file_name))
+        })
         .collect();
     ids.sort_unstable();
 
@@ -256,28 +325,59 @@ fn recover(dir: &Path, initial: Offset) -> Result<(VecDeque<SegmentInfo>, File),
         let scanned = segment::scan(&path)?;
         let newest = i + 1 == ids.len();
         if scanned.trailing > 0 && !newest {
-            return Err(LogError::Corrupt { dir: dir.into(), id, at: scanned.valid_len, trailing: scanned.trailing });
+            return Err(LogError::Corrupt {
+                dir: dir.into(),
+                id,
+                at: scanned.valid_len,
+                trailing: scanned.trailing,
+            });
         }
         if scanned.trailing > 0 {
             tracing::warn!(path = %path.display(), at = scanned.valid_len, bytes = scanned.trailing, "cutting off torn tail of the stream log");
         }
         if let Some(exp) = expected {
             if scanned.base_seq != exp {
-                return Err(LogError::Gap { dir: dir.into(), id, expected: exp, found: scanned.base_seq });
+                return Err(LogError::Gap {
+                    dir: dir.into(),
+                    id,
+                    expected: exp,
+                    found: scanned.base_seq,
+                });
             }
         }
         expected = Some(scanned.base_seq + scanned.positions.len() as u64);
-        segments.push_back(segment_info(dir, id, scanned.base_seq, scanned.positions, scanned.valid_len)?);
+        segments.push_back(segment_info(
+            dir,
+            id,
+            scanned.base_seq,
+            scanned.positions,
+            scanned.valid_len,
+        )?);
     }
     let active = segments.back().expect("non-empty");
     let file = segment::open_for_append(&dir.join(segment::file_name(active.id)), active.len)?;
     Ok((segments, file))
 }
 
-fn segment_info(dir: &Path, id: u64, base_seq: u64, positions: Vec<u64>, len: u64) -> Result<SegmentInfo, LogError> {
+fn segment_info(
+    dir: &Path,
+    id: u64,
+    base_seq: u64,
+    positions: Vec<u64>,
+    len: u64,
+) -> Result<SegmentInfo, LogError> {
     let path = dir.join(segment::file_name(id));
-    let reader = File::open(&path).map_err(|source| LogError::Io { dir: dir.into(), source })?;
-    Ok(SegmentInfo { id, base_seq, positions, len, reader: Arc::new(reader) })
+    let reader = File::open(&path).map_err(|source| LogError::Io {
+        dir: dir.into(),
+        source,
+    })?;
+    Ok(SegmentInfo {
+        id,
+        base_seq,
+        positions,
+        len,
+        reader: Arc::new(reader),
+    })
 }
 
 struct Writer<A> {
@@ -342,7 +442,10 @@ impl<A: Send + 'static> Writer<A> {
 
     fn write_group(&mut self, group: &[Append<A>], buf: &mut Vec<u8>) -> Result<u64, LogError> {
         let dir = self.config.dir.clone();
-        let io_err = |source| LogError::Io { dir: dir.clone(), source };
+        let io_err = |source| LogError::Io {
+            dir: dir.clone(),
+            source,
+        };
         self.maybe_roll()?;
         buf.clear();
         let start_len = self.state.lock().segments.back().expect("active").len;
@@ -374,7 +477,13 @@ impl<A: Send + 'static> Writer<A> {
             return Ok(());
         }
         let file = segment::create(&self.config.dir, id + 1, next_seq)?;
-        let info = segment_info(&self.config.dir, id + 1, next_seq, Vec::new(), segment::HEADER_LEN)?;
+        let info = segment_info(
+            &self.config.dir,
+            id + 1,
+            next_seq,
+            Vec::new(),
+            segment::HEADER_LEN,
+        )?;
         self.file = file;
         self.state.lock().segments.push_back(info);
         Ok(())

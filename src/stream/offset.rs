@@ -44,7 +44,9 @@ impl FromStr for Offset {
         if !ok {
             return Err(OffsetParseError(s.to_string()));
         }
-        s.parse::<u64>().map(Offset).map_err(|_| OffsetParseError(s.to_string()))
+        s.parse::<u64>()
+            .map(Offset)
+            .map_err(|_| OffsetParseError(s.to_string()))
     }
 }
 

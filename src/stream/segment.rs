@@ -69,7 +69,10 @@ pub enum SegmentError {
 }
 
 fn io_err(path: &Path) -> impl FnOnce(io::Error) -> SegmentError + '_ {
-    move |source| SegmentError::Io { path: path.to_path_buf(), source }
+    move |source| SegmentError::Io {
+        path: path.to_path_buf(),
+        source,
+    }
 }
 
 /// Reads the header and every valid record frame of a segment. Stops at the
@@ -79,10 +82,16 @@ pub fn scan(path: &Path) -> Result<Scanned, SegmentError> {
     let len = file.metadata().map_err(io_err(path))?.len();
     let mut header = [0u8; HEADER_LEN as usize];
     if len < HEADER_LEN {
-        return Err(SegmentError::BadHeader { path: path.into(), why: "short" });
+        return Err(SegmentError::BadHeader {
+            path: path.into(),
+            why: "short",
+        });
     }
     file.read_exact(&mut header).map_err(io_err(path))?;
-    let base_seq = check_header(&header).map_err(|why| SegmentError::BadHeader { path: path.into(), why })?;
+    let base_seq = check_header(&header).map_err(|why| SegmentError::BadHeader {
+        path: path.into(),
+        why,
+    })?;
 
     let mut reader = io::BufReader::with_capacity(1 << 20, file);
     let mut positions = Vec::new();
@@ -107,7 +116,12 @@ pub fn scan(path: &Path) -> Result<Scanned, SegmentError> {
         positions.push(pos);
         pos += FRAME_LEN + n as u64;
     }
-    Ok(Scanned { base_seq, positions, valid_len: pos, trailing: len - pos })
+    Ok(Scanned {
+        base_seq,
+        positions,
+        valid_len: pos,
+        trailing: len - pos,
+    })
 }
 
 fn check_header(h: &[u8; HEADER_LEN as usize]) -> Result<u64, &'static str> {
@@ -129,8 +143,14 @@ fn check_header(h: &[u8; HEADER_LEN as usize]) -> Result<u64, &'static str> {
 /// so the file itself survives a crash.
 pub fn create(dir: &Path, id: u64, base_seq: u64) -> Result<File, SegmentError> {
     let path = dir.join(file_name(id));
-    let mut file = OpenOptions::new().create_new(true).read(true).append(true).open(&path).map_err(io_err(&path))?;
-    file.write_all(&encode_header(base_seq)).map_err(io_err(&path))?;
+    let mut file = OpenOptions::new()
+        .create_new(true)
+        .read(true)
+        .append(true)
+        .open(&path)
+        .map_err(io_err(&path))?;
+    file.write_all(&encode_header(base_seq))
+        .map_err(io_err(&path))?;
     file.sync_all().map_err(io_err(&path))?;
     sync_dir(dir).map_err(io_err(dir))?;
     Ok(file)
@@ -138,7 +158,11 @@ pub fn create(dir: &Path, id: u64, base_seq: u64) -> Result<File, SegmentError> 
 
 /// Opens an existing segment for appending after cutting it to `valid_len`.
 pub fn open_for_append(path: &Path, valid_len: u64) -> Result<File, SegmentError> {
-    let mut file = OpenOptions::new().read(true).write(true).open(path).map_err(io_err(path))?;
+    let mut file = OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open(path)
+        .map_err(io_err(path))?;
     if file.metadata().map_err(io_err(path))?.len() != valid_len {
         file.set_len(valid_len).map_err(io_err(path))?;
         file.sync_all().map_err(io_err(path))?;
@@ -155,12 +179,18 @@ pub fn read_record(file: &File, pos: u64) -> io::Result<Vec<u8>> {
     let n = u32::from_le_bytes(frame[..4].try_into().expect("4 bytes"));
     let crc = u32::from_le_bytes(frame[4..].try_into().expect("4 bytes"));
     if n > MAX_RECORD {
-        return Err(io::Error::new(io::ErrorKind::InvalidData, format!("record at byte {pos}: length {n} too large")));
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidData,
+            format!("record at byte {pos}: length {n} too large"),
+        ));
     }
     let mut payload = vec![0u8; n as usize];
     file.read_exact_at(&mut payload, pos + FRAME_LEN)?;
     if crc32fast::hash(&payload) != crc {
-        return Err(io::Error::new(io::ErrorKind::InvalidData, format!("record at byte {pos}: checksum mismatch")));
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidData,
+            format!("record at byte {pos}: checksum mismatch"),
+        ));
     }
     Ok(payload)
 }
@@ -193,14 +223,20 @@ mod tests {
         f.write_all(&buf).unwrap();
         let path = dir.path().join(file_name(1));
         let whole = scan(&path).unwrap();
-        assert_eq!((whole.base_seq, whole.positions.len(), whole.trailing), (7, 2, 0));
+        assert_eq!(
+            (whole.base_seq, whole.positions.len(), whole.trailing),
+            (7, 2, 0)
+        );
 
         // A torn third record: only part of it reached the disk.
         let mut third = Vec::new();
         encode_record(&mut third, b"third record");
         f.write_all(&third[..10]).unwrap();
         let torn = scan(&path).unwrap();
-        assert_eq!((torn.positions.len(), torn.valid_len, torn.trailing), (2, whole.valid_len, 10));
+        assert_eq!(
+            (torn.positions.len(), torn.valid_len, torn.trailing),
+            (2, whole.valid_len, 10)
+        );
 
         // A flipped payload byte in the second record cuts it off too.
         let mut bytes = std::fs::read(&path).unwrap();

@@ -31,7 +31,9 @@ pub enum ClientError {
 impl From<FlightError> for ClientError {
     fn from(e: FlightError) -> Self {
         match e {
-            FlightError::Tonic(s) => ClientError::Server(format!("{}: {}", code_name(s.code()), s.message())),
+            FlightError::Tonic(s) => {
+                ClientError::Server(format!("{}: {}", code_name(s.code()), s.message()))
+            }
             e => ClientError::Server(e.to_string()),
         }
     }
@@ -72,10 +74,19 @@ pub struct Client {
 impl Client {
     /// Connects to `url` (e.g. `http://127.0.0.1:8080`).
     pub async fn connect(url: &str) -> Result<Self, ClientError> {
-        let err = |reason: String| ClientError::Connect { url: url.to_string(), reason };
+        let err = |reason: String| ClientError::Connect {
+            url: url.to_string(),
+            reason,
+        };
         let endpoint = Endpoint::from_shared(url.to_string()).map_err(|e| err(e.to_string()))?;
-        let channel = endpoint.connect().await.map_err(|e| err(source_chain(&e)))?;
-        Ok(Self { channel, url: url.to_string() })
+        let channel = endpoint
+            .connect()
+            .await
+            .map_err(|e| err(source_chain(&e)))?;
+        Ok(Self {
+            channel,
+            url: url.to_string(),
+        })
     }
 
     pub fn url(&self) -> &str {
@@ -99,7 +110,8 @@ impl Client {
         let mut results = self.flight().do_put(data).await?;
         let mut summary = WriteSummary::default();
         while let Some(r) = results.next().await {
-            let meta: serde_json::Value = serde_json::from_slice(&r?.app_metadata).map_err(|e| ClientError::Protocol(e.to_string()))?;
+            let meta: serde_json::Value = serde_json::from_slice(&r?.app_metadata)
+                .map_err(|e| ClientError::Protocol(e.to_string()))?;
             summary.rows += meta["rows"].as_u64().unwrap_or(0);
             summary.last_offset = meta["offset"].as_str().map(str::to_string);
         }
@@ -109,11 +121,20 @@ impl Client {
     /// Runs SQL and collects the result.
     pub async fn query(&mut self, sql: &str) -> Result<(SchemaRef, Vec<RecordBatch>), ClientError> {
         let mut sql_client = FlightSqlServiceClient::new(self.channel.clone());
-        let info = sql_client.execute(sql.to_string(), None).await.map_err(ClientError::from)?;
-        let schema: SchemaRef = std::sync::Arc::new(info.clone().try_decode_schema().map_err(ClientError::from)?);
+        let info = sql_client
+            .execute(sql.to_string(), None)
+            .await
+            .map_err(ClientError::from)?;
+        let schema: SchemaRef = std::sync::Arc::new(
+            info.clone()
+                .try_decode_schema()
+                .map_err(ClientError::from)?,
+        );
         let mut batches = Vec::new();
         for ep in info.endpoint {
-            let ticket = ep.ticket.ok_or_else(|| ClientError::Protocol("endpoint without a ticket".into()))?;
+            let ticket = ep
+                .ticket
+                .ok_or_else(|| ClientError::Protocol("endpoint without a ticket".into()))?;
             let stream = sql_client.do_get(ticket).await.map_err(ClientError::from)?;
             batches.extend(stream.try_collect::<Vec<_>>().await?);
         }
@@ -123,7 +144,10 @@ impl Client {
     /// The server's status document (as `streamdb status --json` prints it).
     pub async fn status(&mut self) -> Result<serde_json::Value, ClientError> {
         let mut results = self.flight().do_action(Action::new("status", "")).await?;
-        let body = results.next().await.ok_or_else(|| ClientError::Protocol("empty status reply".into()))??;
+        let body = results
+            .next()
+            .await
+            .ok_or_else(|| ClientError::Protocol("empty status reply".into()))??;
         serde_json::from_slice(&body).map_err(|e| ClientError::Protocol(e.to_string()))
     }
 }

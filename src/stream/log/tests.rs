@@ -27,16 +27,36 @@ async fn appends_are_read_back_in_order_after_reopen() {
     {
         let (log, sink) = open(dir.path(), 1 << 20);
         for i in 0..5u32 {
-            let off = log.append(format!("rec-{i}").into_bytes(), i).await.unwrap();
+            let off = log
+                .append(format!("rec-{i}").into_bytes(), i)
+                .await
+                .unwrap();
             assert_eq!(off, Offset(i as u64));
         }
-        assert_eq!(sink.0.lock().iter().map(|(o, a)| (o.0, *a)).collect::<Vec<_>>(), (0..5).map(|i| (i as u64, i)).collect::<Vec<_>>());
+        assert_eq!(
+            sink.0
+                .lock()
+                .iter()
+                .map(|(o, a)| (o.0, *a))
+                .collect::<Vec<_>>(),
+            (0..5).map(|i| (i as u64, i)).collect::<Vec<_>>()
+        );
     }
     let (log, _) = open(dir.path(), 1 << 20);
     assert_eq!(log.next_offset(), Offset(5));
     let recs = log.read(Offset(2), usize::MAX).unwrap();
-    let got: Vec<_> = recs.iter().map(|(o, p)| (o.0, String::from_utf8(p.clone()).unwrap())).collect();
-    assert_eq!(got, vec![(2, "rec-2".into()), (3, "rec-3".into()), (4, "rec-4".into())]);
+    let got: Vec<_> = recs
+        .iter()
+        .map(|(o, p)| (o.0, String::from_utf8(p.clone()).unwrap()))
+        .collect();
+    assert_eq!(
+        got,
+        vec![
+            (2, "rec-2".into()),
+            (3, "rec-3".into()),
+            (4, "rec-4".into())
+        ]
+    );
     assert_eq!(log.append(b"more".to_vec(), 9).await.unwrap(), Offset(5));
 }
 
@@ -51,7 +71,11 @@ async fn concurrent_writers_get_distinct_contiguous_offsets_and_sink_sees_order(
             tokio::spawn(async move {
                 let mut offs = Vec::new();
                 for i in 0..50u32 {
-                    offs.push(log.append(vec![w as u8; 100 + i as usize], w * 1000 + i).await.unwrap());
+                    offs.push(
+                        log.append(vec![w as u8; 100 + i as usize], w * 1000 + i)
+                            .await
+                            .unwrap(),
+                    );
                 }
                 offs
             })
@@ -64,12 +88,19 @@ async fn concurrent_writers_get_distinct_contiguous_offsets_and_sink_sees_order(
     all.sort();
     assert_eq!(all, (0..400).map(Offset).collect::<Vec<_>>());
     let seen: Vec<u64> = sink.0.lock().iter().map(|(o, _)| o.0).collect();
-    assert_eq!(seen, (0..400).collect::<Vec<_>>(), "sink must see records in offset order");
+    assert_eq!(
+        seen,
+        (0..400).collect::<Vec<_>>(),
+        "sink must see records in offset order"
+    );
     assert!(log.stats().segments > 1, "16 KiB segments must have rolled");
     // Every record reads back with the payload its writer sent.
     for (off, payload) in log.read(Offset(0), usize::MAX).unwrap() {
         let att = sink.0.lock()[off.0 as usize].1;
-        assert_eq!(payload, vec![(att / 1000) as u8; 100 + (att % 1000) as usize]);
+        assert_eq!(
+            payload,
+            vec![(att / 1000) as u8; 100 + (att % 1000) as usize]
+        );
     }
 }
 
@@ -84,12 +115,22 @@ async fn torn_tail_is_cut_off_and_appends_continue() {
     let path = dir.path().join("000001.log");
     let mut frame = Vec::new();
     segment::encode_record(&mut frame, b"never acknowledged");
-    std::fs::OpenOptions::new().append(true).open(&path).unwrap().write_all(&frame[..frame.len() - 3]).unwrap();
+    std::fs::OpenOptions::new()
+        .append(true)
+        .open(&path)
+        .unwrap()
+        .write_all(&frame[..frame.len() - 3])
+        .unwrap();
 
     let (log, _) = open(dir.path(), 1 << 20);
     assert_eq!(log.next_offset(), Offset(1));
     assert_eq!(log.append(b"after".to_vec(), 1).await.unwrap(), Offset(1));
-    let got: Vec<Vec<u8>> = log.read(Offset(0), usize::MAX).unwrap().into_iter().map(|(_, p)| p).collect();
+    let got: Vec<Vec<u8>> = log
+        .read(Offset(0), usize::MAX)
+        .unwrap()
+        .into_iter()
+        .map(|(_, p)| p)
+        .collect();
     assert_eq!(got, vec![b"kept".to_vec(), b"after".to_vec()]);
 }
 
@@ -108,7 +149,9 @@ async fn damage_in_a_sealed_segment_is_an_error_not_silent_loss() {
     let n = bytes.len();
     bytes[n - 1] ^= 0x55;
     std::fs::write(&path, bytes).unwrap();
-    let err = Log::<u32>::open(LogConfig::new(dir.path()), Arc::new(())).err().expect("must refuse");
+    let err = Log::<u32>::open(LogConfig::new(dir.path()), Arc::new(()))
+        .err()
+        .expect("must refuse");
     assert!(matches!(err, LogError::Corrupt { id: 1, .. }), "{err}");
 }
 
@@ -124,14 +167,20 @@ async fn remove_before_drops_only_fully_covered_sealed_segments() {
     assert_eq!(log.stats().segments, 6);
     assert_eq!(log.remove_before(Offset(3)).unwrap(), 3);
     assert_eq!(log.first_offset(), Offset(3));
-    assert!(matches!(log.read(Offset(1), 10), Err(LogError::Truncated { .. })));
+    assert!(matches!(
+        log.read(Offset(1), 10),
+        Err(LogError::Truncated { .. })
+    ));
     assert_eq!(log.read(Offset(3), usize::MAX).unwrap().len(), 3);
     // The active segment is never removed, even when fully covered.
     assert_eq!(log.remove_before(Offset(100)).unwrap(), 2);
     assert_eq!(log.stats().segments, 1);
     drop(log);
     let (log, _) = open(dir.path(), 64);
-    assert_eq!((log.first_offset(), log.next_offset()), (Offset(5), Offset(6)));
+    assert_eq!(
+        (log.first_offset(), log.next_offset()),
+        (Offset(5), Offset(6))
+    );
 }
 
 #[tokio::test]
@@ -140,5 +189,8 @@ async fn reading_past_the_end_is_an_error_and_at_the_end_is_empty() {
     let (log, _) = open(dir.path(), 1 << 20);
     log.append(b"x".to_vec(), 0).await.unwrap();
     assert!(log.read(Offset(1), 10).unwrap().is_empty());
-    assert!(matches!(log.read(Offset(2), 10), Err(LogError::BeyondEnd { .. })));
+    assert!(matches!(
+        log.read(Offset(2), 10),
+        Err(LogError::BeyondEnd { .. })
+    ));
 }
