@@ -111,8 +111,6 @@ pub struct Engine {
     pub(crate) log: Log<PointBatch>,
     /// Signalled whenever a flush frees buffer space.
     pub(crate) space: Notify,
-    /// Wakes the flusher early (buffer over its threshold, shutdown).
-    pub(crate) flush_wake: Notify,
     pub(crate) flush_lock: tokio::sync::Mutex<()>,
     pub(crate) shutdown: watch::Sender<bool>,
     flusher: parking_lot::Mutex<Option<tokio::task::JoinHandle<()>>>,
@@ -165,7 +163,6 @@ impl Engine {
             shared,
             log,
             space: Notify::new(),
-            flush_wake: Notify::new(),
             flush_lock: tokio::sync::Mutex::new(()),
             shutdown,
             flusher: parking_lot::Mutex::new(None),
@@ -219,9 +216,6 @@ impl Engine {
         let result = self.log.append(payload, points).await;
         self.shared.reserved.fetch_sub(bytes, Ordering::AcqRel);
         let offset = result?;
-        if self.shared.state.read().bytes >= self.config.flush_bytes {
-            self.flush_wake.notify_one();
-        }
         Ok(WriteReceipt { rows, offset })
     }
 
@@ -240,7 +234,7 @@ impl Engine {
                 self.shared.reserved.fetch_add(bytes, Ordering::AcqRel);
                 return Ok(());
             }
-            self.flush_wake.notify_one();
+            // The flusher (which polls every few ms) frees space.
             if tokio::time::timeout_at(deadline, space).await.is_err() {
                 return Err(EngineError::Backpressure {
                     bytes: used,
@@ -259,7 +253,6 @@ impl Engine {
     /// Stops the flusher, flushes the buffer and refuses further writes.
     pub async fn shutdown(&self) -> Result<(), EngineError> {
         self.shutdown.send_replace(true);
-        self.flush_wake.notify_one();
         let handle = self.flusher.lock().take();
         if let Some(h) = handle {
             let _ = h.await;
