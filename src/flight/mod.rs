@@ -95,6 +95,20 @@ impl StreamDbFlight {
         Ok(Response::new(info))
     }
 
+    /// FlightInfo whose ticket is the command itself (metadata calls).
+    fn command_info(
+        &self,
+        schema: &Schema,
+        cmd: &impl ProstMessageExt,
+        request: Request<FlightDescriptor>,
+    ) -> Result<Response<FlightInfo>, Status> {
+        self.info(
+            schema,
+            Ticket::new(cmd.as_any().encode_to_vec()),
+            request.into_inner(),
+        )
+    }
+
     fn one_batch(
         schema: arrow::datatypes::SchemaRef,
         batch: Result<arrow::array::RecordBatch, arrow_flight::error::FlightError>,
@@ -275,11 +289,7 @@ impl FlightSqlService for StreamDbFlight {
     ) -> Result<Response<FlightInfo>, Status> {
         let p = Prepared::decode(&cmd.prepared_statement_handle)?;
         let schema = statement::schema(&self.query, &p).await?;
-        self.info(
-            &schema,
-            Ticket::new(cmd.as_any().encode_to_vec()),
-            request.into_inner(),
-        )
+        self.command_info(&schema, &cmd, request)
     }
 
     async fn do_get_prepared_statement(
@@ -299,11 +309,7 @@ impl FlightSqlService for StreamDbFlight {
         request: Request<FlightDescriptor>,
     ) -> Result<Response<FlightInfo>, Status> {
         let schema = cmd.clone().into_builder(&SQL_INFO).schema();
-        self.info(
-            &schema,
-            Ticket::new(cmd.as_any().encode_to_vec()),
-            request.into_inner(),
-        )
+        self.command_info(&schema, &cmd, request)
     }
 
     async fn do_get_sql_info(
@@ -321,11 +327,7 @@ impl FlightSqlService for StreamDbFlight {
         request: Request<FlightDescriptor>,
     ) -> Result<Response<FlightInfo>, Status> {
         let schema = cmd.clone().into_builder().schema();
-        self.info(
-            &schema,
-            Ticket::new(cmd.as_any().encode_to_vec()),
-            request.into_inner(),
-        )
+        self.command_info(&schema, &cmd, request)
     }
 
     async fn do_get_catalogs(
@@ -344,11 +346,7 @@ impl FlightSqlService for StreamDbFlight {
         request: Request<FlightDescriptor>,
     ) -> Result<Response<FlightInfo>, Status> {
         let schema = cmd.clone().into_builder().schema();
-        self.info(
-            &schema,
-            Ticket::new(cmd.as_any().encode_to_vec()),
-            request.into_inner(),
-        )
+        self.command_info(&schema, &cmd, request)
     }
 
     async fn do_get_schemas(
@@ -367,11 +365,7 @@ impl FlightSqlService for StreamDbFlight {
         request: Request<FlightDescriptor>,
     ) -> Result<Response<FlightInfo>, Status> {
         let schema = cmd.clone().into_builder().schema();
-        self.info(
-            &schema,
-            Ticket::new(cmd.as_any().encode_to_vec()),
-            request.into_inner(),
-        )
+        self.command_info(&schema, &cmd, request)
     }
 
     async fn do_get_tables(
@@ -391,11 +385,7 @@ impl FlightSqlService for StreamDbFlight {
         request: Request<FlightDescriptor>,
     ) -> Result<Response<FlightInfo>, Status> {
         let schema = table_types_schema();
-        self.info(
-            &schema,
-            Ticket::new(cmd.as_any().encode_to_vec()),
-            request.into_inner(),
-        )
+        self.command_info(&schema, &cmd, request)
     }
 
     async fn do_get_table_types(
