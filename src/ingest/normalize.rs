@@ -26,7 +26,7 @@ use arrow::array::{
 use arrow::compute::cast;
 use arrow::datatypes::{DataType, Float64Type, TimeUnit, TimestampMicrosecondType};
 
-use crate::model::{point_schema, SeriesHasher, SeriesId, SeriesKey};
+use crate::model::{point_schema, IdHashBuilder, SeriesHasher, SeriesId, SeriesKey};
 use crate::storage::SeriesCatalog;
 
 /// Why a batch was rejected: the column, the first bad row, the problem.
@@ -314,13 +314,14 @@ fn normalize_rows(batch: &RecordBatch, catalog: &SeriesCatalog) -> Result<PointB
             )
         })?;
         let values = value_column(value.expect("long"))?;
+        let mut h = SeriesHasher::default();
         for i in 0..batch.num_rows() {
             let m = match metrics.get(i) {
                 None => return Err(bad("metric", Some(i), "null metric")),
                 Some("") => return Err(bad("metric", Some(i), "empty metric name")),
                 Some(m) => m,
             };
-            let mut h = SeriesHasher::new(m);
+            h.reset(m);
             tags.hash_row(i, &mut h)?;
             out.push(h.finish(), m, i, times.value(i), values.value(i));
         }
@@ -336,10 +337,11 @@ fn normalize_rows(batch: &RecordBatch, catalog: &SeriesCatalog) -> Result<PointB
             .into_iter()
             .map(|(n, a)| Ok((n, to_f64(n, a)?)))
             .collect::<Result<_, BatchError>>()?;
+        let mut h = SeriesHasher::default();
         for i in 0..batch.num_rows() {
             for (name, values) in &columns {
                 if values.is_valid(i) {
-                    let mut h = SeriesHasher::new(name);
+                    h.reset(name);
                     tags.hash_row(i, &mut h)?;
                     out.push(h.finish(), name, i, times.value(i), values.value(i));
                 }
@@ -354,7 +356,7 @@ struct Builder {
     ids: Vec<u64>,
     times: Vec<i64>,
     values: Vec<f64>,
-    first_row: HashMap<u64, (String, usize)>,
+    first_row: HashMap<u64, (String, usize), IdHashBuilder>,
 }
 
 impl Builder {
@@ -363,7 +365,7 @@ impl Builder {
             ids: Vec::with_capacity(n),
             times: Vec::with_capacity(n),
             values: Vec::with_capacity(n),
-            first_row: HashMap::new(),
+            first_row: HashMap::default(),
         }
     }
 

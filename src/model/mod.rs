@@ -10,7 +10,7 @@ mod time;
 pub mod wire;
 
 pub use schema::{point_schema, sql_schema, POINT_SERIES_ID, POINT_TIME, POINT_VALUE};
-pub use series::{SeriesHasher, SeriesId, SeriesKey};
+pub use series::{IdHashBuilder, SeriesHasher, SeriesId, SeriesKey};
 pub use time::{format_micros, parse_iso_micros};
 
 /// One measurement: `value` of series `series_id` at `time` (Unix micros).

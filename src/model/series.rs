@@ -18,7 +18,7 @@
 use std::collections::BTreeMap;
 use std::fmt;
 
-use xxhash_rust::xxh3::Xxh3;
+use xxhash_rust::xxh3::xxh3_64;
 
 /// Stable 64-bit id of a series (see the module docs for the hash).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -56,30 +56,63 @@ impl SeriesKey {
 
 /// Incremental form of the series hash, so ingest can hash a row straight
 /// from its Arrow columns without building a `SeriesKey`. Tags must be fed
-/// in key order.
-pub struct SeriesHasher(Xxh3);
+/// in key order. It collects the canonical bytes in a buffer and hashes
+/// them in one call (far cheaper per row than a streaming hasher); reuse one
+/// hasher across rows with [`SeriesHasher::reset`] to reuse the buffer.
+#[derive(Default)]
+pub struct SeriesHasher {
+    buf: Vec<u8>,
+}
 
 impl SeriesHasher {
     pub fn new(metric: &str) -> Self {
-        let mut h = Xxh3::with_seed(0);
-        write_str(&mut h, metric);
-        Self(h)
+        let mut h = Self::default();
+        h.reset(metric);
+        h
+    }
+
+    /// Starts a new series with `metric`.
+    pub fn reset(&mut self, metric: &str) {
+        self.buf.clear();
+        self.write_str(metric);
     }
 
     pub fn tag(&mut self, key: &str, value: &str) {
-        write_str(&mut self.0, key);
-        write_str(&mut self.0, value);
+        self.write_str(key);
+        self.write_str(value);
     }
 
     pub fn finish(&self) -> SeriesId {
-        SeriesId(self.0.digest())
+        SeriesId(xxh3_64(&self.buf))
+    }
+
+    fn write_str(&mut self, s: &str) {
+        self.buf.extend_from_slice(&(s.len() as u32).to_le_bytes());
+        self.buf.extend_from_slice(s.as_bytes());
     }
 }
 
-fn write_str(h: &mut Xxh3, s: &str) {
-    h.update(&(s.len() as u32).to_le_bytes());
-    h.update(s.as_bytes());
+/// A `Hasher` for maps keyed by series ids, which are already well-mixed
+/// hashes: hashing them again would only cost time.
+#[derive(Default, Clone, Copy)]
+pub struct IdHasher(u64);
+
+impl std::hash::Hasher for IdHasher {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+    fn write(&mut self, bytes: &[u8]) {
+        for b in bytes {
+            self.0 = (self.0 << 8) | *b as u64;
+        }
+    }
+    fn write_u64(&mut self, v: u64) {
+        self.0 = v;
+    }
 }
+
+/// `BuildHasher` for [`IdHasher`].
+pub type IdHashBuilder = std::hash::BuildHasherDefault<IdHasher>;
 
 #[cfg(test)]
 mod tests {

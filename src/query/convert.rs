@@ -90,7 +90,7 @@ pub fn to_table_batch(
 
 /// Maps each row to an index into the batch's distinct series.
 fn distinct_series(ids: &[u64]) -> (Vec<u32>, Vec<u64>) {
-    let mut index: HashMap<u64, u32> = HashMap::new();
+    let mut index: HashMap<u64, u32, crate::model::IdHashBuilder> = HashMap::default();
     let mut distinct = Vec::new();
     let mut last: Option<(u64, u32)> = None;
     let keys = ids
