@@ -70,60 +70,38 @@ impl PointBatch {
 }
 
 /// Read access to a string-like column (Utf8, LargeUtf8, Utf8View or a
-/// dictionary of those).
-enum StrCol<'a> {
-    Utf8(&'a StringArray),
-    Large(&'a arrow::array::LargeStringArray),
-    View(&'a arrow::array::StringViewArray),
-    Dict {
-        keys: Vec<usize>,
-        nulls: Option<arrow::buffer::NullBuffer>,
-        values: StringArray,
-    },
+/// dictionary of those), reduced to one shape so the per-row lookup is a
+/// null check and an offset read: large and view strings are cast to Utf8
+/// once per batch, dictionaries keep their keys.
+struct StrCol {
+    values: StringArray,
+    keys: Option<Vec<usize>>,
+    nulls: Option<arrow::buffer::NullBuffer>,
 }
 
-impl<'a> StrCol<'a> {
-    fn new(a: &'a ArrayRef) -> Option<Self> {
+impl StrCol {
+    fn new(a: &ArrayRef) -> Option<Self> {
         match a.data_type() {
-            DataType::Utf8 => Some(Self::Utf8(a.as_string::<i32>())),
-            DataType::LargeUtf8 => Some(Self::Large(a.as_string::<i64>())),
-            DataType::Utf8View => Some(Self::View(a.as_string_view())),
-            DataType::Dictionary(_, v)
-                if matches!(
-                    **v,
-                    DataType::Utf8 | DataType::LargeUtf8 | DataType::Utf8View
-                ) =>
-            {
+            DataType::Utf8 => Some(Self { values: a.as_string::<i32>().clone(), keys: None, nulls: a.logical_nulls() }),
+            DataType::LargeUtf8 | DataType::Utf8View => {
+                let values = cast(a, &DataType::Utf8).ok()?.as_string::<i32>().clone();
+                Some(Self { nulls: values.logical_nulls(), values, keys: None })
+            }
+            DataType::Dictionary(_, v) if matches!(**v, DataType::Utf8 | DataType::LargeUtf8 | DataType::Utf8View) => {
                 let d = a.as_any_dictionary();
-                let values = cast(d.values(), &DataType::Utf8)
-                    .ok()?
-                    .as_string::<i32>()
-                    .clone();
-                Some(Self::Dict {
-                    keys: d.normalized_keys(),
-                    nulls: a.logical_nulls(),
-                    values,
-                })
+                let values = cast(d.values(), &DataType::Utf8).ok()?.as_string::<i32>().clone();
+                Some(Self { values, keys: Some(d.normalized_keys()), nulls: a.logical_nulls() })
             }
             _ => None,
         }
     }
 
+    #[inline]
     fn get(&self, i: usize) -> Option<&str> {
-        match self {
-            Self::Utf8(a) => a.is_valid(i).then(|| a.value(i)),
-            Self::Large(a) => a.is_valid(i).then(|| a.value(i)),
-            Self::View(a) => a.is_valid(i).then(|| a.value(i)),
-            Self::Dict {
-                keys,
-                nulls,
-                values,
-            } => {
-                let valid =
-                    nulls.as_ref().is_none_or(|n| n.is_valid(i)) && values.is_valid(keys[i]);
-                valid.then(|| values.value(keys[i]))
-            }
+        if self.nulls.as_ref().is_some_and(|n| n.is_null(i)) {
+            return None;
         }
+        Some(self.values.value(self.keys.as_ref().map_or(i, |k| k[i])))
     }
 }
 
@@ -138,8 +116,8 @@ fn is_string_type(t: &DataType) -> bool {
 /// The tag sources of a batch: tag columns (sorted by name) and an optional
 /// `tags` map column.
 struct Tags<'a> {
-    columns: Vec<(&'a str, StrCol<'a>)>,
-    map: Option<(&'a MapArray, StrCol<'a>, StrCol<'a>)>,
+    columns: Vec<(&'a str, StrCol)>,
+    map: Option<(&'a MapArray, StrCol, StrCol)>,
 }
 
 impl<'a> Tags<'a> {
@@ -446,7 +424,7 @@ fn to_f64(name: &str, a: &ArrayRef) -> Result<Float64Array, BatchError> {
     Ok(v.as_primitive::<Float64Type>().clone())
 }
 
-fn map_column(a: &ArrayRef) -> Result<(&MapArray, StrCol<'_>, StrCol<'_>), BatchError> {
+fn map_column(a: &ArrayRef) -> Result<(&MapArray, StrCol, StrCol), BatchError> {
     let problem = || {
         bad(
             "tags",
