@@ -390,3 +390,6 @@ pub struct TimeRange {
     pub min: Option<String>,
     pub max: Option<String>,
 }
+
+#[cfg(test)]
+mod tests;

@@ -82,15 +82,35 @@ struct StrCol {
 impl StrCol {
     fn new(a: &ArrayRef) -> Option<Self> {
         match a.data_type() {
-            DataType::Utf8 => Some(Self { values: a.as_string::<i32>().clone(), keys: None, nulls: a.logical_nulls() }),
+            DataType::Utf8 => Some(Self {
+                values: a.as_string::<i32>().clone(),
+                keys: None,
+                nulls: a.logical_nulls(),
+            }),
             DataType::LargeUtf8 | DataType::Utf8View => {
                 let values = cast(a, &DataType::Utf8).ok()?.as_string::<i32>().clone();
-                Some(Self { nulls: values.logical_nulls(), values, keys: None })
+                Some(Self {
+                    nulls: values.logical_nulls(),
+                    values,
+                    keys: None,
+                })
             }
-            DataType::Dictionary(_, v) if matches!(**v, DataType::Utf8 | DataType::LargeUtf8 | DataType::Utf8View) => {
+            DataType::Dictionary(_, v)
+                if matches!(
+                    **v,
+                    DataType::Utf8 | DataType::LargeUtf8 | DataType::Utf8View
+                ) =>
+            {
                 let d = a.as_any_dictionary();
-                let values = cast(d.values(), &DataType::Utf8).ok()?.as_string::<i32>().clone();
-                Some(Self { values, keys: Some(d.normalized_keys()), nulls: a.logical_nulls() })
+                let values = cast(d.values(), &DataType::Utf8)
+                    .ok()?
+                    .as_string::<i32>()
+                    .clone();
+                Some(Self {
+                    values,
+                    keys: Some(d.normalized_keys()),
+                    nulls: a.logical_nulls(),
+                })
             }
             _ => None,
         }

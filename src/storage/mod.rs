@@ -12,6 +12,8 @@
 
 mod catalog;
 mod chunk;
+#[cfg(test)]
+pub(crate) mod faults;
 mod manifest;
 mod store;
 

@@ -1,0 +1,135 @@
+//! The engine against an object store that fails: flush retries, data
+//! stays queryable and durable, backpressure waits then refuses.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use arrow::array::{Float64Array, StringArray, TimestampMicrosecondArray};
+use arrow::datatypes::{DataType, Field, Schema, TimeUnit};
+use object_store::local::LocalFileSystem;
+
+use super::*;
+use crate::storage::faults::FaultyStore;
+
+fn batch(n: usize, base: i64) -> RecordBatch {
+    let schema = Schema::new(vec![
+        Field::new(
+            "time",
+            DataType::Timestamp(TimeUnit::Microsecond, Some("UTC".into())),
+            false,
+        ),
+        Field::new("metric", DataType::Utf8, false),
+        Field::new("value", DataType::Float64, false),
+    ]);
+    RecordBatch::try_new(
+        Arc::new(schema),
+        vec![
+            Arc::new(
+                TimestampMicrosecondArray::from(
+                    (0..n as i64).map(|i| base + i).collect::<Vec<_>>(),
+                )
+                .with_timezone("UTC"),
+            ),
+            Arc::new(StringArray::from(vec!["cpu"; n])),
+            Arc::new(Float64Array::from(
+                (0..n).map(|i| i as f64).collect::<Vec<_>>(),
+            )),
+        ],
+    )
+    .unwrap()
+}
+
+fn faulty(dir: &std::path::Path) -> (Arc<FaultyStore>, EngineConfig) {
+    let objects = dir.join("objects");
+    std::fs::create_dir_all(&objects).unwrap();
+    let faults = Arc::new(FaultyStore::new(Arc::new(
+        LocalFileSystem::new_with_prefix(&objects).unwrap(),
+    )));
+    let mut cfg = EngineConfig::new(dir);
+    cfg.store = Some(Store::new(faults.clone()));
+    cfg.flush_interval = Duration::from_millis(20);
+    (faults, cfg)
+}
+
+async fn eventually(what: &str, mut f: impl FnMut() -> bool) {
+    for _ in 0..500 {
+        if f() {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    panic!("timed out waiting for {what}");
+}
+
+#[tokio::test]
+async fn failed_flushes_retry_and_lose_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let (faults, cfg) = faulty(dir.path());
+    faults.fail_writes(true);
+    let engine = Engine::open(cfg.clone()).await.unwrap();
+    engine.write(&batch(100, 0)).await.unwrap();
+    assert!(
+        engine.flush().await.is_err(),
+        "flush must fail while the store does"
+    );
+    // Still buffered, queryable, and writes keep being accepted.
+    engine.write(&batch(50, 1_000)).await.unwrap();
+    let s = engine.status();
+    assert_eq!(
+        (s.buffer.rows, s.storage.rows, s.storage.chunks),
+        (150, 0, 0)
+    );
+
+    faults.fail_writes(false);
+    eventually("the background flusher to retry", || {
+        engine.status().storage.rows == 150
+    })
+    .await;
+    assert_eq!(engine.status().buffer.rows, 0);
+    engine.shutdown().await.unwrap();
+    drop(engine);
+
+    let engine = Engine::open(cfg).await.unwrap();
+    let s = engine.status();
+    assert_eq!(
+        (s.rows, s.storage.rows, s.buffer.rows),
+        (150, 150, 0),
+        "no loss, no duplicate replay"
+    );
+    engine.shutdown().await.unwrap();
+}
+
+#[tokio::test]
+async fn a_full_buffer_makes_writes_wait_then_fail_and_changes_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let (faults, mut cfg) = faulty(dir.path());
+    faults.fail_writes(true);
+    cfg.max_buffer_bytes = 4096;
+    cfg.write_timeout = Duration::from_millis(300);
+    let engine = Engine::open(cfg).await.unwrap();
+
+    // The first batch is admitted into the empty buffer, whatever its size.
+    engine.write(&batch(1_000, 0)).await.unwrap();
+    let before = engine.status();
+    let started = std::time::Instant::now();
+    let err = engine.write(&batch(10, 5_000)).await.unwrap_err();
+    assert!(matches!(err, EngineError::Backpressure { .. }), "{err}");
+    assert!(
+        started.elapsed() >= Duration::from_millis(300),
+        "must wait before refusing"
+    );
+    let after = engine.status();
+    assert_eq!(
+        (after.rows, &after.stream.next_offset),
+        (before.rows, &before.stream.next_offset)
+    );
+
+    // Once the store is back, the flush frees space and writes succeed.
+    faults.fail_writes(false);
+    engine.write(&batch(10, 5_000)).await.unwrap();
+    eventually("everything flushed", || {
+        engine.status().storage.rows == 1_010
+    })
+    .await;
+    engine.shutdown().await.unwrap();
+}
