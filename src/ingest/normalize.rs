@@ -141,21 +141,34 @@ struct Tags<'a> {
 }
 
 impl<'a> Tags<'a> {
-    /// Feeds row `i`'s tags, in key order, into `h`.
-    fn hash_row(&self, i: usize, h: &mut SeriesHasher) -> Result<(), BatchError> {
-        match &self.map {
-            None => {
-                for (name, col) in &self.columns {
-                    if let Some(v) = col.get(i) {
-                        h.tag(name, v);
-                    }
+    /// Puts row `i`'s canonical tag bytes in `cache.bytes`. Consecutive
+    /// rows usually carry the same tags: when every tag column holds the
+    /// same values as in the previous row, the previous encoding is kept.
+    fn encode_row<'t>(&'t self, i: usize, cache: &mut TagCache<'t>) -> Result<(), BatchError> {
+        if self.map.is_some() {
+            cache.bytes.clear();
+            for (k, v) in self.row_pairs(i)? {
+                SeriesHasher::encode_tag(&mut cache.bytes, k, v);
+            }
+            return Ok(());
+        }
+        let same = cache.valid
+            && self
+                .columns
+                .iter()
+                .zip(&cache.values)
+                .all(|((_, col), prev)| col.get(i) == *prev);
+        if !same {
+            cache.values.clear();
+            cache.bytes.clear();
+            for (name, col) in &self.columns {
+                let v = col.get(i);
+                cache.values.push(v);
+                if let Some(v) = v {
+                    SeriesHasher::encode_tag(&mut cache.bytes, name, v);
                 }
             }
-            Some(_) => {
-                for (k, v) in self.row_pairs(i)? {
-                    h.tag(k, v);
-                }
-            }
+            cache.valid = true;
         }
         Ok(())
     }
@@ -202,6 +215,14 @@ impl<'a> Tags<'a> {
             .collect();
         Ok(SeriesKey::new(metric, tags))
     }
+}
+
+/// The encoded tags of the last row and the column values they came from.
+#[derive(Default)]
+struct TagCache<'t> {
+    values: Vec<Option<&'t str>>,
+    bytes: Vec<u8>,
+    valid: bool,
 }
 
 /// Validates `batch` and turns it into a [`PointBatch`].
@@ -313,14 +334,16 @@ fn normalize_rows(batch: &RecordBatch, catalog: &SeriesCatalog) -> Result<PointB
         })?;
         let values = value_column(value.expect("long"))?;
         let mut h = SeriesHasher::default();
+        let mut cache = TagCache::default();
         for i in 0..batch.num_rows() {
             let m = match metrics.get(i) {
                 None => return Err(bad("metric", Some(i), "null metric")),
                 Some("") => return Err(bad("metric", Some(i), "empty metric name")),
                 Some(m) => m,
             };
+            tags.encode_row(i, &mut cache)?;
             h.reset(m);
-            tags.hash_row(i, &mut h)?;
+            h.encoded_tags(&cache.bytes);
             out.push(h.finish(), m, i, times.value(i), values.value(i));
         }
     } else {
@@ -336,11 +359,13 @@ fn normalize_rows(batch: &RecordBatch, catalog: &SeriesCatalog) -> Result<PointB
             .map(|(n, a)| Ok((n, to_f64(n, a)?)))
             .collect::<Result<_, BatchError>>()?;
         let mut h = SeriesHasher::default();
+        let mut cache = TagCache::default();
         for i in 0..batch.num_rows() {
+            tags.encode_row(i, &mut cache)?;
             for (name, values) in &columns {
                 if values.is_valid(i) {
                     h.reset(name);
-                    tags.hash_row(i, &mut h)?;
+                    h.encoded_tags(&cache.bytes);
                     out.push(h.finish(), name, i, times.value(i), values.value(i));
                 }
             }

@@ -74,22 +74,33 @@ impl SeriesHasher {
     /// Starts a new series with `metric`.
     pub fn reset(&mut self, metric: &str) {
         self.buf.clear();
-        self.write_str(metric);
+        write_str(&mut self.buf, metric);
     }
 
     pub fn tag(&mut self, key: &str, value: &str) {
-        self.write_str(key);
-        self.write_str(value);
+        Self::encode_tag(&mut self.buf, key, value);
+    }
+
+    /// Appends tags already encoded with [`SeriesHasher::encode_tag`], so a
+    /// caller can reuse the encoding of tags shared by many rows.
+    pub fn encoded_tags(&mut self, bytes: &[u8]) {
+        self.buf.extend_from_slice(bytes);
+    }
+
+    /// The canonical encoding of one tag (appended to `out`).
+    pub fn encode_tag(out: &mut Vec<u8>, key: &str, value: &str) {
+        write_str(out, key);
+        write_str(out, value);
     }
 
     pub fn finish(&self) -> SeriesId {
         SeriesId(xxh3_64(&self.buf))
     }
+}
 
-    fn write_str(&mut self, s: &str) {
-        self.buf.extend_from_slice(&(s.len() as u32).to_le_bytes());
-        self.buf.extend_from_slice(s.as_bytes());
-    }
+fn write_str(buf: &mut Vec<u8>, s: &str) {
+    buf.extend_from_slice(&(s.len() as u32).to_le_bytes());
+    buf.extend_from_slice(s.as_bytes());
 }
 
 /// A `Hasher` for maps keyed by series ids, which are already well-mixed

@@ -226,3 +226,44 @@ fn every_malformed_batch_names_column_and_row() {
     ])
     .starts_with("column `n` at row 0: has type Float64; extra columns of a long batch"));
 }
+
+#[test]
+fn row_ids_equal_the_documented_hash_with_repeating_and_changing_tags() {
+    // Rows 1-2 repeat row 0's tags (the cached path), row 3 drops one,
+    // row 4 returns to the first set.
+    let b = batch(vec![
+        ("time", ts(&[1, 2, 3, 4, 5])),
+        (
+            "metric",
+            strs(&[Some("a"), Some("b"), Some("a"), Some("a"), Some("b")]),
+        ),
+        (
+            "region",
+            strs(&[Some("eu"), Some("eu"), Some("eu"), None, Some("eu")]),
+        ),
+        (
+            "host",
+            strs(&[Some("h1"), Some("h1"), Some("h1"), Some("h1"), Some("h1")]),
+        ),
+        ("value", Arc::new(Float64Array::from(vec![1.0; 5]))),
+    ]);
+    let p = normalize(&b, &SeriesCatalog::default()).unwrap();
+    let got: Vec<u64> = p
+        .points
+        .column(0)
+        .as_primitive::<arrow::datatypes::UInt64Type>()
+        .values()
+        .to_vec();
+    let both = [("host", "h1"), ("region", "eu")];
+    let want: Vec<u64> = [
+        key("a", &both),
+        key("b", &both),
+        key("a", &both),
+        key("a", &[("host", "h1")]),
+        key("b", &both),
+    ]
+    .iter()
+    .map(|k| k.id().0)
+    .collect();
+    assert_eq!(got, want);
+}
