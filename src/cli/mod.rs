@@ -59,6 +59,8 @@ enum Format {
     Table,
     Csv,
     Json,
+    /// Arrow IPC stream (for `pyarrow.ipc.open_stream`).
+    Arrow,
 }
 
 #[derive(clap::Args, Debug)]
@@ -218,6 +220,13 @@ async fn query(server: &str, sql: &str, format: Format) -> Result<()> {
         }
         Format::Json => {
             let mut w = arrow::json::LineDelimitedWriter::new(&mut out);
+            for b in &batches {
+                w.write(b)?;
+            }
+            w.finish()?;
+        }
+        Format::Arrow => {
+            let mut w = arrow::ipc::writer::StreamWriter::try_new(&mut out, &schema)?;
             for b in &batches {
                 w.write(b)?;
             }

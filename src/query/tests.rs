@@ -180,3 +180,88 @@ async fn bad_sql_is_an_invalid_argument_error() {
     );
     engine.shutdown().await.unwrap();
 }
+
+mod pruning_property {
+    use datafusion::datasource::MemTable;
+    use proptest::prelude::*;
+
+    use super::*;
+
+    /// Sorted text rows of a query, for comparing two tables' answers.
+    async fn rows(ctx: &datafusion::prelude::SessionContext, sql: &str) -> Vec<String> {
+        let batches = ctx.sql(sql).await.unwrap().collect().await.unwrap();
+        let text = pretty_format_batches(&batches).unwrap().to_string();
+        let mut lines: Vec<String> = text
+            .lines()
+            .filter(|l| l.starts_with('|'))
+            .skip(1)
+            .map(str::to_string)
+            .collect();
+        lines.sort();
+        lines
+    }
+
+    fn filter_sql(f: &(u8, i64, i64, u8)) -> String {
+        let (kind, a, b, n) = *f;
+        let t = |x: i64| format!("'{}'", crate::model::format_micros(T0 + x * 1_000_000));
+        let (lo, hi) = (a.min(b), a.max(b));
+        match kind % 6 {
+            0 => format!("time >= {} AND time < {}", t(lo), t(hi)),
+            1 => format!("time BETWEEN {} AND {}", t(lo), t(hi)),
+            2 => format!("metric = 'm{}'", n % 4),
+            3 => format!("tags['host'] = 'h{}' AND time > {}", n % 5, t(lo)),
+            4 => format!(
+                "tags['host'] IN ('h{}', 'h{}') AND metric IN ('m{}')",
+                n % 5,
+                (n + 1) % 5,
+                n % 4
+            ),
+            _ => format!(
+                "time <= {} AND metric = 'm{}' AND tags['host'] = 'h{}'",
+                t(hi),
+                n % 4,
+                n % 5
+            ),
+        }
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig { cases: 12, ..ProptestConfig::default() })]
+        #[test]
+        fn pruning_never_changes_an_answer(
+            points in prop::collection::vec((0i64..7_200, 0u8..4, 0u8..5, -100i32..100), 1..300),
+            flush_every in 20usize..150,
+            filters in prop::collection::vec((any::<u8>(), 0i64..7_200, 0i64..7_200, any::<u8>()), 1..6),
+        ) {
+            let rt = tokio::runtime::Runtime::new().unwrap();
+            rt.block_on(async {
+                let (_d, engine, q) = setup().await;
+                // Several writes with flushes in between: chunks in two hour
+                // partitions with different series, plus a buffered tail.
+                for (i, part) in points.chunks(flush_every).enumerate() {
+                    let metrics: Vec<String> = part.iter().map(|p| format!("m{}", p.1)).collect();
+                    let hosts: Vec<String> = part.iter().map(|p| format!("h{}", p.2)).collect();
+                    let rows: Vec<(i64, &str, &str, f64)> = part
+                        .iter()
+                        .zip(metrics.iter().zip(&hosts))
+                        .map(|(p, (m, h))| (T0 + p.0 * 1_000_000, m.as_str(), h.as_str(), p.3 as f64))
+                        .collect();
+                    engine.write(&batch(&rows)).await.unwrap();
+                    if i % 2 == 0 {
+                        engine.flush().await.unwrap();
+                    }
+                }
+                let pruned = q.session().unwrap();
+                let full = pruned.sql("SELECT * FROM metrics").await.unwrap().collect().await.unwrap();
+                let reference = datafusion::prelude::SessionContext::new();
+                let mem = MemTable::try_new(crate::model::sql_schema(), vec![full]).unwrap();
+                reference.register_table("metrics", Arc::new(mem)).unwrap();
+                for f in &filters {
+                    let sql = format!("SELECT time, metric, tags['host'] AS host, value FROM metrics WHERE {}", filter_sql(f));
+                    assert_eq!(rows(&pruned, &sql).await, rows(&reference, &sql).await, "{sql}");
+                }
+                engine.shutdown().await.unwrap();
+            });
+        }
+    }
+}
