@@ -134,3 +134,55 @@ async fn sql_errors_are_invalid_argument_and_the_server_keeps_serving() {
         .contains("| 0 |"));
     srv.stop().await.unwrap();
 }
+
+/// `n` rows over 100 hosts, one per millisecond.
+fn many(n: usize) -> RecordBatch {
+    let hosts: Vec<String> = (0..n).map(|i| format!("h{}", i % 100)).collect();
+    let refs: Vec<&str> = hosts.iter().map(String::as_str).collect();
+    let values: Vec<f64> = (0..n).map(|i| i as f64).collect();
+    batch(&refs, &values)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn runaway_queries_hit_their_limits_and_the_server_keeps_serving() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut cfg = config(dir.path());
+    cfg.query = QueryConfig {
+        memory_limit: 256 << 10,
+        timeout: std::time::Duration::from_millis(300),
+    };
+    let srv = server::start(cfg).await.unwrap();
+    let mut client = Client::connect(&format!("http://{}", srv.addr))
+        .await
+        .unwrap();
+    client.write(vec![many(20_000)]).await.unwrap();
+
+    // A 400M-row cross join cannot finish in 300 ms.
+    let started = std::time::Instant::now();
+    let err = client
+        .query("SELECT count(*) FROM metrics a, metrics b WHERE a.value + b.value > 0")
+        .await
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains("deadline exceeded") && err.contains("timed out"),
+        "{err}"
+    );
+    assert!(started.elapsed() < std::time::Duration::from_secs(10));
+
+    // Collecting every value into one list needs far more than 256 KiB.
+    let err = client
+        .query("SELECT tags['host'], array_agg(value ORDER BY value) FROM metrics GROUP BY 1")
+        .await
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains("resource exhausted") && err.contains("memory"),
+        "{err}"
+    );
+
+    assert!(table(&mut client, "SELECT count(*) AS n FROM metrics")
+        .await
+        .contains("| 20000 |"));
+    srv.stop().await.unwrap();
+}

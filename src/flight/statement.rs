@@ -84,13 +84,15 @@ fn param_values(batch: &RecordBatch) -> Result<ParamValues, Status> {
 }
 
 async fn dataframe(q: &QueryEngine, p: &Prepared) -> Result<DataFrame, Status> {
-    let df = q.sql(&p.sql).await.map_err(query_status)?;
-    match &p.params {
-        Some(params) => df
+    let mut df = q.sql(&p.sql).await.map_err(query_status)?;
+    if let Some(params) = &p.params {
+        df = df
             .with_param_values(param_values(params)?)
-            .map_err(|e| query_status(QueryError::from_datafusion(e))),
-        None => Ok(df),
+            .map_err(|e| query_status(QueryError::from_datafusion(e)))?;
     }
+    // Whatever is still unbound is the client's mistake, not a server fault.
+    crate::query::check_bound(&df).map_err(query_status)?;
+    Ok(df)
 }
 
 /// Plans `p` down to its physical plan; its schema is what DoGet streams.

@@ -1,6 +1,7 @@
 //! StreamDB's additions to DataFusion's SQL, applied to the parsed AST:
 //! a duration string added to or subtracted from an expression
-//! (`now() - '1m'`) becomes an `INTERVAL`.
+//! (`now() - '1m'`) becomes an `INTERVAL`, and `?` parameters (what ADBC and
+//! JDBC users write) become DataFusion's positional `$1, $2, ...`.
 
 use std::ops::ControlFlow;
 
@@ -10,9 +11,17 @@ use datafusion::sql::sqlparser::ast::{
 
 use super::duration::parse_duration_micros;
 
-/// Rewrites `x ± 'duration'` into `x ± INTERVAL '<n> microseconds'`.
-pub fn rewrite_durations<V: datafusion::sql::sqlparser::ast::VisitMut>(stmt: &mut V) {
+/// Rewrites `x ± 'duration'` into `x ± INTERVAL '<n> microseconds'` and
+/// numbers `?` placeholders in the order they appear.
+pub fn rewrite<V: datafusion::sql::sqlparser::ast::VisitMut>(stmt: &mut V) {
+    let mut placeholders = 0;
     let _ = visit_expressions_mut(stmt, |e| {
+        if let Expr::Value(v) = e {
+            if matches!(&v.value, Value::Placeholder(p) if p == "?") {
+                placeholders += 1;
+                v.value = Value::Placeholder(format!("${placeholders}"));
+            }
+        }
         if let Expr::BinaryOp {
             op: BinaryOperator::Plus | BinaryOperator::Minus,
             right,

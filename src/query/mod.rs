@@ -51,6 +51,25 @@ impl Default for QueryConfig {
     }
 }
 
+/// Refuses a plan that still has parameters without values: the client
+/// forgot to bind them.
+pub fn check_bound(df: &DataFrame) -> Result<(), QueryError> {
+    let types = df
+        .logical_plan()
+        .get_parameter_types()
+        .map_err(QueryError::from_datafusion)?;
+    if types.is_empty() {
+        return Ok(());
+    }
+    let mut names: Vec<&String> = types.keys().collect();
+    names.sort();
+    let names: Vec<&str> = names.iter().map(|n| n.as_str()).collect();
+    Err(QueryError::Invalid(format!(
+        "query has parameters without values: {}",
+        names.join(", ")
+    )))
+}
+
 /// Plans and runs SQL against the engine's data.
 pub struct QueryEngine {
     engine: Arc<Engine>,
@@ -102,7 +121,10 @@ impl QueryEngine {
             .with_memory_pool(Arc::new(FairSpillPool::new(self.config.memory_limit)))
             .build_arc()
             .map_err(QueryError::from_datafusion)?;
-        let mut cfg = SessionConfig::new().with_information_schema(true);
+        // The names Flight SQL metadata reports, so `streamdb.public.metrics` works.
+        let mut cfg = SessionConfig::new()
+            .with_information_schema(true)
+            .with_default_catalog_and_schema("streamdb", "public");
         // Plain Utf8 strings: view types break some Flight SQL clients.
         cfg.options_mut().sql_parser.map_string_types_to_utf8view = false;
         cfg.options_mut().execution.parquet.schema_force_view_types = false;
@@ -124,10 +146,10 @@ impl QueryEngine {
         }
         let mut stmt = stmts.pop_front().expect("one statement");
         match &mut stmt {
-            Statement::Statement(s) => dialect::rewrite_durations(s.as_mut()),
+            Statement::Statement(s) => dialect::rewrite(s.as_mut()),
             Statement::Explain(e) => {
                 if let Statement::Statement(s) = e.statement.as_mut() {
-                    dialect::rewrite_durations(s.as_mut())
+                    dialect::rewrite(s.as_mut())
                 }
             }
             _ => {}

@@ -78,7 +78,12 @@ async fn run_query(s: &AppState, sql: Option<String>, format: Option<String>) ->
             format!("unknown format {format:?}: use json, csv or arrow"),
         );
     }
-    let df = match s.query.sql(&sql).await {
+    let df = match s
+        .query
+        .sql(&sql)
+        .await
+        .and_then(|df| crate::query::check_bound(&df).map(|_| df))
+    {
         Ok(df) => df,
         Err(e) => return query_error(e),
     };
@@ -95,7 +100,11 @@ async fn run_query(s: &AppState, sql: Option<String>, format: Option<String>) ->
     let schema = batches.first().map(|b| b.schema()).unwrap_or(schema);
     match encode(&format, &schema, &batches) {
         Ok((ctype, body)) => ([(header::CONTENT_TYPE, ctype)], body).into_response(),
-        Err(e) => error(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()),
+        // e.g. a map column asked for as CSV: the request, not the server.
+        Err(e) => error(
+            StatusCode::BAD_REQUEST,
+            format!("cannot encode the result as {format}: {e}"),
+        ),
     }
 }
 
@@ -108,6 +117,10 @@ fn encode(
     match format {
         "csv" => {
             let mut w = arrow::csv::Writer::new(&mut out);
+            if batches.is_empty() {
+                // Still write the header line.
+                w.write(&arrow::array::RecordBatch::new_empty(schema.clone()))?;
+            }
             for b in batches {
                 w.write(b)?;
             }
