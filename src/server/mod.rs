@@ -57,6 +57,21 @@ impl RunningServer {
     }
 }
 
+/// Accepted connections with TCP_NODELAY. tonic's own `tcp_nodelay` only
+/// applies to listeners it binds itself; without it every small reply waits
+/// for the peer's delayed ACK (~40 ms per Flight SQL round trip).
+fn incoming(
+    listener: TcpListener,
+) -> impl futures::Stream<Item = std::io::Result<tokio::net::TcpStream>> {
+    use futures::TryStreamExt;
+    TcpListenerStream::new(listener).map_ok(|s| {
+        if let Err(e) = s.set_nodelay(true) {
+            tracing::warn!(error = %e, "cannot set TCP_NODELAY on a connection");
+        }
+        s
+    })
+}
+
 /// Opens the engine and starts serving on `config.addr` (port 0 picks one).
 pub async fn start(config: ServerConfig) -> Result<RunningServer, ServerError> {
     let engine = Engine::open(config.engine.clone()).await?;
@@ -101,10 +116,9 @@ pub async fn start(config: ServerConfig) -> Result<RunningServer, ServerError> {
     let task = tokio::spawn(async move {
         let served = tonic::transport::Server::builder()
             .accept_http1(true)
-            .tcp_nodelay(true)
             .http2_keepalive_interval(Some(Duration::from_secs(30)))
             .add_routes(routes)
-            .serve_with_incoming_shutdown(TcpListenerStream::new(listener), async {
+            .serve_with_incoming_shutdown(incoming(listener), async {
                 let _ = rx.await;
             })
             .await;
