@@ -18,6 +18,7 @@ fn config(dir: &std::path::Path) -> ServerConfig {
         addr: SocketAddr::from(([127, 0, 0, 1], 0)),
         engine: EngineConfig::new(dir),
         query: QueryConfig::default(),
+        streams: Default::default(),
     }
 }
 
@@ -69,7 +70,10 @@ async fn write_query_status_and_restart() {
         .await
         .unwrap();
     assert_eq!(written.rows, 3);
-    assert_eq!(written.last_offset.as_deref(), Some("00000000000000000001"));
+    assert_eq!(
+        written.last_offset.as_deref(),
+        Some("0000000000000001_0000000000000000")
+    );
 
     let sql = "SELECT tags['host'] AS host, count(*) AS n, sum(value) AS total FROM metrics GROUP BY 1 ORDER BY 1";
     let expected = [

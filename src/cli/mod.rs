@@ -13,7 +13,7 @@ use streamdb_client::Client;
 
 use crate::ingest::EngineConfig;
 use crate::query::QueryConfig;
-use crate::server::{self, ServerConfig};
+use crate::server::{self, ServerConfig, StreamsConfig};
 use units::{parse_bytes, parse_duration};
 
 #[derive(Parser, Debug)]
@@ -94,6 +94,16 @@ struct StartArgs {
     /// Time one query may take.
     #[arg(long, default_value = "300s", value_parser = parse_duration)]
     query_timeout: Duration,
+    /// How long a Durable Streams long-poll read waits for new data.
+    #[arg(long, default_value = "20s", value_parser = parse_duration)]
+    long_poll_timeout: Duration,
+    /// How long one Durable Streams SSE connection stays open before the
+    /// server closes it (clients reconnect from their last offset).
+    #[arg(long, default_value = "60s", value_parser = parse_duration)]
+    sse_max_duration: Duration,
+    /// Largest HTTP request body (413 above it).
+    #[arg(long, default_value = "64MiB", value_parser = parse_bytes)]
+    max_body_bytes: usize,
 }
 
 pub async fn run(cli: Cli) -> Result<()> {
@@ -121,6 +131,12 @@ async fn start(a: StartArgs) -> Result<()> {
         query: QueryConfig {
             memory_limit: a.query_memory_limit,
             timeout: a.query_timeout,
+        },
+        streams: StreamsConfig {
+            long_poll_timeout: a.long_poll_timeout,
+            sse_max_duration: a.sse_max_duration,
+            max_body_bytes: a.max_body_bytes,
+            ..StreamsConfig::default()
         },
     };
     let srv = server::start(config).await.context("starting the server")?;

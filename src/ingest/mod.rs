@@ -17,6 +17,7 @@
 mod buffer;
 mod engine;
 mod flusher;
+pub mod json;
 mod normalize;
 mod record;
 

@@ -9,7 +9,9 @@ mod series;
 mod time;
 pub mod wire;
 
-pub use schema::{point_schema, sql_schema, POINT_SERIES_ID, POINT_TIME, POINT_VALUE};
+pub use schema::{
+    point_schema, sql_schema, tags_type, time_type, POINT_SERIES_ID, POINT_TIME, POINT_VALUE,
+};
 pub use series::{IdHashBuilder, SeriesHasher, SeriesId, SeriesKey};
 pub use time::{format_micros, parse_iso_micros};
 

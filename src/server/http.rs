@@ -2,14 +2,16 @@
 
 use std::sync::Arc;
 
+use axum::extract::DefaultBodyLimit;
 use axum::extract::{Query, State};
 use axum::http::{header, StatusCode};
 use axum::response::{IntoResponse, Response};
-use axum::routing::get;
+use axum::routing::{any, get};
 use axum::{Json, Router};
 use futures::TryStreamExt;
 use serde::Deserialize;
 
+use super::streams::{self, StreamsState};
 use crate::ingest::Engine;
 use crate::query::{QueryEngine, QueryError};
 
@@ -19,12 +21,24 @@ pub struct AppState {
     pub query: Arc<QueryEngine>,
 }
 
-pub fn router(state: AppState) -> Router {
+pub fn router(state: AppState, streams: StreamsState) -> Router {
+    let body_limit = streams.config.max_body_bytes;
+    let stream_routes = Router::new()
+        .route("/v1/stream/{*name}", any(streams::handle))
+        .layer(DefaultBodyLimit::max(body_limit))
+        .with_state(streams);
     Router::new()
         .route("/health", get(|| async { "ok" }))
         .route("/v1/status", get(status))
         .route("/v1/query", get(query_get).post(query_post))
         .with_state(state)
+        .merge(stream_routes)
+        .layer(axum::middleware::map_response(
+            |mut r: Response| async move {
+                streams::security_headers(r.headers_mut());
+                r
+            },
+        ))
 }
 
 async fn status(State(s): State<AppState>) -> Json<crate::ingest::Status> {

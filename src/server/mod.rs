@@ -4,6 +4,7 @@
 //! May depend on every layer below it.
 
 mod http;
+mod streams;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -15,6 +16,9 @@ use tokio_stream::wrappers::TcpListenerStream;
 use crate::flight;
 use crate::ingest::{Engine, EngineConfig, EngineError};
 use crate::query::{QueryConfig, QueryEngine};
+use crate::stream::registry::{Registry, RegistryConfig, StreamError};
+
+pub use streams::StreamsConfig;
 
 /// The descriptor set compiled from `proto/` by build.rs.
 const DESCRIPTORS: &[u8] = include_bytes!(concat!(env!("OUT_DIR"), "/streamdb_descriptor.bin"));
@@ -24,12 +28,15 @@ pub struct ServerConfig {
     pub addr: SocketAddr,
     pub engine: EngineConfig,
     pub query: QueryConfig,
+    pub streams: StreamsConfig,
 }
 
 #[derive(Debug, thiserror::Error)]
 pub enum ServerError {
     #[error(transparent)]
     Engine(#[from] EngineError),
+    #[error("durable streams: {0}")]
+    Streams(#[from] StreamError),
     #[error("cannot listen on {addr}: {source}")]
     Bind {
         addr: SocketAddr,
@@ -72,6 +79,24 @@ fn incoming(
     })
 }
 
+/// Deletes expired streams once a second, so that expiry frees disk even
+/// for streams nobody touches again. Ends when the registry is dropped.
+fn spawn_expiry_sweeper(registry: &Arc<Registry>) {
+    let weak = Arc::downgrade(registry);
+    tokio::spawn(async move {
+        let mut tick = tokio::time::interval(Duration::from_secs(1));
+        loop {
+            tick.tick().await;
+            let Some(registry) = weak.upgrade() else {
+                return;
+            };
+            if let Err(e) = registry.sweep_expired().await {
+                tracing::warn!(error = %e, "removing expired streams failed");
+            }
+        }
+    });
+}
+
 /// Opens the engine and starts serving on `config.addr` (port 0 picks one).
 pub async fn start(config: ServerConfig) -> Result<RunningServer, ServerError> {
     let engine = Engine::open(config.engine.clone()).await?;
@@ -101,10 +126,22 @@ pub async fn start(config: ServerConfig) -> Result<RunningServer, ServerError> {
         .build_v1alpha()
         .map_err(|e| ServerError::Serve(e.to_string()))?;
 
-    let app = http::router(http::AppState {
-        engine: engine.clone(),
-        query: query.clone(),
-    });
+    let registry = Registry::open(RegistryConfig {
+        dir: config.engine.data_dir.join("stream").join("named"),
+        fsync: config.engine.fsync,
+    })?;
+    spawn_expiry_sweeper(&registry);
+    let app = http::router(
+        http::AppState {
+            engine: engine.clone(),
+            query: query.clone(),
+        },
+        streams::StreamsState {
+            registry,
+            engine: engine.clone(),
+            config: config.streams.clone(),
+        },
+    );
     let routes = tonic::service::Routes::from(app)
         .add_service(flight::service(engine.clone(), query))
         .add_service(health_service)

@@ -11,11 +11,14 @@
 //! - `segment`: the on-disk format of one segment file (header, framing,
 //!   recovery scan).
 //! - `log`: [`Log`], the writer thread, reads and truncation.
+//! - [`registry`]: named streams (the Durable Streams protocol's streams
+//!   besides `metrics`): metadata, idempotent producers, forks, expiry.
 //!
 //! May depend on `model` only.
 
 mod log;
 mod offset;
+pub mod registry;
 mod segment;
 
 pub use log::{DurableSink, Log, LogConfig, LogError, LogStats};

@@ -1,10 +1,18 @@
 //! Stream offsets: the sequence number of a record within its stream.
 //!
-//! The text form is the number zero-padded to 20 digits, so offsets sort
-//! lexicographically in numeric order and never contain `, & = ? /`
-//! (what the Durable Streams protocol asks of them). An offset names the
-//! position *before* a record: reading "from" offset `n` starts with record
-//! `n`, and the "next offset" after reading record `n` is `n + 1`.
+//! An offset names the position *before* a record: reading "from" offset `n`
+//! starts with record `n`, and the "next offset" after reading record `n` is
+//! `n + 1`.
+//!
+//! The text form is `RRRRRRRRRRRRRRRR_SSSSSSSSSSSSSSSS`: the record number
+//! and a position inside that record, each zero-padded to 16 digits. Offsets
+//! therefore sort lexicographically in numeric order and never contain
+//! `, & = ? /` (what the Durable Streams protocol asks of them). StreamDB
+//! only hands out record boundaries, so the second half is always zero; it
+//! is part of the format so that a sub-record position could be expressed
+//! later without changing it, and it is the shape other Durable Streams
+//! servers use (clients and tests write `0000000000000000_0000000000000000`
+//! for "the beginning").
 
 use std::fmt;
 use std::str::FromStr;
@@ -22,7 +30,7 @@ impl Offset {
 
 impl fmt::Display for Offset {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{:020}", self.0)
+        write!(f, "{:016}_{:016}", self.0, 0)
     }
 }
 
@@ -33,20 +41,27 @@ impl serde::Serialize for Offset {
 }
 
 #[derive(Debug, thiserror::Error, PartialEq)]
-#[error("invalid offset {0:?}: expected up to 20 decimal digits")]
+#[error(
+    "invalid offset {0:?}: expected 16 digits, `_`, 16 digits (as returned in Stream-Next-Offset)"
+)]
 pub struct OffsetParseError(pub String);
 
 impl FromStr for Offset {
     type Err = OffsetParseError;
 
     fn from_str(s: &str) -> Result<Self, Self::Err> {
-        let ok = !s.is_empty() && s.len() <= 20 && s.bytes().all(|b| b.is_ascii_digit());
-        if !ok {
-            return Err(OffsetParseError(s.to_string()));
+        let err = || OffsetParseError(s.to_string());
+        let (record, sub) = s.split_once('_').ok_or_else(err)?;
+        let digits = |p: &str| p.len() == 16 && p.bytes().all(|b| b.is_ascii_digit());
+        if !digits(record) || !digits(sub) {
+            return Err(err());
         }
-        s.parse::<u64>()
-            .map(Offset)
-            .map_err(|_| OffsetParseError(s.to_string()))
+        // Only record boundaries exist; a non-zero sub-position was not
+        // minted by this server.
+        if sub.bytes().any(|b| b != b'0') {
+            return Err(err());
+        }
+        record.parse::<u64>().map(Offset).map_err(|_| err())
     }
 }
 
@@ -58,14 +73,25 @@ mod tests {
     fn text_form_sorts_numerically() {
         let a = Offset(9).to_string();
         let b = Offset(10).to_string();
-        assert_eq!(a, "00000000000000000009");
+        assert_eq!(a, "0000000000000009_0000000000000000");
         assert!(a < b);
         assert_eq!(b.parse::<Offset>(), Ok(Offset(10)));
     }
 
     #[test]
     fn rejects_garbage() {
-        for bad in ["", "-1", "now", "12a", "1_2", "999999999999999999999", "+5"] {
+        for bad in [
+            "",
+            "-1",
+            "now",
+            "12a",
+            "1_2",
+            "00000000000000000009",
+            "0000000000000009_0000000000000001",
+            "0000000000000009_000000000000000",
+            "+000000000000009_0000000000000000",
+            "0000000000000009,0000000000000000",
+        ] {
             assert!(bad.parse::<Offset>().is_err(), "{bad}");
         }
     }

@@ -91,7 +91,7 @@ def series_count(expected) -> int:
 def assert_offsets(results, after: str = "") -> None:
     offsets = [r["offset"] for r in results]
     for o in offsets:
-        assert isinstance(o, str) and re.fullmatch(r"\d{20}", o), offsets
+        assert isinstance(o, str) and re.fullmatch(r"\d{16}_0{16}", o), offsets
     assert offsets == sorted(set(offsets)), f"offsets not strictly increasing: {offsets}"
     assert offsets[0] > after, (offsets, after)
 

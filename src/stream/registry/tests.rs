@@ -1,0 +1,194 @@
+use super::*;
+
+fn registry(dir: &std::path::Path) -> Arc<Registry> {
+    Registry::open(RegistryConfig {
+        dir: dir.to_path_buf(),
+        fsync: false,
+    })
+    .unwrap()
+}
+
+fn create(name: &str, ct: &str, body: &[u8]) -> CreateRequest {
+    CreateRequest {
+        name: name.into(),
+        content_type: Some(ct.into()),
+        body: body.to_vec(),
+        ..CreateRequest::default()
+    }
+}
+
+fn append(body: &[u8]) -> AppendRequest {
+    AppendRequest {
+        content_type: Some("text/plain".into()),
+        body: body.to_vec(),
+        ..AppendRequest::default()
+    }
+}
+
+fn text(s: &NamedStream, from: Offset) -> String {
+    let batch = s.read(from, usize::MAX).unwrap();
+    batch
+        .bodies
+        .iter()
+        .map(|b| match b {
+            Body::Bytes(b) => String::from_utf8(b.clone()).unwrap(),
+            Body::Json(_) => panic!("not a byte stream"),
+        })
+        .collect()
+}
+
+fn producer(seq: u64) -> Option<ProducerTuple> {
+    Some(ProducerTuple {
+        id: "p".into(),
+        epoch: 0,
+        seq,
+    })
+}
+
+#[tokio::test]
+async fn writer_state_survives_a_restart() {
+    let dir = tempfile::tempdir().unwrap();
+    {
+        let r = registry(dir.path());
+        r.create(create("a", "text/plain", b"x")).await.unwrap();
+        let s = r.get("a").await.unwrap();
+        for seq in 0..2 {
+            let req = AppendRequest {
+                producer: producer(seq),
+                stream_seq: Some(format!("{seq:03}")),
+                ..append(b"y")
+            };
+            assert!(matches!(
+                s.append(req).await.unwrap(),
+                AppendOutcome::Appended { .. }
+            ));
+        }
+    }
+    let r = registry(dir.path());
+    let s = r.get("a").await.unwrap();
+    assert_eq!(text(&s, Offset(0)), "xyy");
+    // The retried batch is known after the restart: no duplicate.
+    let retry = AppendRequest {
+        producer: producer(1),
+        ..append(b"y")
+    };
+    assert!(matches!(
+        s.append(retry).await.unwrap(),
+        AppendOutcome::Duplicate { last_seq: 1, .. }
+    ));
+    let regress = AppendRequest {
+        stream_seq: Some("001".into()),
+        ..append(b"z")
+    };
+    assert!(matches!(
+        s.append(regress).await,
+        Err(StreamError::SeqRegression { .. })
+    ));
+    assert_eq!(text(&s, Offset(0)), "xyy");
+}
+
+#[tokio::test]
+async fn close_only_keeps_the_tail_and_survives_a_restart() {
+    let dir = tempfile::tempdir().unwrap();
+    let tail = {
+        let r = registry(dir.path());
+        r.create(create("c", "text/plain", b"data")).await.unwrap();
+        let s = r.get("c").await.unwrap();
+        let tail = s.tail();
+        let close = AppendRequest {
+            close: true,
+            ..AppendRequest::default()
+        };
+        assert_eq!(
+            s.append(close).await.unwrap(),
+            AppendOutcome::Closed { next: tail }
+        );
+        tail
+    };
+    let r = registry(dir.path());
+    let s = r.get("c").await.unwrap();
+    assert!(s.is_closed());
+    assert_eq!(s.tail(), tail);
+    assert!(matches!(
+        s.append(append(b"more")).await,
+        Err(StreamError::Closed { .. })
+    ));
+    let at_tail = s.read(tail, 1024).unwrap();
+    assert!(at_tail.bodies.is_empty() && at_tail.closed && at_tail.up_to_date);
+}
+
+#[tokio::test]
+async fn forks_stitch_source_data_and_ignore_later_source_appends() {
+    let dir = tempfile::tempdir().unwrap();
+    let r = registry(dir.path());
+    r.create(create("src", "text/plain", b"hello"))
+        .await
+        .unwrap();
+    let src = r.get("src").await.unwrap();
+    src.append(append(b" world")).await.unwrap();
+    let fork = CreateRequest {
+        name: "fork".into(),
+        fork: Some(ForkRequest {
+            source: "src".into(),
+            offset: Some(Offset(1)),
+            sub_offset: 3,
+        }),
+        body: b"!".to_vec(),
+        ..CreateRequest::default()
+    };
+    r.create(fork).await.unwrap();
+    src.append(append(b" later")).await.unwrap();
+    let f = r.get("fork").await.unwrap();
+    assert_eq!(text(&f, Offset(0)), "hello wo!");
+    assert_eq!(f.config().content_type, "text/plain");
+    drop((src, f));
+
+    // Deleting the source while the fork reads it is soft; deleting the
+    // fork then removes both.
+    r.delete("src").await.unwrap();
+    assert!(matches!(r.get("src").await, Err(StreamError::Gone)));
+    assert!(matches!(
+        r.create(create("src", "text/plain", b"")).await,
+        Err(StreamError::Conflict(_))
+    ));
+    let r = registry(dir.path());
+    assert_eq!(text(&r.get("fork").await.unwrap(), Offset(0)), "hello wo!");
+    r.delete("fork").await.unwrap();
+    assert!(r.is_empty());
+    assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 0);
+}
+
+#[tokio::test]
+async fn json_streams_keep_message_boundaries() {
+    let dir = tempfile::tempdir().unwrap();
+    let r = registry(dir.path());
+    r.create(create("j", "application/json", b"[]"))
+        .await
+        .unwrap();
+    let s = r.get("j").await.unwrap();
+    let req = |body: &str| AppendRequest {
+        content_type: Some("application/json; charset=utf-8".into()),
+        body: body.as_bytes().to_vec(),
+        ..AppendRequest::default()
+    };
+    s.append(req(r#"[{"a":1},[2,3]]"#)).await.unwrap();
+    s.append(req("4")).await.unwrap();
+    assert!(matches!(
+        s.append(req("[]")).await,
+        Err(StreamError::BadRequest(_))
+    ));
+    assert!(matches!(
+        s.append(req("{nope")).await,
+        Err(StreamError::BadRequest(_))
+    ));
+    let batch = s.read(Offset(0), usize::MAX).unwrap();
+    let messages: Vec<&[u8]> = batch
+        .bodies
+        .iter()
+        .flat_map(|b| match b {
+            Body::Json(m) => m.iter().map(Vec::as_slice).collect::<Vec<_>>(),
+            Body::Bytes(_) => panic!("not JSON"),
+        })
+        .collect();
+    assert_eq!(render_json(messages), br#"[{"a":1},[2,3],4]"#);
+}
