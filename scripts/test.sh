@@ -16,10 +16,10 @@ VENV="$ROOT/.venv"
 log() { printf '\n==> %s\n' "$*"; }
 
 summary() {
-    printf '\ntest.sh summary: cargo build %s; cargo test %s; pytest %s\n' \
-        "$BUILD_RESULT" "$CARGO_TEST_RESULT" "$PYTEST_RESULT"
+    printf '\ntest.sh summary: cargo build %s; cargo test %s; pytest %s; durable-streams conformance %s\n' \
+        "$BUILD_RESULT" "$CARGO_TEST_RESULT" "$PYTEST_RESULT" "$CONFORMANCE_RESULT"
 }
-BUILD_RESULT="not run"; CARGO_TEST_RESULT="not run"; PYTEST_RESULT="not run"
+BUILD_RESULT="not run"; CARGO_TEST_RESULT="not run"; PYTEST_RESULT="not run"; CONFORMANCE_RESULT="not run"
 trap 'echo "test.sh summary: setup failed at line $LINENO (exit $?)"' ERR
 
 # Rust: rustup installs put cargo in ~/.cargo/bin, which a fresh shell may lack.
@@ -89,6 +89,35 @@ case "$py_rc" in
     124|130|137) PYTEST_RESULT="FAILED (timed out, exit $py_rc)"; status=1 ;;
     *) PYTEST_RESULT="FAILED (exit $py_rc)"; status=1 ;;
 esac
+
+# ---- Durable Streams conformance ---------------------------------------------
+# The protocol's public suite (npm @durable-streams/server-conformance-tests)
+# against a real server with the 500 ms long-poll timeout the suite expects.
+log "Durable Streams conformance suite"
+if ! command -v npx >/dev/null 2>&1; then
+    CONFORMANCE_RESULT="FAILED (node/npx not installed)"; status=1
+else
+    ds_dir="$(mktemp -d)"
+    ds_port="$("$VENV/bin/python" -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')"
+    "$STREAMDB_BIN" start --data-dir "$ds_dir/data" --port "$ds_port" --long-poll-timeout 500ms \
+        >"$ds_dir/server.log" 2>&1 &
+    ds_pid=$!
+    for _ in $(seq 1 100); do
+        curl -sf "http://127.0.0.1:$ds_port/health" >/dev/null 2>&1 && break
+        sleep 0.1
+    done
+    ds_rc=0
+    timeout -k 30 900 bash scripts/conformance.sh "http://127.0.0.1:$ds_port" || ds_rc=$?
+    kill -TERM "$ds_pid" 2>/dev/null || true
+    wait "$ds_pid" 2>/dev/null || true
+    if [ "$ds_rc" = 0 ]; then
+        CONFORMANCE_RESULT="ok"
+        rm -rf "$ds_dir"
+    else
+        CONFORMANCE_RESULT="FAILED (exit $ds_rc; server log in $ds_dir/server.log)"; status=1
+        tail -n 40 "$ds_dir/server.log" || true
+    fi
+fi
 
 summary
 exit "$status"

@@ -19,6 +19,7 @@ fn config(dir: &std::path::Path) -> ServerConfig {
         engine: EngineConfig::new(dir),
         query: QueryConfig::default(),
         streams: Default::default(),
+        source: None,
     }
 }
 

@@ -101,6 +101,11 @@ struct StartArgs {
     /// server closes it (clients reconnect from their last offset).
     #[arg(long, default_value = "60s", value_parser = parse_duration)]
     sse_max_duration: Duration,
+    /// Ingest JSON points from a remote Durable Streams stream (for example
+    /// another StreamDB's http://host:8080/v1/stream/metrics), exactly once:
+    /// the position read is committed with the data.
+    #[arg(long)]
+    source: Option<String>,
     /// Largest HTTP request body (413 above it).
     #[arg(long, default_value = "64MiB", value_parser = parse_bytes)]
     max_body_bytes: usize,
@@ -138,6 +143,7 @@ async fn start(a: StartArgs) -> Result<()> {
             max_body_bytes: a.max_body_bytes,
             ..StreamsConfig::default()
         },
+        source: a.source,
     };
     let srv = server::start(config).await.context("starting the server")?;
     let data_dir = a.data_dir.canonicalize().unwrap_or(a.data_dir.clone());

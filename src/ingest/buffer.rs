@@ -11,7 +11,7 @@ use std::time::Instant;
 use arrow::array::{AsArray, RecordBatch};
 use arrow::datatypes::TimestampMicrosecondType;
 
-use crate::storage::Manifest;
+use crate::storage::{Manifest, SourceCheckpoint};
 use crate::stream::Offset;
 
 /// One durable batch of points (`point_schema`) and its log offset.
@@ -22,10 +22,11 @@ pub struct BufferedBatch {
     pub min_time: i64,
     pub max_time: i64,
     pub bytes: usize,
+    pub checkpoint: Option<SourceCheckpoint>,
 }
 
 impl BufferedBatch {
-    pub fn new(offset: Offset, points: RecordBatch) -> Self {
+    pub fn new(offset: Offset, points: RecordBatch, checkpoint: Option<SourceCheckpoint>) -> Self {
         let times = points.column(1).as_primitive::<TimestampMicrosecondType>();
         let min_time = arrow::compute::min(times).unwrap_or(i64::MAX);
         let max_time = arrow::compute::max(times).unwrap_or(i64::MIN);
@@ -36,6 +37,7 @@ impl BufferedBatch {
             min_time,
             max_time,
             bytes,
+            checkpoint,
         }
     }
 }

@@ -99,7 +99,7 @@ impl Shared {
         }
         self.state
             .write()
-            .push(BufferedBatch::new(offset, batch.points));
+            .push(BufferedBatch::new(offset, batch.points, batch.checkpoint));
     }
 }
 
@@ -172,6 +172,19 @@ impl Engine {
             engine.shutdown.subscribe(),
         )));
         Ok(engine)
+    }
+
+    /// Where a `--source` consumer of `source` left off: the newest
+    /// checkpoint logged (still buffered) or flushed (in the manifest).
+    pub fn source_checkpoint(&self, source: &str) -> Option<String> {
+        let st = self.shared.state.read();
+        st.batches
+            .iter()
+            .rev()
+            .find_map(|b| b.checkpoint.as_ref())
+            .or(st.manifest.source_checkpoint.as_ref())
+            .filter(|c| c.source == source)
+            .map(|c| c.offset.clone())
     }
 
     pub fn catalog(&self) -> &Arc<SeriesCatalog> {

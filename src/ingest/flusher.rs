@@ -102,6 +102,14 @@ pub(super) async fn flush_once(e: &Engine) -> Result<u64, EngineError> {
     let mut next = (*snap.manifest).clone();
     next.chunks.extend(chunks);
     next.stream_offset = upto.0;
+    if let Some(c) = snap
+        .buffered
+        .iter()
+        .rev()
+        .find_map(|b| b.checkpoint.clone())
+    {
+        next.source_checkpoint = Some(c);
+    }
     next.next_chunk_id = next_id;
     let old_catalog = next.catalog.clone();
     if let Some(bytes) = catalog {

@@ -133,6 +133,15 @@ fn parse_time(v: &serde_json::Value) -> Result<i64, String> {
     }
 }
 
+/// A point message as it is written out (fields in the documented order).
+#[derive(serde::Serialize)]
+struct PointOut<'a> {
+    time: String,
+    metric: &'a str,
+    tags: &'a BTreeMap<String, String>,
+    value: f64,
+}
+
 /// One log record rendered as point messages.
 pub struct JsonRecord {
     pub offset: Offset,
@@ -189,13 +198,13 @@ fn render_batch(batch: &PointBatch, catalog: &SeriesCatalog) -> Vec<Vec<u8>> {
                 }
             },
         };
-        let msg = serde_json::json!({
-            "time": format_micros(times[i]),
-            "metric": key.metric,
-            "tags": key.tags,
-            "value": values[i],
-        });
-        out.push(msg.to_string().into_bytes());
+        let msg = PointOut {
+            time: format_micros(times[i]),
+            metric: &key.metric,
+            tags: &key.tags,
+            value: values[i],
+        };
+        out.push(serde_json::to_vec(&msg).expect("points serialize"));
     }
     out
 }

@@ -15,6 +15,7 @@
 //! May depend on `model`, `stream` and `storage`.
 
 mod buffer;
+pub mod consumer;
 mod engine;
 mod flusher;
 pub mod json;

@@ -27,7 +27,7 @@ use arrow::compute::cast;
 use arrow::datatypes::{DataType, Float64Type, TimeUnit, TimestampMicrosecondType};
 
 use crate::model::{point_schema, IdHashBuilder, SeriesHasher, SeriesId, SeriesKey};
-use crate::storage::SeriesCatalog;
+use crate::storage::{SeriesCatalog, SourceCheckpoint};
 
 /// Why a batch was rejected: the column, the first bad row, the problem.
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]
@@ -61,6 +61,9 @@ pub struct PointBatch {
     /// `point_schema()`: series_id, time, value.
     pub points: RecordBatch,
     pub new_series: Vec<(SeriesId, SeriesKey)>,
+    /// Set by the `--source` consumer: the remote position this batch
+    /// brings the consumer to, logged atomically with the points.
+    pub checkpoint: Option<SourceCheckpoint>,
 }
 
 impl PointBatch {
@@ -420,7 +423,11 @@ impl Builder {
             ],
         )
         .expect("point schema matches its columns");
-        Ok(PointBatch { points, new_series })
+        Ok(PointBatch {
+            points,
+            new_series,
+            checkpoint: None,
+        })
     }
 }
 

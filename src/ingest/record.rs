@@ -1,7 +1,9 @@
 //! The payload of a `metrics` log record: one normalised batch.
 //!
 //! ```text
-//! kind u8 (1 = points v1) | lz4 block with prepended size of:
+//! kind u8 (1 = points v1, 2 = points v1 with a source checkpoint)
+//! [kind 2] u16 length, checkpoint JSON
+//! lz4 block with prepended size of:
 //!   new series: count u32, then each (model::wire)
 //!   points:     n u32, series_id u64 × n, time i64 × n, value f64 bits × n
 //! ```
@@ -18,6 +20,7 @@ use crate::model::point_schema;
 use crate::model::wire::{WireError, WireReader, WireWriter};
 
 const POINTS_V1: u8 = 1;
+const POINTS_V1_CHECKPOINT: u8 = 2;
 
 pub fn encode(batch: &PointBatch) -> Vec<u8> {
     let n = batch.rows();
@@ -45,7 +48,16 @@ pub fn encode(batch: &PointBatch) -> Vec<u8> {
     }
     let body = lz4_flex::compress_prepend_size(&w.buf);
     let mut out = Vec::with_capacity(body.len() + 1);
-    out.push(POINTS_V1);
+    match &batch.checkpoint {
+        None => out.push(POINTS_V1),
+        Some(c) => {
+            out.push(POINTS_V1_CHECKPOINT);
+            let json = serde_json::to_vec(c).expect("checkpoint serializes");
+            let len = u16::try_from(json.len()).expect("source URL and offset under 64 KiB");
+            out.extend_from_slice(&len.to_le_bytes());
+            out.extend_from_slice(&json);
+        }
+    }
     out.extend_from_slice(&body);
     out
 }
@@ -54,6 +66,8 @@ pub fn encode(batch: &PointBatch) -> Vec<u8> {
 pub enum RecordError {
     #[error("unknown record kind {0}")]
     Kind(u8),
+    #[error("damaged source checkpoint")]
+    Checkpoint,
     #[error("empty record")]
     Empty,
     #[error("decompression failed: {0}")]
@@ -63,10 +77,19 @@ pub enum RecordError {
 }
 
 pub fn decode(payload: &[u8]) -> Result<PointBatch, RecordError> {
-    let (&kind, rest) = payload.split_first().ok_or(RecordError::Empty)?;
-    if kind != POINTS_V1 {
-        return Err(RecordError::Kind(kind));
-    }
+    let (&kind, mut rest) = payload.split_first().ok_or(RecordError::Empty)?;
+    let checkpoint = match kind {
+        POINTS_V1 => None,
+        POINTS_V1_CHECKPOINT => {
+            let bad = || RecordError::Checkpoint;
+            let len =
+                u16::from_le_bytes(rest.get(..2).ok_or_else(bad)?.try_into().expect("2 bytes"));
+            let json = rest.get(2..2 + len as usize).ok_or_else(bad)?;
+            rest = &rest[2 + len as usize..];
+            Some(serde_json::from_slice(json).map_err(|_| bad())?)
+        }
+        _ => return Err(RecordError::Kind(kind)),
+    };
     let body =
         lz4_flex::decompress_size_prepended(rest).map_err(|e| RecordError::Lz4(e.to_string()))?;
     let mut r = WireReader::new(&body);
@@ -90,7 +113,11 @@ pub fn decode(payload: &[u8]) -> Result<PointBatch, RecordError> {
         ],
     )
     .expect("point schema matches its columns");
-    Ok(PointBatch { points, new_series })
+    Ok(PointBatch {
+        points,
+        new_series,
+        checkpoint,
+    })
 }
 
 #[cfg(test)]
@@ -124,7 +151,11 @@ mod tests {
                 (k.id(), k)
             })
             .collect();
-        PointBatch { points, new_series }
+        PointBatch {
+            points,
+            new_series,
+            checkpoint: None,
+        }
     }
 
     proptest! {

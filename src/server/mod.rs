@@ -29,6 +29,8 @@ pub struct ServerConfig {
     pub engine: EngineConfig,
     pub query: QueryConfig,
     pub streams: StreamsConfig,
+    /// A remote Durable Streams URL of JSON points to ingest (`--source`).
+    pub source: Option<String>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -131,6 +133,9 @@ pub async fn start(config: ServerConfig) -> Result<RunningServer, ServerError> {
         fsync: config.engine.fsync,
     })?;
     spawn_expiry_sweeper(&registry);
+    if let Some(url) = &config.source {
+        crate::ingest::consumer::spawn(&engine, url.clone(), Duration::from_secs(20));
+    }
     let app = http::router(
         http::AppState {
             engine: engine.clone(),

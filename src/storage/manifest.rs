@@ -23,6 +23,16 @@ const DIR: &str = "manifest";
 /// Old manifest versions kept around for debugging and point-in-time reads.
 const KEEP_VERSIONS: u64 = 10;
 
+/// How far a `--source` consumer has read its remote stream: the remote's
+/// next offset after the last batch ingested from it. Logged with the batch
+/// itself and carried into the manifest once the batch is flushed, so the
+/// position is exactly as durable as the data.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct SourceCheckpoint {
+    pub source: String,
+    pub offset: String,
+}
+
 #[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
 pub struct Manifest {
     pub version: u64,
@@ -35,6 +45,9 @@ pub struct Manifest {
     pub catalog_series: u64,
     /// Unix micros of the commit.
     pub committed_at: i64,
+    /// The `--source` position covered by `chunks` (see [`SourceCheckpoint`]).
+    #[serde(default)]
+    pub source_checkpoint: Option<SourceCheckpoint>,
 }
 
 impl Manifest {

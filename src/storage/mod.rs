@@ -19,5 +19,5 @@ mod store;
 
 pub use catalog::{SeriesCatalog, TagPredicate};
 pub use chunk::{chunk_path, decode_chunk, encode_chunk, read_footer_series, ChunkMeta};
-pub use manifest::{Manifest, ManifestStore};
+pub use manifest::{Manifest, ManifestStore, SourceCheckpoint};
 pub use store::{StorageError, Store};

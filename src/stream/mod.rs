@@ -11,11 +11,13 @@
 //! - `segment`: the on-disk format of one segment file (header, framing,
 //!   recovery scan).
 //! - `log`: [`Log`], the writer thread, reads and truncation.
+//! - [`client`]: an HTTP reader of remote Durable Streams (for `--source`).
 //! - [`registry`]: named streams (the Durable Streams protocol's streams
 //!   besides `metrics`): metadata, idempotent producers, forks, expiry.
 //!
 //! May depend on `model` only.
 
+pub mod client;
 mod log;
 mod offset;
 pub mod registry;

@@ -345,7 +345,7 @@ impl Registry {
             .lock()
             .get(&f.source)
             .cloned()
-            .ok_or_else(|| StreamError::NotFound)?;
+            .ok_or(StreamError::NotFound)?;
         if src.is_soft_deleted() {
             return Err(StreamError::Conflict("the fork source was deleted".into()));
         }

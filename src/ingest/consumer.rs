@@ -1,0 +1,99 @@
+//! `streamdb start --source URL`: follows a remote Durable Streams stream of
+//! JSON point messages (another StreamDB's `metrics`, or any server's JSON
+//! stream) and ingests it exactly once.
+//!
+//! Each batch read is logged together with the remote offset that follows
+//! it (a [`SourceCheckpoint`] in the same log record), so after a crash the
+//! consumer resumes from exactly the position its durable data reached:
+//! nothing read twice, nothing skipped. Flushes carry the checkpoint into
+//! the manifest before the log segment holding it is deleted.
+
+use std::sync::{Arc, Weak};
+use std::time::Duration;
+
+use super::engine::{Engine, EngineError};
+use super::json;
+use crate::storage::SourceCheckpoint;
+use crate::stream::client::{Poll, StreamReader};
+
+/// Starts following `url`; the task ends when the engine shuts down.
+pub fn spawn(
+    engine: &Arc<Engine>,
+    url: String,
+    long_poll: Duration,
+) -> tokio::task::JoinHandle<()> {
+    let weak = Arc::downgrade(engine);
+    let mut shutdown = engine.shutdown.subscribe();
+    tokio::spawn(async move {
+        tokio::select! {
+            _ = follow(weak, url, long_poll) => {}
+            _ = shutdown.wait_for(|stop| *stop) => {}
+        }
+    })
+}
+
+async fn follow(engine: Weak<Engine>, url: String, long_poll: Duration) {
+    let reader = StreamReader::new(url.clone(), long_poll);
+    let Some(mut offset) = engine
+        .upgrade()
+        .map(|e| e.source_checkpoint(&url).unwrap_or_else(|| "-1".into()))
+    else {
+        return;
+    };
+    tracing::info!(source = %url, offset = %offset, "following source stream");
+    let mut backoff = Duration::from_millis(200);
+    loop {
+        let poll = match reader.poll(&offset).await {
+            Ok(p) => p,
+            Err(e) if e.is_transient() => {
+                tracing::warn!(source = %url, error = %e, retry_in = ?backoff, "source unavailable; retrying");
+                tokio::time::sleep(backoff).await;
+                backoff = (backoff * 2).min(Duration::from_secs(30));
+                continue;
+            }
+            Err(e) => {
+                tracing::error!(source = %url, error = %e, "source consumer stopped");
+                return;
+            }
+        };
+        backoff = Duration::from_millis(200);
+        let (body, next) = match poll {
+            Poll::Data { body, next } => (body, next),
+            // Nothing was read, so there is nothing to make durable: the
+            // next poll simply starts at the same place.
+            Poll::Idle { .. } => continue,
+            Poll::Closed { next } => {
+                tracing::info!(source = %url, offset = %next, "source stream closed; consumer finished");
+                return;
+            }
+        };
+        let Some(e) = engine.upgrade() else { return };
+        let mut points = match json::parse(&body, false, e.catalog()) {
+            Ok(p) => p,
+            Err(err) => {
+                // Skipping would silently drop data and retrying cannot
+                // succeed: stop, loudly, at the offending position.
+                tracing::error!(source = %url, offset = %offset, error = %err, "source data is not valid points; consumer stopped");
+                return;
+            }
+        };
+        points.checkpoint = Some(SourceCheckpoint {
+            source: url.clone(),
+            offset: next.clone(),
+        });
+        loop {
+            match e.write_points(points.clone()).await {
+                Ok(_) => break,
+                Err(EngineError::Backpressure { .. }) => {
+                    tokio::time::sleep(Duration::from_millis(100)).await
+                }
+                Err(EngineError::ShuttingDown) => return,
+                Err(err) => {
+                    tracing::error!(source = %url, offset = %offset, error = %err, "ingesting from source failed; consumer stopped");
+                    return;
+                }
+            }
+        }
+        offset = next;
+    }
+}

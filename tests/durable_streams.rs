@@ -1,0 +1,280 @@
+//! The Durable Streams endpoint against an in-process server: the metrics
+//! stream (HTTP append then SQL, DoPut then HTTP read, resuming from an
+//! offset across a restart), named streams across restarts, and bad input
+//! that must change nothing. The protocol's own conformance suite runs in
+//! scripts/test.sh; these cover what it cannot see (restarts, SQL, DoPut).
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use arrow::array::{Float64Array, RecordBatch, StringArray, TimestampMicrosecondArray};
+use arrow::datatypes::{DataType, Field, Schema, TimeUnit};
+use reqwest::StatusCode;
+use streamdb::ingest::EngineConfig;
+use streamdb::query::QueryConfig;
+use streamdb::server::{self, RunningServer, ServerConfig, StreamsConfig};
+use streamdb_client::Client;
+
+const TAIL: &str = "stream-next-offset";
+
+async fn start(dir: &std::path::Path) -> RunningServer {
+    let config = ServerConfig {
+        addr: SocketAddr::from(([127, 0, 0, 1], 0)),
+        engine: EngineConfig::new(dir),
+        query: QueryConfig::default(),
+        streams: StreamsConfig {
+            max_body_bytes: 64 << 10,
+            ..StreamsConfig::default()
+        },
+        source: None,
+    };
+    server::start(config).await.unwrap()
+}
+
+fn url(srv: &RunningServer, stream: &str) -> String {
+    format!("http://{}/v1/stream/{stream}", srv.addr)
+}
+
+fn header(r: &reqwest::Response, name: &str) -> String {
+    r.headers()[name].to_str().unwrap().to_string()
+}
+
+async fn json_messages(http: &reqwest::Client, url: &str, offset: &str) -> Vec<serde_json::Value> {
+    let r = http
+        .get(url)
+        .query(&[("offset", offset)])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::OK);
+    serde_json::from_slice(&r.bytes().await.unwrap()).unwrap()
+}
+
+fn cpu_batch(host: &str, values: &[f64]) -> RecordBatch {
+    let schema = Schema::new(vec![
+        Field::new(
+            "time",
+            DataType::Timestamp(TimeUnit::Microsecond, Some("UTC".into())),
+            false,
+        ),
+        Field::new("metric", DataType::Utf8, false),
+        Field::new("host", DataType::Utf8, false),
+        Field::new("value", DataType::Float64, false),
+    ]);
+    let n = values.len();
+    let times: Vec<i64> = (0..n as i64).map(|i| 1_705_276_800_000_000 + i).collect();
+    RecordBatch::try_new(
+        Arc::new(schema),
+        vec![
+            Arc::new(TimestampMicrosecondArray::from(times).with_timezone("UTC")),
+            Arc::new(StringArray::from(vec!["cpu_usage"; n])),
+            Arc::new(StringArray::from(vec![host; n])),
+            Arc::new(Float64Array::from(values.to_vec())),
+        ],
+    )
+    .unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn metrics_stream_joins_http_doput_and_sql() {
+    let dir = tempfile::tempdir().unwrap();
+    let srv = start(dir.path()).await;
+    let http = reqwest::Client::new();
+    let metrics = url(&srv, "metrics");
+
+    // HTTP append, then SQL sees it.
+    let r = http
+        .post(&metrics)
+        .header("content-type", "application/json")
+        .body(r#"{"time":"2024-01-15T00:00:00Z","metric":"cpu_usage","tags":{"host":"web-1"},"value":0.5}"#)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::NO_CONTENT);
+    let after_http = header(&r, TAIL);
+    let mut client = Client::connect(&format!("http://{}", srv.addr))
+        .await
+        .unwrap();
+    let (_, batches) = client
+        .query("SELECT tags['host'] AS host, value FROM metrics")
+        .await
+        .unwrap();
+    let hosts = batches[0]
+        .column(0)
+        .as_any()
+        .downcast_ref::<StringArray>()
+        .unwrap();
+    assert_eq!((batches[0].num_rows(), hosts.value(0)), (1, "web-1"));
+
+    // DoPut lands at the HTTP tail and reads back over HTTP as JSON points.
+    let written = client
+        .write(vec![cpu_batch("db-1", &[1.0, 2.5])])
+        .await
+        .unwrap();
+    assert_eq!(written.last_offset.as_deref(), Some(after_http.as_str()));
+    let got = json_messages(&http, &metrics, &after_http).await;
+    assert_eq!(
+        got,
+        serde_json::json!([
+            {"time": "2024-01-15T00:00:00Z", "metric": "cpu_usage", "tags": {"host": "db-1"}, "value": 1.0},
+            {"time": "2024-01-15T00:00:00.000001Z", "metric": "cpu_usage", "tags": {"host": "db-1"}, "value": 2.5},
+        ])
+        .as_array()
+        .unwrap()
+        .clone()
+    );
+    let head = http.head(&metrics).send().await.unwrap();
+    let tail = header(&head, TAIL);
+
+    // Resume from an offset across a restart: the same data from the old
+    // position, then only what came after.
+    srv.stop().await.unwrap();
+    let srv = start(dir.path()).await;
+    let metrics = url(&srv, "metrics");
+    assert_eq!(json_messages(&http, &metrics, &after_http).await, got);
+    let r = http
+        .post(&metrics)
+        .header("content-type", "application/x-ndjson")
+        .body("{\"time\":1705276900000000,\"metric\":\"mem\",\"value\":7}\n")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::NO_CONTENT);
+    let newer = json_messages(&http, &metrics, &tail).await;
+    assert_eq!(newer.len(), 1);
+    assert_eq!(newer[0]["metric"], "mem");
+    srv.stop().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn named_streams_keep_data_producers_and_closure_across_restarts() {
+    let dir = tempfile::tempdir().unwrap();
+    let srv = start(dir.path()).await;
+    let http = reqwest::Client::new();
+    let events = url(&srv, "app/events");
+    let r = http
+        .put(&events)
+        .header("content-type", "text/plain")
+        .header("stream-ttl", "3600")
+        .body("a")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::CREATED);
+    let produce = |http: &reqwest::Client, events: &str, seq: &str| {
+        http.post(events)
+            .header("content-type", "text/plain")
+            .header("producer-id", "writer-1")
+            .header("producer-epoch", "0")
+            .header("producer-seq", seq.to_string())
+            .body(format!("[{seq}]"))
+    };
+    for seq in ["0", "1"] {
+        let r = produce(&http, &events, seq).send().await.unwrap();
+        assert_eq!(r.status(), StatusCode::OK);
+    }
+
+    // After a restart the producer table is rebuilt from the log: a retried
+    // batch is a duplicate (204, highest seq 1), not a second copy.
+    srv.stop().await.unwrap();
+    let srv = start(dir.path()).await;
+    let events = url(&srv, "app/events");
+    let retry = produce(&http, &events, "1").send().await.unwrap();
+    assert_eq!(retry.status(), StatusCode::NO_CONTENT);
+    assert_eq!(header(&retry, "producer-seq"), "1");
+    let gap = produce(&http, &events, "3").send().await.unwrap();
+    assert_eq!(gap.status(), StatusCode::CONFLICT);
+    assert_eq!(header(&gap, "producer-expected-seq"), "2");
+    let close = http
+        .post(&events)
+        .header("stream-closed", "true")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(close.status(), StatusCode::NO_CONTENT);
+
+    // Closure is durable too; data and TTL are unchanged.
+    srv.stop().await.unwrap();
+    let srv = start(dir.path()).await;
+    let events = url(&srv, "app/events");
+    let r = http.get(&events).send().await.unwrap();
+    assert_eq!(header(&r, "stream-closed"), "true");
+    assert_eq!(r.text().await.unwrap(), "a[0][1]");
+    let head = http.head(&events).send().await.unwrap();
+    assert_eq!(header(&head, "stream-ttl"), "3600");
+    let late = produce(&http, &events, "2").send().await.unwrap();
+    assert_eq!(late.status(), StatusCode::CONFLICT);
+    assert_eq!(header(&late, "stream-closed"), "true");
+    srv.stop().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bad_input_gets_a_clear_error_and_changes_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let srv = start(dir.path()).await;
+    let http = reqwest::Client::new();
+    let s = url(&srv, "j");
+    let r = http
+        .put(&s)
+        .header("content-type", "application/json")
+        .body("[1]")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::CREATED);
+    let tail = header(&r, TAIL);
+    let post = |ct: &str, body: Vec<u8>| {
+        http.post(&s)
+            .header("content-type", ct.to_string())
+            .body(body)
+    };
+    let cases = [
+        (
+            post("application/json", vec![b'1'; 100 << 10]),
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "",
+        ),
+        (
+            post("application/json", b"{nope".to_vec()),
+            StatusCode::BAD_REQUEST,
+            "invalid JSON",
+        ),
+        (
+            post("application/json", b"[]".to_vec()),
+            StatusCode::BAD_REQUEST,
+            "empty JSON array",
+        ),
+        (
+            post("text/plain", b"x".to_vec()),
+            StatusCode::CONFLICT,
+            "does not match",
+        ),
+        (
+            http.get(&s).query(&[("offset", "12")]),
+            StatusCode::BAD_REQUEST,
+            "invalid offset",
+        ),
+        (
+            http.get(&s)
+                .query(&[("offset", "9999999999999999_0000000000000000")]),
+            StatusCode::BAD_REQUEST,
+            "beyond the end",
+        ),
+        (
+            http.delete(url(&srv, "metrics")),
+            StatusCode::METHOD_NOT_ALLOWED,
+            "cannot be deleted",
+        ),
+    ];
+    for (req, status, text) in cases {
+        let r = req.send().await.unwrap();
+        assert_eq!(r.status(), status);
+        assert_eq!(header(&r, "x-content-type-options"), "nosniff");
+        let body = r.text().await.unwrap();
+        assert!(body.contains(text), "{body:?} should mention {text:?}");
+    }
+    let r = http.get(&s).send().await.unwrap();
+    assert_eq!(header(&r, TAIL), tail);
+    assert_eq!(r.text().await.unwrap(), "[1]");
+    srv.stop().await.unwrap();
+}
