@@ -212,3 +212,57 @@ mod tests {
         assert_eq!(split_lines("x\n"), ["x", ""]);
     }
 }
+
+#[cfg(test)]
+mod backpressure_tests {
+    use super::*;
+    use crate::stream::registry::{AppendRequest, CreateRequest, Registry, RegistryConfig};
+
+    /// A client that never reads holds the session at `FRAMES` queued frames:
+    /// the session stops reading the stream instead of buffering it.
+    #[tokio::test]
+    async fn a_stalled_reader_bounds_what_the_server_holds() {
+        let dir = tempfile::tempdir().unwrap();
+        let registry = Registry::open(RegistryConfig {
+            dir: dir.path().to_path_buf(),
+            fsync: false,
+        })
+        .unwrap();
+        let create = CreateRequest {
+            name: "big".into(),
+            content_type: Some("application/octet-stream".into()),
+            ..CreateRequest::default()
+        };
+        registry.create(create).await.unwrap();
+        let stream = registry.get("big").await.unwrap();
+        for _ in 0..40 {
+            let append = AppendRequest {
+                content_type: Some("application/octet-stream".into()),
+                body: vec![7; 64 << 10],
+                ..AppendRequest::default()
+            };
+            stream.append(append).await.unwrap();
+        }
+        let (tx, mut rx) = mpsc::channel(FRAMES);
+        let session = Session {
+            src: Source::Named(stream.clone()),
+            tx,
+            text: false,
+            cursor: "1".into(),
+            max_read: 64 << 10,
+        };
+        let task = tokio::spawn(session.run(Offset::ZERO, Duration::from_secs(60)));
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        // Full channel, task parked on the next send: 40 records exist, at
+        // most FRAMES frames (two records' worth of data) are held.
+        assert_eq!(rx.len(), FRAMES);
+        assert!(!task.is_finished());
+        // Draining lets it continue to the end of the data.
+        let mut frames = 0;
+        while let Ok(Some(_)) = tokio::time::timeout(Duration::from_millis(300), rx.recv()).await {
+            frames += 1;
+        }
+        assert_eq!(frames, 80, "one data and one control frame per record");
+        task.abort();
+    }
+}
