@@ -43,10 +43,12 @@ impl BufferedBatch {
 }
 
 /// A consistent view for readers: committed chunks plus buffered batches.
-#[derive(Clone)]
+#[derive(Debug, Clone)]
 pub struct Snapshot {
     pub manifest: Arc<Manifest>,
     pub buffered: Vec<Arc<BufferedBatch>>,
+    /// Every record before this offset is in the snapshot, none after.
+    pub applied: Offset,
 }
 
 pub(crate) struct State {
@@ -73,7 +75,7 @@ impl State {
         }
     }
 
-    pub fn push(&mut self, batch: BufferedBatch) {
+    pub fn push(&mut self, batch: Arc<BufferedBatch>) {
         debug_assert!(
             batch.offset >= self.applied,
             "records must arrive in offset order"
@@ -85,7 +87,7 @@ impl State {
         self.rows += batch.points.num_rows();
         self.bytes += batch.bytes;
         self.oldest.get_or_insert_with(Instant::now);
-        self.batches.push(Arc::new(batch));
+        self.batches.push(batch);
     }
 
     /// Installs a newly committed manifest and drops the batches it covers.
@@ -108,6 +110,7 @@ impl State {
         Snapshot {
             manifest: self.manifest.clone(),
             buffered: self.batches.clone(),
+            applied: self.applied,
         }
     }
 }

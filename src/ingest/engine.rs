@@ -8,7 +8,7 @@ use std::time::Duration;
 use arrow::array::RecordBatch;
 use parking_lot::RwLock;
 use serde::Serialize;
-use tokio::sync::{watch, Notify};
+use tokio::sync::{broadcast, watch, Notify};
 use tokio::time::Instant;
 
 use super::buffer::{BufferedBatch, Snapshot, State};
@@ -18,6 +18,9 @@ use super::record;
 use crate::model::format_micros;
 use crate::storage::{ChunkMeta, ManifestStore, SeriesCatalog, StorageError, Store};
 use crate::stream::{DurableSink, Log, LogConfig, LogError, Offset};
+
+/// Batches a continuous query may fall behind ingest before it is dropped.
+const FANOUT_BATCHES: usize = 1024;
 
 #[derive(Debug, Clone)]
 pub struct EngineConfig {
@@ -84,6 +87,10 @@ pub(crate) struct Shared {
     pub catalog: Arc<SeriesCatalog>,
     /// Bytes of writes admitted but not yet in the buffer.
     pub reserved: AtomicUsize,
+    /// Every applied batch, for continuous queries. A broadcast never
+    /// blocks the log's writer: a receiver that falls behind by more than
+    /// its capacity is told it lagged.
+    pub fanout: broadcast::Sender<Arc<BufferedBatch>>,
 }
 
 impl DurableSink<PointBatch> for Shared {
@@ -97,9 +104,10 @@ impl Shared {
         for (id, key) in batch.new_series {
             self.catalog.insert(id, key);
         }
-        self.state
-            .write()
-            .push(BufferedBatch::new(offset, batch.points, batch.checkpoint));
+        let batch = Arc::new(BufferedBatch::new(offset, batch.points, batch.checkpoint));
+        self.state.write().push(batch.clone());
+        // No receivers is the normal case; nothing to do then.
+        let _ = self.fanout.send(batch);
     }
 }
 
@@ -147,6 +155,7 @@ impl Engine {
             state: RwLock::new(State::new(manifest.clone())),
             catalog: Arc::new(catalog),
             reserved: AtomicUsize::new(0),
+            fanout: broadcast::channel(FANOUT_BATCHES).0,
         });
         let mut log_config = LogConfig::new(config.data_dir.join("stream").join("metrics"));
         log_config.segment_bytes = config.segment_bytes;
@@ -197,6 +206,12 @@ impl Engine {
 
     pub fn log(&self) -> &Log<PointBatch> {
         &self.log
+    }
+
+    /// Batches applied from now on, in offset order (continuous queries).
+    /// Subscribe before taking the [`Snapshot`] the results start from.
+    pub fn subscribe_batches(&self) -> broadcast::Receiver<Arc<BufferedBatch>> {
+        self.shared.fanout.subscribe()
     }
 
     /// Everything a query should see: committed chunks plus the buffer.

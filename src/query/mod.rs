@@ -7,6 +7,7 @@
 //! - `filters`: time range and series predicates from query filters.
 //! - `convert`: point batches to `metrics` rows.
 //! - `functions`, `duration`, `dialect`: `time_bucket`, duration strings.
+//! - [`subscribe`]: continuous queries (`SUBSCRIBE TO SELECT ...`).
 //!
 //! May depend on `model`, `storage` and `ingest` (read only).
 
@@ -16,6 +17,7 @@ mod duration;
 mod filters;
 mod functions;
 mod scan;
+pub mod subscribe;
 mod table;
 
 use std::sync::Arc;
@@ -110,6 +112,10 @@ impl QueryEngine {
         Self { engine, config }
     }
 
+    pub fn engine(&self) -> &Arc<Engine> {
+        &self.engine
+    }
+
     pub fn config(&self) -> &QueryConfig {
         &self.config
     }
@@ -117,6 +123,15 @@ impl QueryEngine {
     /// A fresh session: the `metrics` table, time-series functions, and a
     /// per-query memory pool.
     pub fn session(&self) -> Result<SessionContext, QueryError> {
+        self.session_over(Arc::new(MetricsTable::new(self.engine.clone())))
+    }
+
+    /// A session whose `metrics` table is `table` (a fixed snapshot, or the
+    /// new rows a continuous query folds in).
+    pub fn session_over(
+        &self,
+        table: Arc<dyn datafusion::datasource::TableProvider>,
+    ) -> Result<SessionContext, QueryError> {
         let runtime = RuntimeEnvBuilder::new()
             .with_memory_pool(Arc::new(FairSpillPool::new(self.config.memory_limit)))
             .build_arc()
@@ -129,7 +144,7 @@ impl QueryEngine {
         cfg.options_mut().sql_parser.map_string_types_to_utf8view = false;
         cfg.options_mut().execution.parquet.schema_force_view_types = false;
         let ctx = SessionContext::new_with_config_rt(cfg, runtime);
-        ctx.register_table("metrics", Arc::new(MetricsTable::new(self.engine.clone())))
+        ctx.register_table("metrics", table)
             .map_err(QueryError::from_datafusion)?;
         ctx.register_udf(functions::time_bucket());
         Ok(ctx)

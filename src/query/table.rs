@@ -13,13 +13,16 @@ use datafusion::physical_plan::ExecutionPlan;
 
 use super::filters::analyze;
 use super::scan::{MetricsScanExec, PruneStats, Work};
-use crate::ingest::Engine;
+use crate::ingest::{Engine, Snapshot};
 use crate::model::sql_schema;
 
 #[derive(Debug)]
 pub struct MetricsTable {
     engine: Arc<Engine>,
     schema: SchemaRef,
+    /// Read this snapshot instead of the engine's current one (continuous
+    /// queries start from a snapshot whose offset they know).
+    fixed: Option<Snapshot>,
 }
 
 impl MetricsTable {
@@ -27,6 +30,14 @@ impl MetricsTable {
         Self {
             engine,
             schema: sql_schema(),
+            fixed: None,
+        }
+    }
+
+    pub fn at(engine: Arc<Engine>, snapshot: Snapshot) -> Self {
+        Self {
+            fixed: Some(snapshot),
+            ..Self::new(engine)
         }
     }
 }
@@ -57,7 +68,10 @@ impl TableProvider for MetricsTable {
     ) -> Result<Arc<dyn ExecutionPlan>> {
         let f = analyze(filters);
         let series = self.engine.catalog().resolve(&f.series).map(Arc::new);
-        let snap = self.engine.snapshot();
+        let snap = match &self.fixed {
+            Some(s) => s.clone(),
+            None => self.engine.snapshot(),
+        };
 
         let chunks: Vec<_> = snap
             .manifest

@@ -1,0 +1,441 @@
+//! Continuous queries: `SUBSCRIBE TO <select>`.
+//!
+//! A subscription subscribes to the engine's fan-out of applied batches,
+//! *then* takes a snapshot (so no batch falls between the two; batches the
+//! snapshot already holds are skipped by offset), answers the snapshot, and
+//! from then on folds only new batches in (see `shape` for how). Every
+//! `emit_interval` the changes gathered so far go out as one update; an idle
+//! subscription sends a progress message at least every second. Each message
+//! carries the watermark: the stream offset below which every record is
+//! reflected, and the largest point time seen.
+//!
+//! Limits: at most `max_subscriptions` at once; a subscription that falls
+//! more than the fan-out's capacity behind ingest (1024 batches), or whose
+//! client does not take a message within `send_timeout`, is ended with an
+//! error rather than buffering without bound. Ingest never waits for
+//! subscribers. Dropping the receiver ends the task.
+//!
+//! # Layout
+//! - `request`: the `SUBSCRIBE TO` text and its `WITH (...)` options.
+//! - `shape`: which SELECTs can be maintained, and the partial query.
+//! - `state`: per-group partial aggregates.
+
+mod request;
+mod shape;
+mod state;
+
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use arrow::array::RecordBatch;
+use arrow::datatypes::{Field, Schema, SchemaRef};
+use datafusion::datasource::MemTable;
+use futures::TryStreamExt;
+use tokio::sync::{broadcast, mpsc};
+use tokio::time::Instant;
+
+pub use request::{is_subscribe, parse, SubscribeRequest, DEFAULT_EMIT_INTERVAL};
+use shape::Shape;
+use state::AggState;
+
+use super::convert::to_table_batch;
+use super::{MetricsTable, QueryEngine, QueryError};
+use crate::ingest::BufferedBatch;
+use crate::model::sql_schema;
+use crate::stream::Offset;
+
+/// An idle subscription still reports progress this often.
+pub const PROGRESS_EVERY: Duration = Duration::from_secs(1);
+/// Messages queued for one client before the subscription waits on it.
+const OUTBOX: usize = 16;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Kind {
+    /// The result at the watermark (possibly in several batches).
+    Snapshot,
+    /// New values of changed groups, or new matching rows.
+    Update,
+    /// Nothing changed up to the watermark.
+    Progress,
+}
+
+#[derive(Debug, Clone)]
+pub struct Message {
+    pub kind: Kind,
+    pub batch: Option<RecordBatch>,
+    /// Every stream record before this offset is reflected.
+    pub offset: Offset,
+    /// The largest point time (Unix micros) seen so far, if any.
+    pub max_time: Option<i64>,
+}
+
+impl Message {
+    /// The `app_metadata` sent with the message.
+    pub fn metadata(&self) -> String {
+        let mut m = serde_json::Map::new();
+        m.insert(
+            "kind".into(),
+            serde_json::to_value(self.kind).expect("kind serializes"),
+        );
+        m.insert("offset".into(), self.offset.to_string().into());
+        if let Some(t) = self.max_time {
+            m.insert("max_time".into(), crate::model::format_micros(t).into());
+        }
+        if let Some(b) = &self.batch {
+            m.insert("rows".into(), b.num_rows().into());
+        }
+        serde_json::Value::Object(m).to_string()
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct SubscribeConfig {
+    pub max_subscriptions: usize,
+    /// How long a message may wait for the client before it is dropped.
+    pub send_timeout: Duration,
+}
+
+impl Default for SubscribeConfig {
+    fn default() -> Self {
+        Self {
+            max_subscriptions: 256,
+            send_timeout: Duration::from_secs(10),
+        }
+    }
+}
+
+/// Admission and accounting of live subscriptions.
+#[derive(Debug, Default)]
+pub struct Subscriptions {
+    active: AtomicUsize,
+    config: SubscribeConfig,
+}
+
+/// Held by a running subscription; frees its slot when the task ends.
+struct Slot(Arc<Subscriptions>);
+
+impl Drop for Slot {
+    fn drop(&mut self) {
+        self.0.active.fetch_sub(1, Ordering::AcqRel);
+    }
+}
+
+impl Subscriptions {
+    pub fn new(config: SubscribeConfig) -> Arc<Self> {
+        Arc::new(Self {
+            active: AtomicUsize::new(0),
+            config,
+        })
+    }
+
+    /// Subscriptions running now (tasks not yet ended).
+    pub fn active(&self) -> usize {
+        self.active.load(Ordering::Acquire)
+    }
+
+    fn admit(self: &Arc<Self>) -> Result<Slot, QueryError> {
+        let max = self.config.max_subscriptions;
+        let prev = self.active.fetch_add(1, Ordering::AcqRel);
+        let slot = Slot(self.clone());
+        if prev >= max {
+            drop(slot);
+            return Err(QueryError::ResourcesExhausted(format!(
+                "too many subscriptions ({max} running; raise --max-subscriptions)"
+            )));
+        }
+        Ok(slot)
+    }
+}
+
+pub type Updates = mpsc::Receiver<Result<Message, QueryError>>;
+
+/// Starts a subscription: returns the result schema and the messages
+/// (snapshot first unless disabled). Errors in the SQL are returned here.
+pub async fn subscribe(
+    query: Arc<QueryEngine>,
+    subs: &Arc<Subscriptions>,
+    req: SubscribeRequest,
+) -> Result<(SchemaRef, Updates), QueryError> {
+    let shape = shape::analyze(&req.select)?;
+    // The answer's schema is the SELECT's own (nullable: a group can have
+    // no non-null values).
+    let planned = query.sql(&req.select).await?;
+    let schema: SchemaRef = Arc::new(Schema::new(
+        planned
+            .schema()
+            .as_arrow()
+            .fields()
+            .iter()
+            .map(|f| Field::new(f.name(), f.data_type().clone(), true))
+            .collect::<Vec<_>>(),
+    ));
+    let slot = subs.admit()?;
+    let engine = query.engine().clone();
+    let fanout = engine.subscribe_batches();
+    let snapshot = engine.snapshot();
+    let mut sub = Subscription {
+        query: query.clone(),
+        schema: schema.clone(),
+        shape,
+        select_sql: req.select.clone(),
+        state: None,
+        offset: snapshot.applied,
+        max_time: max_time_of(&snapshot),
+        send_timeout: subs.config.send_timeout,
+    };
+    let (tx, rx) = mpsc::channel(OUTBOX);
+    let first = sub
+        .start(MetricsTable::at(engine.clone(), snapshot), req.snapshot)
+        .await?;
+    tokio::spawn(async move {
+        let _slot = slot;
+        sub.run(first, fanout, req.emit_interval, tx).await;
+    });
+    Ok((schema, rx))
+}
+
+fn max_time_of(s: &crate::ingest::Snapshot) -> Option<i64> {
+    let chunks = s.manifest.chunks.iter().map(|c| c.max_time);
+    let buffered = s.buffered.iter().map(|b| b.max_time);
+    chunks.chain(buffered).max()
+}
+
+struct Subscription {
+    query: Arc<QueryEngine>,
+    schema: SchemaRef,
+    shape: Shape,
+    select_sql: String,
+    state: Option<AggState>,
+    offset: Offset,
+    max_time: Option<i64>,
+    send_timeout: Duration,
+}
+
+impl Subscription {
+    /// Computes the initial state over the snapshot; returns the snapshot
+    /// messages to send (if asked for).
+    async fn start(
+        &mut self,
+        table: MetricsTable,
+        want_snapshot: bool,
+    ) -> Result<Vec<Message>, QueryError> {
+        let batches = match &self.shape {
+            Shape::Aggregate {
+                partial_sql,
+                groups,
+                aggs,
+                outputs,
+            } => {
+                let mut st = AggState::new(*groups, *aggs);
+                for b in self.run_sql(Arc::new(table), partial_sql).await? {
+                    st.fold(&b).map_err(QueryError::from_datafusion)?;
+                }
+                let all = st
+                    .emit(outputs, &self.schema, true)
+                    .map_err(QueryError::from_datafusion)?;
+                self.state = Some(st);
+                vec![all]
+            }
+            Shape::Rows if want_snapshot => {
+                let select = self.query_select();
+                let rows = self.run_sql(Arc::new(table), &select).await?;
+                rows.into_iter()
+                    .map(|b| self.conform(b))
+                    .collect::<Result<_, _>>()?
+            }
+            Shape::Rows => Vec::new(),
+        };
+        if !want_snapshot {
+            return Ok(vec![self.message(Kind::Progress, None)]);
+        }
+        let mut out: Vec<Message> = batches
+            .into_iter()
+            .filter(|b| b.num_rows() > 0)
+            .map(|b| self.message(Kind::Snapshot, Some(b)))
+            .collect();
+        if out.is_empty() {
+            out.push(self.message(
+                Kind::Snapshot,
+                Some(RecordBatch::new_empty(self.schema.clone())),
+            ));
+        }
+        Ok(out)
+    }
+
+    /// Relabels a result batch with the announced (all-nullable) schema.
+    fn conform(&self, b: RecordBatch) -> Result<RecordBatch, QueryError> {
+        RecordBatch::try_new(self.schema.clone(), b.columns().to_vec())
+            .map_err(|e| QueryError::Execution(e.to_string()))
+    }
+
+    fn query_select(&self) -> String {
+        self.select_sql.clone()
+    }
+
+    fn message(&self, kind: Kind, batch: Option<RecordBatch>) -> Message {
+        Message {
+            kind,
+            batch,
+            offset: self.offset,
+            max_time: self.max_time,
+        }
+    }
+
+    async fn run_sql(
+        &self,
+        table: Arc<dyn datafusion::datasource::TableProvider>,
+        sql: &str,
+    ) -> Result<Vec<RecordBatch>, QueryError> {
+        let ctx = self.query.session_over(table)?;
+        let plan = self.query.plan(&ctx, sql).await?;
+        let df = ctx
+            .execute_logical_plan(plan)
+            .await
+            .map_err(QueryError::from_datafusion)?;
+        let batches: Vec<RecordBatch> = df
+            .execute_stream()
+            .await
+            .map_err(QueryError::from_datafusion)?
+            .try_collect()
+            .await
+            .map_err(QueryError::from_datafusion)?;
+        Ok(batches)
+    }
+
+    async fn run(
+        mut self,
+        first: Vec<Message>,
+        mut fanout: broadcast::Receiver<Arc<BufferedBatch>>,
+        emit_interval: Duration,
+        tx: mpsc::Sender<Result<Message, QueryError>>,
+    ) {
+        for m in first {
+            if !self.send(&tx, Ok(m)).await {
+                return;
+            }
+        }
+        let mut last_sent = Instant::now();
+        let mut pending: Vec<Arc<BufferedBatch>> = Vec::new();
+        let mut tick = tokio::time::interval(emit_interval);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tokio::select! {
+                got = fanout.recv() => match got {
+                    Ok(b) => {
+                        // Already in the snapshot.
+                        if b.offset < self.offset { continue; }
+                        self.offset = b.offset.next();
+                        if b.points.num_rows() > 0 {
+                            self.max_time = self.max_time.max(Some(b.max_time));
+                            pending.push(b);
+                        }
+                    }
+                    Err(broadcast::error::RecvError::Lagged(n)) => {
+                        let why = format!(
+                            "subscription fell behind ingest by more than {n} batches and was dropped; subscribe again to resume"
+                        );
+                        tracing::warn!("{why}");
+                        let _ = tx.try_send(Err(QueryError::ResourcesExhausted(why)));
+                        return;
+                    }
+                    Err(broadcast::error::RecvError::Closed) => return,
+                },
+                _ = tick.tick() => {
+                    let update = if pending.is_empty() {
+                        None
+                    } else {
+                        match self.apply(std::mem::take(&mut pending)).await {
+                            Ok(u) => u,
+                            Err(e) => {
+                                let _ = self.send(&tx, Err(e)).await;
+                                return;
+                            }
+                        }
+                    };
+                    let msg = match update {
+                        Some(b) => self.message(Kind::Update, Some(b)),
+                        None if last_sent.elapsed() >= PROGRESS_EVERY => self.message(Kind::Progress, None),
+                        None => continue,
+                    };
+                    if !self.send(&tx, Ok(msg)).await {
+                        return;
+                    }
+                    last_sent = Instant::now();
+                }
+                _ = tx.closed() => return,
+            }
+        }
+    }
+
+    /// Folds new batches in; the update to send, if anything changed.
+    async fn apply(
+        &mut self,
+        pending: Vec<Arc<BufferedBatch>>,
+    ) -> Result<Option<RecordBatch>, QueryError> {
+        let engine = self.query.engine().clone();
+        let table_schema = sql_schema();
+        let all: Vec<usize> = (0..table_schema.fields().len()).collect();
+        let rows: Vec<RecordBatch> = pending
+            .iter()
+            .map(|b| to_table_batch(&b.points, engine.catalog(), &all, &table_schema))
+            .collect::<Result<_, _>>()
+            .map_err(QueryError::from_datafusion)?;
+        let mem =
+            MemTable::try_new(table_schema, vec![rows]).map_err(QueryError::from_datafusion)?;
+        match &self.shape {
+            Shape::Aggregate {
+                partial_sql,
+                outputs,
+                ..
+            } => {
+                let partial = partial_sql.clone();
+                let outputs = outputs.clone();
+                let batches = self.run_sql(Arc::new(mem), &partial).await?;
+                let st = self.state.as_mut().expect("aggregate state set at start");
+                for b in &batches {
+                    st.fold(b).map_err(QueryError::from_datafusion)?;
+                }
+                if !st.has_changes() {
+                    return Ok(None);
+                }
+                st.emit(&outputs, &self.schema, false)
+                    .map(Some)
+                    .map_err(QueryError::from_datafusion)
+            }
+            Shape::Rows => {
+                let select = self.query_select();
+                let batches = self.run_sql(Arc::new(mem), &select).await?;
+                let rows: Vec<RecordBatch> =
+                    batches.into_iter().filter(|b| b.num_rows() > 0).collect();
+                if rows.is_empty() {
+                    return Ok(None);
+                }
+                let merged = arrow::compute::concat_batches(&rows[0].schema(), &rows)
+                    .map_err(|e| QueryError::Execution(e.to_string()))?;
+                self.conform(merged).map(Some)
+            }
+        }
+    }
+
+    /// Sends within the timeout; `false` ends the subscription (the client
+    /// left or is not reading).
+    async fn send(
+        &self,
+        tx: &mpsc::Sender<Result<Message, QueryError>>,
+        m: Result<Message, QueryError>,
+    ) -> bool {
+        match tokio::time::timeout(self.send_timeout, tx.send(m)).await {
+            Ok(Ok(())) => true,
+            Ok(Err(_)) => false,
+            Err(_) => {
+                tracing::warn!(timeout = ?self.send_timeout, "subscriber is not reading; subscription dropped");
+                false
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,161 @@
+//! The kept state of an aggregate subscription: per group, the running
+//! `sum`, `count`, `min` and `max` of every aggregate's argument, merged
+//! from the partial query's output, and which groups changed since the last
+//! update.
+
+use std::collections::{HashMap, HashSet};
+
+use arrow::array::{Array, ArrayRef, AsArray, RecordBatch};
+use arrow::compute::cast;
+use arrow::datatypes::{DataType, Int64Type, SchemaRef};
+use datafusion::common::{Result, ScalarValue};
+
+use super::shape::{AggKind, Output};
+
+#[derive(Debug, Clone)]
+struct Partial {
+    sum: ScalarValue,
+    count: i64,
+    min: ScalarValue,
+    max: ScalarValue,
+}
+
+type Key = Vec<ScalarValue>;
+
+#[derive(Debug)]
+pub struct AggState {
+    groups: usize,
+    aggs: usize,
+    state: HashMap<Key, Vec<Partial>>,
+    changed: HashSet<Key>,
+}
+
+impl AggState {
+    pub fn new(groups: usize, aggs: usize) -> Self {
+        Self {
+            groups,
+            aggs,
+            state: HashMap::new(),
+            changed: HashSet::new(),
+        }
+    }
+
+    pub fn has_changes(&self) -> bool {
+        !self.changed.is_empty()
+    }
+
+    /// Folds one batch of the partial query (`__g*`, then `__s, __c, __n,
+    /// __x` per aggregate) into the state.
+    pub fn fold(&mut self, batch: &RecordBatch) -> Result<()> {
+        let cols = batch.columns();
+        let counts: Vec<ArrayRef> = (0..self.aggs)
+            .map(|i| cast(&cols[self.groups + 4 * i + 1], &DataType::Int64))
+            .collect::<std::result::Result<_, _>>()?;
+        for row in 0..batch.num_rows() {
+            let key: Key = (0..self.groups)
+                .map(|j| ScalarValue::try_from_array(&cols[j], row))
+                .collect::<Result<_>>()?;
+            let mut parts = Vec::with_capacity(self.aggs);
+            for (i, count) in counts.iter().enumerate() {
+                let base = self.groups + 4 * i;
+                let count = count.as_primitive::<Int64Type>();
+                parts.push(Partial {
+                    sum: ScalarValue::try_from_array(&cols[base], row)?,
+                    count: if count.is_null(row) {
+                        0
+                    } else {
+                        count.value(row)
+                    },
+                    min: ScalarValue::try_from_array(&cols[base + 2], row)?,
+                    max: ScalarValue::try_from_array(&cols[base + 3], row)?,
+                });
+            }
+            match self.state.get_mut(&key) {
+                Some(existing) => {
+                    for (e, p) in existing.iter_mut().zip(parts) {
+                        merge(e, p)?;
+                    }
+                }
+                None => {
+                    self.state.insert(key.clone(), parts);
+                }
+            }
+            self.changed.insert(key);
+        }
+        Ok(())
+    }
+
+    /// The current value of every group (`all`) or of those changed since
+    /// the last call, as rows of `schema`; clears the change set.
+    pub fn emit(
+        &mut self,
+        outputs: &[Output],
+        schema: &SchemaRef,
+        all: bool,
+    ) -> Result<RecordBatch> {
+        let mut keys: Vec<Key> = if all {
+            self.state.keys().cloned().collect()
+        } else {
+            self.changed.iter().cloned().collect()
+        };
+        self.changed.clear();
+        keys.sort_by(|a, b| a.partial_cmp(b).unwrap_or(std::cmp::Ordering::Equal));
+        let mut columns = Vec::with_capacity(outputs.len());
+        for (out, field) in outputs.iter().zip(schema.fields()) {
+            let values: Vec<ScalarValue> = keys
+                .iter()
+                .map(|k| match out {
+                    Output::Group(j) => Ok(k[*j].clone()),
+                    Output::Agg(i, kind) => finish(&self.state[k][*i], *kind),
+                })
+                .collect::<Result<_>>()?;
+            let array = if values.is_empty() {
+                arrow::array::new_empty_array(field.data_type())
+            } else {
+                ScalarValue::iter_to_array(values)?
+            };
+            columns.push(cast(&array, field.data_type())?);
+        }
+        Ok(RecordBatch::try_new_with_options(
+            schema.clone(),
+            columns,
+            &arrow::array::RecordBatchOptions::new().with_row_count(Some(keys.len())),
+        )?)
+    }
+}
+
+fn merge(into: &mut Partial, p: Partial) -> Result<()> {
+    into.count += p.count;
+    into.sum = match (into.sum.is_null(), p.sum.is_null()) {
+        (true, _) => p.sum,
+        (false, true) => into.sum.clone(),
+        (false, false) => into.sum.add(&p.sum)?,
+    };
+    if !p.min.is_null() && (into.min.is_null() || p.min < into.min) {
+        into.min = p.min;
+    }
+    if !p.max.is_null() && (into.max.is_null() || p.max > into.max) {
+        into.max = p.max;
+    }
+    Ok(())
+}
+
+fn finish(p: &Partial, kind: AggKind) -> Result<ScalarValue> {
+    Ok(match kind {
+        AggKind::Sum => p.sum.clone(),
+        AggKind::Count => ScalarValue::Int64(Some(p.count)),
+        AggKind::Min => p.min.clone(),
+        AggKind::Max => p.max.clone(),
+        AggKind::Avg => {
+            if p.count == 0 || p.sum.is_null() {
+                ScalarValue::Float64(None)
+            } else {
+                let sum = p.sum.cast_to(&DataType::Float64)?;
+                match sum {
+                    ScalarValue::Float64(Some(s)) => ScalarValue::Float64(Some(s / p.count as f64)),
+                    _ => ScalarValue::Float64(None),
+                }
+            }
+        }
+    })
+}

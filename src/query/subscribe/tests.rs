@@ -1,0 +1,265 @@
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use arrow::array::{Float64Array, RecordBatch, StringArray, TimestampMicrosecondArray};
+use arrow::datatypes::{DataType, Field, Schema, TimeUnit};
+use arrow::util::display::array_value_to_string;
+use proptest::prelude::*;
+
+use super::*;
+use crate::ingest::{Engine, EngineConfig};
+use crate::query::QueryConfig;
+
+const T0: i64 = 1_705_276_800_000_000; // 2024-01-15T00:00:00Z
+const GROUPED: &str = "SELECT time_bucket('10s', time) AS bucket, tags['host'] AS host, sum(value), count(*), \
+                       avg(value), min(value), max(value) FROM metrics WHERE metric = 'cpu' GROUP BY 1, 2";
+
+fn batch(rows: &[(i64, &str, f64)]) -> RecordBatch {
+    let schema = Schema::new(vec![
+        Field::new(
+            "time",
+            DataType::Timestamp(TimeUnit::Microsecond, Some("UTC".into())),
+            false,
+        ),
+        Field::new("metric", DataType::Utf8, false),
+        Field::new("host", DataType::Utf8, false),
+        Field::new("value", DataType::Float64, false),
+    ]);
+    RecordBatch::try_new(
+        Arc::new(schema),
+        vec![
+            Arc::new(
+                TimestampMicrosecondArray::from(rows.iter().map(|r| r.0).collect::<Vec<_>>())
+                    .with_timezone("UTC"),
+            ),
+            Arc::new(StringArray::from(vec!["cpu"; rows.len()])),
+            Arc::new(StringArray::from(
+                rows.iter().map(|r| r.1).collect::<Vec<_>>(),
+            )),
+            Arc::new(Float64Array::from(
+                rows.iter().map(|r| r.2).collect::<Vec<_>>(),
+            )),
+        ],
+    )
+    .unwrap()
+}
+
+async fn setup() -> (
+    tempfile::TempDir,
+    Arc<Engine>,
+    Arc<QueryEngine>,
+    Arc<Subscriptions>,
+) {
+    let dir = tempfile::tempdir().unwrap();
+    let mut config = EngineConfig::new(dir.path());
+    config.fsync = false;
+    let engine = Engine::open(config).await.unwrap();
+    let q = Arc::new(QueryEngine::new(engine.clone(), QueryConfig::default()));
+    (
+        dir,
+        engine,
+        q,
+        Subscriptions::new(SubscribeConfig::default()),
+    )
+}
+
+fn request(sql: &str) -> SubscribeRequest {
+    SubscribeRequest {
+        emit_interval: Duration::from_millis(10),
+        ..SubscribeRequest::new(sql)
+    }
+}
+
+fn rows(b: &RecordBatch) -> Vec<Vec<String>> {
+    (0..b.num_rows())
+        .map(|r| {
+            b.columns()
+                .iter()
+                .map(|c| array_value_to_string(c, r).unwrap())
+                .collect()
+        })
+        .collect()
+}
+
+/// Applies a subscription's messages the way a client would: a group's row
+/// replaces the previous one with the same key (the first `keys` columns).
+/// Returns once a message covers `until`.
+async fn apply_until(
+    rx: &mut Updates,
+    keys: usize,
+    view: &mut BTreeMap<Vec<String>, Vec<String>>,
+    until: Offset,
+) {
+    loop {
+        let m = tokio::time::timeout(Duration::from_secs(5), rx.recv())
+            .await
+            .expect("a message within 5 s")
+            .expect("subscription open")
+            .expect("no error");
+        if let Some(b) = &m.batch {
+            for row in rows(b) {
+                view.insert(row[..keys].to_vec(), row);
+            }
+        }
+        if m.offset >= until {
+            return;
+        }
+    }
+}
+
+async fn select(q: &QueryEngine, sql: &str) -> BTreeMap<Vec<String>, Vec<String>> {
+    let batches = q.sql(sql).await.unwrap().collect().await.unwrap();
+    batches
+        .iter()
+        .flat_map(rows)
+        .map(|r| (r[..2].to_vec(), r))
+        .collect()
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 12, ..ProptestConfig::default() })]
+
+    /// Over random ingest (late points into old buckets included, a flush in
+    /// the middle), the state a client builds from the snapshot and updates
+    /// equals the SELECT at the watermark.
+    #[test]
+    fn state_equals_the_select_at_the_watermark(
+        before in prop::collection::vec((0i64..60, 0usize..3, 0u32..40), 0..20),
+        batches in prop::collection::vec(prop::collection::vec((0i64..60, 0usize..3, 0u32..40), 1..15), 1..8),
+        flush_at in 0usize..8,
+    ) {
+        let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
+        rt.block_on(async {
+            let (_dir, engine, q, subs) = setup().await;
+            let hosts = ["a", "b", "c"];
+            let to_rows = |v: &[(i64, usize, u32)]| -> Vec<(i64, &str, f64)> {
+                // Quarter values keep every sum exact, so AVG compares exactly.
+                v.iter().map(|(s, h, x)| (T0 + s * 1_000_000, hosts[*h], *x as f64 / 4.0)).collect()
+            };
+            if !before.is_empty() {
+                engine.write(&batch(&to_rows(&before))).await.unwrap();
+            }
+            let (_, mut rx) = subscribe(q.clone(), &subs, request(GROUPED)).await.unwrap();
+            let mut view = BTreeMap::new();
+            apply_until(&mut rx, 2, &mut view, engine.snapshot().applied).await;
+            for (i, b) in batches.iter().enumerate() {
+                engine.write(&batch(&to_rows(b))).await.unwrap();
+                if i == flush_at {
+                    engine.flush().await.unwrap();
+                }
+            }
+            apply_until(&mut rx, 2, &mut view, engine.snapshot().applied).await;
+            prop_assert_eq!(view, select(&q, GROUPED).await);
+            Ok(())
+        })?;
+    }
+}
+
+#[tokio::test]
+async fn plain_selects_stream_new_matching_rows() {
+    let (_dir, engine, q, subs) = setup().await;
+    engine.write(&batch(&[(T0, "a", 1.0)])).await.unwrap();
+    let req = SubscribeRequest {
+        snapshot: false,
+        ..request("SELECT tags['host'] AS host, value FROM metrics WHERE value > 1")
+    };
+    let (schema, mut rx) = subscribe(q, &subs, req).await.unwrap();
+    assert_eq!(schema.fields().len(), 2);
+    let first = rx.recv().await.unwrap().unwrap();
+    assert_eq!((first.kind, first.batch.is_none()), (Kind::Progress, true));
+    engine
+        .write(&batch(&[(T0 + 1, "b", 0.5), (T0 + 2, "c", 2.5)]))
+        .await
+        .unwrap();
+    let m = rx.recv().await.unwrap().unwrap();
+    assert_eq!(m.kind, Kind::Update);
+    assert_eq!(rows(m.batch.as_ref().unwrap()), [["c", "2.5"]]);
+    assert_eq!(m.offset, Offset(2));
+    assert!(m.metadata().contains(r#""kind":"update""#));
+}
+
+#[tokio::test]
+async fn idle_subscriptions_report_progress() {
+    let (_dir, _engine, q, subs) = setup().await;
+    let (_, mut rx) = subscribe(q, &subs, request("SELECT count(*) FROM metrics"))
+        .await
+        .unwrap();
+    let snap = rx.recv().await.unwrap().unwrap();
+    assert_eq!(
+        (snap.kind, rows(snap.batch.as_ref().unwrap())),
+        (Kind::Snapshot, vec![vec!["0".to_string()]])
+    );
+    let started = std::time::Instant::now();
+    let p = rx.recv().await.unwrap().unwrap();
+    assert_eq!(p.kind, Kind::Progress);
+    assert!(started.elapsed() <= PROGRESS_EVERY + Duration::from_millis(500));
+}
+
+#[tokio::test]
+async fn ended_subscriptions_free_their_task_and_slot() {
+    let (_dir, _engine, q, _) = setup().await;
+    let subs = Subscriptions::new(SubscribeConfig {
+        max_subscriptions: 2,
+        ..SubscribeConfig::default()
+    });
+    let (_, rx1) = subscribe(q.clone(), &subs, request("SELECT count(*) FROM metrics"))
+        .await
+        .unwrap();
+    let (_, rx2) = subscribe(q.clone(), &subs, request("SELECT value FROM metrics"))
+        .await
+        .unwrap();
+    assert_eq!(subs.active(), 2);
+    let err = subscribe(q.clone(), &subs, request("SELECT value FROM metrics"))
+        .await
+        .unwrap_err();
+    assert!(err.to_string().contains("too many subscriptions"), "{err}");
+    assert_eq!(subs.active(), 2);
+    drop((rx1, rx2));
+    for _ in 0..100 {
+        if subs.active() == 0 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    assert_eq!(
+        subs.active(),
+        0,
+        "cancelled subscriptions must end their tasks"
+    );
+    // Bad SQL is an error at subscribe time and takes no slot.
+    let err = subscribe(q, &subs, request("SELECT nope FROM metrics"))
+        .await
+        .unwrap_err();
+    assert!(matches!(err, QueryError::Invalid(_)), "{err}");
+    assert_eq!(subs.active(), 0);
+}
+
+#[tokio::test]
+async fn a_subscriber_that_stops_reading_is_dropped() {
+    let (_dir, engine, q, _) = setup().await;
+    let subs = Subscriptions::new(SubscribeConfig {
+        send_timeout: Duration::from_millis(200),
+        ..SubscribeConfig::default()
+    });
+    let (_, mut rx) = subscribe(q, &subs, request("SELECT value FROM metrics"))
+        .await
+        .unwrap();
+    // Updates pile up: the outbox fills, the send times out, the
+    // subscription ends; ingest never waits for it.
+    for i in 0..(OUTBOX as i64 + 8) {
+        engine.write(&batch(&[(T0 + i, "a", 1.0)])).await.unwrap();
+        tokio::time::sleep(Duration::from_millis(15)).await;
+    }
+    tokio::time::sleep(Duration::from_millis(600)).await;
+    assert_eq!(subs.active(), 0);
+    let mut received = 0;
+    while let Some(m) = rx.recv().await {
+        m.unwrap();
+        received += 1;
+    }
+    assert!(
+        received <= OUTBOX + 1,
+        "at most the outbox was buffered ({received})"
+    );
+}
