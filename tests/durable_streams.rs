@@ -27,6 +27,7 @@ async fn start(dir: &std::path::Path) -> RunningServer {
             ..StreamsConfig::default()
         },
         source: None,
+        subscribe: Default::default(),
     };
     server::start(config).await.unwrap()
 }

@@ -20,6 +20,7 @@ fn config(dir: &std::path::Path) -> ServerConfig {
         query: QueryConfig::default(),
         streams: Default::default(),
         source: None,
+        subscribe: Default::default(),
     }
 }
 

@@ -12,6 +12,7 @@ use clap::{Parser, Subcommand, ValueEnum};
 use streamdb_client::Client;
 
 use crate::ingest::EngineConfig;
+use crate::query::subscribe::SubscribeConfig;
 use crate::query::QueryConfig;
 use crate::server::{self, ServerConfig, StreamsConfig};
 use units::{parse_bytes, parse_duration};
@@ -51,6 +52,20 @@ enum Command {
         server: String,
         #[arg(long, value_enum, default_value_t = Format::Table)]
         format: Format,
+    },
+    /// Run a continuous query: print the current result, then every change
+    /// as it arrives, until Ctrl-C.
+    #[command(
+        after_help = "Examples:\n  streamdb subscribe \"SELECT time_bucket('5s', time), AVG(value) FROM metrics GROUP BY 1\"\n  streamdb subscribe \"SELECT time, value FROM metrics WHERE tags['host'] = 'web-1'\" --no-snapshot"
+    )]
+    Subscribe {
+        /// A SELECT (or `SUBSCRIBE TO SELECT ... WITH (...)`).
+        sql: String,
+        #[arg(long, env = "STREAMDB_SERVER", default_value = "http://127.0.0.1:8080")]
+        server: String,
+        /// Start with changes only, without the current result.
+        #[arg(long)]
+        no_snapshot: bool,
     },
 }
 
@@ -106,6 +121,9 @@ struct StartArgs {
     /// the position read is committed with the data.
     #[arg(long)]
     source: Option<String>,
+    /// Continuous queries (SUBSCRIBE) that may run at once.
+    #[arg(long, default_value_t = 256)]
+    max_subscriptions: usize,
     /// Largest HTTP request body (413 above it).
     #[arg(long, default_value = "64MiB", value_parser = parse_bytes)]
     max_body_bytes: usize,
@@ -120,6 +138,11 @@ pub async fn run(cli: Cli) -> Result<()> {
             server,
             format,
         } => query(&server, &sql, format).await,
+        Command::Subscribe {
+            sql,
+            server,
+            no_snapshot,
+        } => subscribe(&server, &sql, no_snapshot).await,
     }
 }
 
@@ -144,6 +167,10 @@ async fn start(a: StartArgs) -> Result<()> {
             ..StreamsConfig::default()
         },
         source: a.source,
+        subscribe: SubscribeConfig {
+            max_subscriptions: a.max_subscriptions,
+            ..SubscribeConfig::default()
+        },
     };
     let srv = server::start(config).await.context("starting the server")?;
     let data_dir = a.data_dir.canonicalize().unwrap_or(a.data_dir.clone());
@@ -222,6 +249,45 @@ async fn status(server: &str, json: bool) -> Result<()> {
         n(&s["storage"]["manifest_version"])
     );
     Ok(())
+}
+
+async fn subscribe(server: &str, sql: &str, no_snapshot: bool) -> Result<()> {
+    let mut client = Client::connect(server).await?;
+    let statement = if no_snapshot {
+        let select = sql.trim().trim_end_matches(';');
+        format!("SUBSCRIBE TO {select} WITH (snapshot = false)")
+    } else {
+        sql.to_string()
+    };
+    let mut sub = client.subscribe(&statement).await?;
+    let schema = sub.schema.clone();
+    // One listener for the whole run, so a Ctrl-C between two updates is
+    // not missed.
+    let mut ctrl_c = std::pin::pin!(tokio::signal::ctrl_c());
+    loop {
+        let update = tokio::select! {
+            u = sub.next() => u,
+            _ = &mut ctrl_c => return Ok(()),
+        };
+        let Some(update) = update else {
+            anyhow::bail!("the server ended the subscription");
+        };
+        let update = update?;
+        let Some(batch) = update.batch else { continue };
+        if update.kind != "snapshot" && batch.num_rows() == 0 {
+            continue;
+        }
+        let when = update.max_time.as_deref().unwrap_or("-");
+        println!(
+            "-- {} at offset {} (data up to {when}): {} row(s)",
+            update.kind,
+            update.offset,
+            batch.num_rows()
+        );
+        let table =
+            arrow::util::pretty::pretty_format_batches_with_schema(schema.clone(), &[batch])?;
+        println!("{table}");
+    }
 }
 
 async fn query(server: &str, sql: &str, format: Format) -> Result<()> {

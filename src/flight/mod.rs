@@ -7,12 +7,14 @@
 //! - GetSqlInfo, GetCatalogs, GetDbSchemas, GetTables, GetTableTypes answer
 //!   the metadata calls ADBC makes.
 //! - DoAction `status` returns the engine status as JSON.
+//! - DoExchange `SUBSCRIBE TO SELECT ...` streams a continuous query.
 //!
 //! May depend on every layer below it.
 
 mod error;
 mod ingest;
 mod statement;
+mod subscribe;
 
 use std::pin::Pin;
 use std::sync::{Arc, LazyLock};
@@ -41,6 +43,7 @@ pub use statement::Prepared;
 
 use crate::ingest::Engine;
 use crate::model::sql_schema;
+use crate::query::subscribe::Subscriptions;
 use crate::query::QueryEngine;
 
 const CATALOG: &str = "streamdb";
@@ -72,11 +75,20 @@ static SQL_INFO: LazyLock<SqlInfoData> = LazyLock::new(|| {
 pub struct StreamDbFlight {
     engine: Arc<Engine>,
     query: Arc<QueryEngine>,
+    subscriptions: Arc<Subscriptions>,
 }
 
 impl StreamDbFlight {
-    pub fn new(engine: Arc<Engine>, query: Arc<QueryEngine>) -> Self {
-        Self { engine, query }
+    pub fn new(
+        engine: Arc<Engine>,
+        query: Arc<QueryEngine>,
+        subscriptions: Arc<Subscriptions>,
+    ) -> Self {
+        Self {
+            engine,
+            query,
+            subscriptions,
+        }
     }
 
     fn info(
@@ -427,6 +439,13 @@ impl FlightSqlService for StreamDbFlight {
         })])
     }
 
+    async fn do_exchange_fallback(
+        &self,
+        request: Request<tonic::Streaming<arrow_flight::FlightData>>,
+    ) -> Result<Response<BoxStream<arrow_flight::FlightData>>, Status> {
+        self.subscribe(request).await
+    }
+
     async fn register_sql_info(&self, _id: i32, _result: &SqlInfo) {}
 }
 
@@ -434,9 +453,12 @@ impl FlightSqlService for StreamDbFlight {
 pub fn service(
     engine: Arc<Engine>,
     query: Arc<QueryEngine>,
+    subscriptions: Arc<Subscriptions>,
 ) -> arrow_flight::flight_service_server::FlightServiceServer<StreamDbFlight> {
     arrow_flight::flight_service_server::FlightServiceServer::new(StreamDbFlight::new(
-        engine, query,
+        engine,
+        query,
+        subscriptions,
     ))
     .max_decoding_message_size(usize::MAX >> 1)
     .max_encoding_message_size(usize::MAX >> 1)

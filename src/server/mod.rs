@@ -15,6 +15,7 @@ use tokio_stream::wrappers::TcpListenerStream;
 
 use crate::flight;
 use crate::ingest::{Engine, EngineConfig, EngineError};
+use crate::query::subscribe::{SubscribeConfig, Subscriptions};
 use crate::query::{QueryConfig, QueryEngine};
 use crate::stream::registry::{Registry, RegistryConfig, StreamError};
 
@@ -31,6 +32,7 @@ pub struct ServerConfig {
     pub streams: StreamsConfig,
     /// A remote Durable Streams URL of JSON points to ingest (`--source`).
     pub source: Option<String>,
+    pub subscribe: SubscribeConfig,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -148,7 +150,11 @@ pub async fn start(config: ServerConfig) -> Result<RunningServer, ServerError> {
         },
     );
     let routes = tonic::service::Routes::from(app)
-        .add_service(flight::service(engine.clone(), query))
+        .add_service(flight::service(
+            engine.clone(),
+            query,
+            Subscriptions::new(config.subscribe.clone()),
+        ))
         .add_service(health_service)
         .add_service(reflection_v1)
         .add_service(reflection_v1alpha);
