@@ -55,12 +55,18 @@ pub struct RunningServer {
     pub addr: SocketAddr,
     pub engine: Arc<Engine>,
     shutdown: tokio::sync::oneshot::Sender<()>,
+    closing: tokio::sync::watch::Sender<bool>,
+    subscriptions: Arc<Subscriptions>,
     task: tokio::task::JoinHandle<Result<(), ServerError>>,
 }
 
 impl RunningServer {
     /// Stops accepting requests, drains them, flushes the buffer.
     pub async fn stop(self) -> Result<(), ServerError> {
+        // Long-lived calls (subscriptions, SSE, long-polls) end first, or
+        // the graceful shutdown would wait for them indefinitely.
+        self.closing.send_replace(true);
+        self.subscriptions.close_all();
         let _ = self.shutdown.send(());
         self.task
             .await
@@ -135,6 +141,8 @@ pub async fn start(config: ServerConfig) -> Result<RunningServer, ServerError> {
         fsync: config.engine.fsync,
     })?;
     spawn_expiry_sweeper(&registry);
+    let (closing, closing_rx) = tokio::sync::watch::channel(false);
+    let subscriptions = Subscriptions::new(config.subscribe.clone());
     if let Some(url) = &config.source {
         crate::ingest::consumer::spawn(&engine, url.clone(), Duration::from_secs(20));
     }
@@ -147,13 +155,14 @@ pub async fn start(config: ServerConfig) -> Result<RunningServer, ServerError> {
             registry,
             engine: engine.clone(),
             config: config.streams.clone(),
+            closing: closing_rx,
         },
     );
     let routes = tonic::service::Routes::from(app)
         .add_service(flight::service(
             engine.clone(),
             query,
-            Subscriptions::new(config.subscribe.clone()),
+            subscriptions.clone(),
         ))
         .add_service(health_service)
         .add_service(reflection_v1)
@@ -178,6 +187,8 @@ pub async fn start(config: ServerConfig) -> Result<RunningServer, ServerError> {
         addr,
         engine,
         shutdown: tx,
+        closing,
+        subscriptions,
         task,
     })
 }

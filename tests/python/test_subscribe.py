@@ -131,3 +131,21 @@ def test_unmaintainable_queries_are_refused_with_the_reason(streamdb_server, sel
     assert reason in str(err.value)
     with pytest.raises(pa.ArrowInvalid):
         writer.close()  # the call already ended with that error
+
+
+def test_server_stops_promptly_with_live_readers(streamdb_server):
+    """Open subscriptions, SSE readers and long-polls must not hold a
+    graceful shutdown open."""
+    import urllib.request
+    srv = streamdb_server
+    client = fl.connect(srv.grpc)
+    writer, reader = client.do_exchange(fl.FlightDescriptor.for_command("SUBSCRIBE TO SELECT count(*) FROM metrics"))
+    reader.read_chunk()
+    sse = urllib.request.urlopen(f"{srv.http}/v1/stream/metrics?offset=now&live=sse", timeout=30)
+    sse.readline()
+    started = time.monotonic()
+    assert srv.stop() == 0
+    assert time.monotonic() - started < 5
+    with pytest.raises(StopIteration):  # the subscription ended cleanly
+        while True:
+            reader.read_chunk()

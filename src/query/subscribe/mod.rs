@@ -107,10 +107,13 @@ impl Default for SubscribeConfig {
 }
 
 /// Admission and accounting of live subscriptions.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub struct Subscriptions {
     active: AtomicUsize,
     config: SubscribeConfig,
+    /// Set when the server stops: every subscription ends its stream so a
+    /// graceful shutdown is not held open by long-lived calls.
+    closing: tokio::sync::watch::Sender<bool>,
 }
 
 /// Held by a running subscription; frees its slot when the task ends.
@@ -127,7 +130,13 @@ impl Subscriptions {
         Arc::new(Self {
             active: AtomicUsize::new(0),
             config,
+            closing: tokio::sync::watch::channel(false).0,
         })
+    }
+
+    /// Ends every running subscription (server shutdown).
+    pub fn close_all(&self) {
+        self.closing.send_replace(true);
     }
 
     /// Subscriptions running now (tasks not yet ended).
@@ -174,6 +183,7 @@ pub async fn subscribe(
     let slot = subs.admit()?;
     let engine = query.engine().clone();
     let fanout = engine.subscribe_batches();
+    let mut closing = subs.closing.subscribe();
     let snapshot = engine.snapshot();
     let mut sub = Subscription {
         query: query.clone(),
@@ -191,7 +201,10 @@ pub async fn subscribe(
         .await?;
     tokio::spawn(async move {
         let _slot = slot;
-        sub.run(first, fanout, req.emit_interval, tx).await;
+        tokio::select! {
+            _ = sub.run(first, fanout, req.emit_interval, tx) => {}
+            _ = closing.wait_for(|c| *c) => {}
+        }
     });
     Ok((schema, rx))
 }

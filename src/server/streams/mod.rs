@@ -63,6 +63,9 @@ pub struct StreamsState {
     pub registry: Arc<Registry>,
     pub engine: Arc<Engine>,
     pub config: StreamsConfig,
+    /// Becomes `true` when the server stops: live reads (long-poll, SSE)
+    /// answer at once so a graceful shutdown is not held open by them.
+    pub closing: tokio::sync::watch::Receiver<bool>,
 }
 
 /// Headers every response of the HTTP side carries, errors included: no

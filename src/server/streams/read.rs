@@ -177,6 +177,7 @@ async fn long_poll(
 ) -> Response {
     let deadline = tokio::time::Instant::now() + s.config.long_poll_timeout;
     let mut waiter = src.waiter();
+    let mut closing = s.closing.clone();
     loop {
         if let Some(e) = src.removed() {
             return stream_error(e);
@@ -200,15 +201,14 @@ async fn long_poll(
         let timed_out = if batch.closed {
             true
         } else {
-            match tokio::time::timeout_at(deadline, waiter.changed()).await {
-                Err(_) => true,
-                Ok(true) => false,
-                Ok(false) => {
-                    return error(
-                        StatusCode::SERVICE_UNAVAILABLE,
-                        "the server is shutting down",
-                    )
-                }
+            tokio::select! {
+                changed = tokio::time::timeout_at(deadline, waiter.changed()) => match changed {
+                    Err(_) => true,
+                    Ok(true) => false,
+                    Ok(false) => return error(StatusCode::SERVICE_UNAVAILABLE, "the server is shutting down"),
+                },
+                // Stopping: answer "nothing new" now; the client polls again.
+                _ = closing.wait_for(|c| *c) => true,
             }
         };
         if timed_out {

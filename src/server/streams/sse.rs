@@ -42,6 +42,7 @@ pub(super) fn respond(
     let cursor = cursor::next(client_cursor.as_deref());
     let max_read = s.config.max_read_bytes;
     let lifetime = s.config.sse_max_duration;
+    let mut closing = s.closing.clone();
     tokio::spawn(async move {
         let session = Session {
             src,
@@ -50,7 +51,12 @@ pub(super) fn respond(
             cursor,
             max_read,
         };
-        session.run(from, lifetime).await;
+        // Ending the session ends the response; the client reconnects from
+        // its last offset.
+        tokio::select! {
+            _ = session.run(from, lifetime) => {}
+            _ = closing.wait_for(|c| *c) => {}
+        }
     });
     let mut r = (
         StatusCode::OK,
