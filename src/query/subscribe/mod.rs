@@ -390,11 +390,20 @@ impl Subscription {
         let engine = self.query.engine().clone();
         let table_schema = sql_schema();
         let all: Vec<usize> = (0..table_schema.fields().len()).collect();
-        let rows: Vec<RecordBatch> = pending
-            .iter()
-            .map(|b| to_table_batch(&b.points, engine.catalog(), &all, &table_schema))
-            .collect::<Result<_, _>>()
-            .map_err(QueryError::from_datafusion)?;
+        let mut rows = Vec::with_capacity(pending.len());
+        for b in &pending {
+            let converted = match b.table_rows.get() {
+                Some(r) => r.clone(),
+                None => {
+                    let r = to_table_batch(&b.points, engine.catalog(), &all, &table_schema)
+                        .map_err(QueryError::from_datafusion)?;
+                    // Another subscription may have won the race; either
+                    // value is the same rows.
+                    b.table_rows.get_or_init(|| r).clone()
+                }
+            };
+            rows.push(converted);
+        }
         let mem =
             MemTable::try_new(table_schema, vec![rows]).map_err(QueryError::from_datafusion)?;
         match &self.shape {
