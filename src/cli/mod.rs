@@ -1,6 +1,8 @@
 //! The `streamdb` command line. `start` runs the server; every other
 //! command talks to a server through the bundled client.
 
+mod ingest;
+mod sample;
 mod units;
 
 use std::net::SocketAddr;
@@ -33,6 +35,16 @@ enum Command {
     /// Start the server (gRPC and HTTP on one port).
     #[command(after_help = "Example:\n  streamdb start --data-dir ./data --port 8080")]
     Start(StartArgs),
+    /// Write points: realistic sample data at a steady rate, or files.
+    #[command(
+        after_help = "Examples:\n  streamdb ingest --generate-sample --rate 1000/s --duration 60s\n  streamdb ingest --generate-sample --rate 200k/s --count 10000000 --hosts 500\n  streamdb ingest --file metrics.parquet --file more.csv\n  cat points.ndjson | streamdb ingest"
+    )]
+    Ingest(ingest::IngestArgs),
+    /// Print shell completions (bash, zsh, fish, elvish, powershell).
+    #[command(
+        after_help = "Example:\n  streamdb completions bash > /etc/bash_completion.d/streamdb"
+    )]
+    Completions { shell: clap_complete::Shell },
     /// Show the server's stream, buffer and storage status.
     #[command(after_help = "Example:\n  streamdb status --json")]
     Status {
@@ -132,6 +144,17 @@ struct StartArgs {
 pub async fn run(cli: Cli) -> Result<()> {
     match cli.command {
         Command::Start(args) => start(args).await,
+        Command::Ingest(args) => ingest::run(args).await,
+        Command::Completions { shell } => {
+            use clap::CommandFactory;
+            clap_complete::generate(
+                shell,
+                &mut Cli::command(),
+                "streamdb",
+                &mut std::io::stdout(),
+            );
+            Ok(())
+        }
         Command::Status { server, json } => status(&server, json).await,
         Command::Query {
             sql,
