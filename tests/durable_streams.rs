@@ -28,6 +28,7 @@ async fn start(dir: &std::path::Path) -> RunningServer {
         },
         source: None,
         subscribe: Default::default(),
+        auth_tokens: Vec::new(),
     };
     server::start(config).await.unwrap()
 }

@@ -21,6 +21,7 @@ fn config(dir: &std::path::Path) -> ServerConfig {
         streams: Default::default(),
         source: None,
         subscribe: Default::default(),
+        auth_tokens: Vec::new(),
     }
 }
 

@@ -13,7 +13,7 @@ use anyhow::{bail, Context, Result};
 use arrow::array::RecordBatch;
 use arrow::datatypes::{DataType, Field, Schema, TimeUnit};
 use indicatif::{ProgressBar, ProgressStyle};
-use streamdb_client::Client;
+use streamdb_client::{Client, ConnectOptions};
 
 use super::sample::Sample;
 use super::units::{self, parse_duration};
@@ -140,7 +140,7 @@ impl Progress {
     }
 }
 
-pub async fn run(a: IngestArgs) -> Result<()> {
+pub async fn run(a: IngestArgs, opts: ConnectOptions) -> Result<()> {
     if a.batch_size == 0 {
         bail!("--batch-size must be at least 1");
     }
@@ -148,7 +148,7 @@ pub async fn run(a: IngestArgs) -> Result<()> {
     if !a.generate_sample && a.files.is_empty() && !stdin_piped {
         bail!("nothing to ingest: use --generate-sample, --file PATH, or pipe NDJSON points into stdin");
     }
-    let mut client = Client::connect(&a.server).await?;
+    let mut client = Client::connect_with(&a.server, opts).await?;
     let mut ctrl_c = std::pin::pin!(tokio::signal::ctrl_c());
     if a.generate_sample {
         generate(&mut client, &a, &mut ctrl_c).await

@@ -11,7 +11,7 @@ use std::time::Duration;
 
 use anyhow::{Context, Result};
 use clap::{Parser, Subcommand, ValueEnum};
-use streamdb_client::Client;
+use streamdb_client::{Client, ConnectOptions};
 
 use crate::ingest::EngineConfig;
 use crate::query::subscribe::SubscribeConfig;
@@ -28,6 +28,9 @@ use units::{parse_bytes, parse_duration};
 pub struct Cli {
     #[command(subcommand)]
     command: Command,
+    /// Bearer token for servers started with --auth-token.
+    #[arg(long, global = true, env = "STREAMDB_TOKEN", hide_env_values = true)]
+    token: Option<String>,
 }
 
 #[derive(Subcommand, Debug)]
@@ -133,6 +136,18 @@ struct StartArgs {
     /// the position read is committed with the data.
     #[arg(long)]
     source: Option<String>,
+    /// Require this bearer token on every call but health checks
+    /// (repeatable; comma-separated in STREAMDB_AUTH_TOKEN).
+    #[arg(
+        long,
+        env = "STREAMDB_AUTH_TOKEN",
+        value_delimiter = ',',
+        hide_env_values = true
+    )]
+    auth_token: Vec<String>,
+    /// Read accepted tokens from a file, one per line (# comments allowed).
+    #[arg(long)]
+    auth_token_file: Option<PathBuf>,
     /// Continuous queries (SUBSCRIBE) that may run at once.
     #[arg(long, default_value_t = 256)]
     max_subscriptions: usize,
@@ -142,9 +157,12 @@ struct StartArgs {
 }
 
 pub async fn run(cli: Cli) -> Result<()> {
+    // `--token` (anywhere on the line) or STREAMDB_TOKEN, for every command
+    // that connects.
+    let opts = ConnectOptions { token: cli.token };
     match cli.command {
         Command::Start(args) => start(args).await,
-        Command::Ingest(args) => ingest::run(args).await,
+        Command::Ingest(args) => ingest::run(args, opts).await,
         Command::Completions { shell } => {
             use clap::CommandFactory;
             clap_complete::generate(
@@ -155,17 +173,17 @@ pub async fn run(cli: Cli) -> Result<()> {
             );
             Ok(())
         }
-        Command::Status { server, json } => status(&server, json).await,
+        Command::Status { server, json } => status(&server, json, opts).await,
         Command::Query {
             sql,
             server,
             format,
-        } => query(&server, &sql, format).await,
+        } => query(&server, &sql, format, opts).await,
         Command::Subscribe {
             sql,
             server,
             no_snapshot,
-        } => subscribe(&server, &sql, no_snapshot).await,
+        } => subscribe(&server, &sql, no_snapshot, opts).await,
     }
 }
 
@@ -194,6 +212,7 @@ async fn start(a: StartArgs) -> Result<()> {
             max_subscriptions: a.max_subscriptions,
             ..SubscribeConfig::default()
         },
+        auth_tokens: auth_tokens(&a.auth_token, a.auth_token_file.as_deref())?,
     };
     let srv = server::start(config).await.context("starting the server")?;
     let data_dir = a.data_dir.canonicalize().unwrap_or(a.data_dir.clone());
@@ -213,6 +232,29 @@ async fn start(a: StartArgs) -> Result<()> {
     Ok(())
 }
 
+/// Tokens from flags and the token file. Never logged.
+fn auth_tokens(flags: &[String], file: Option<&std::path::Path>) -> Result<Vec<String>> {
+    let mut tokens: Vec<String> = flags
+        .iter()
+        .map(|t| t.trim().to_string())
+        .filter(|t| !t.is_empty())
+        .collect();
+    if let Some(path) = file {
+        let text =
+            std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
+        tokens.extend(
+            text.lines()
+                .map(str::trim)
+                .filter(|l| !l.is_empty() && !l.starts_with('#'))
+                .map(str::to_string),
+        );
+        if tokens.is_empty() {
+            anyhow::bail!("{} holds no tokens", path.display());
+        }
+    }
+    Ok(tokens)
+}
+
 async fn shutdown_signal() {
     let ctrl_c = tokio::signal::ctrl_c();
     #[cfg(unix)]
@@ -228,8 +270,8 @@ async fn shutdown_signal() {
     let _ = ctrl_c.await;
 }
 
-async fn status(server: &str, json: bool) -> Result<()> {
-    let mut client = Client::connect(server).await?;
+async fn status(server: &str, json: bool, opts: ConnectOptions) -> Result<()> {
+    let mut client = Client::connect_with(server, opts).await?;
     let s = client.status().await?;
     if json {
         println!("{}", serde_json::to_string_pretty(&s)?);
@@ -274,8 +316,8 @@ async fn status(server: &str, json: bool) -> Result<()> {
     Ok(())
 }
 
-async fn subscribe(server: &str, sql: &str, no_snapshot: bool) -> Result<()> {
-    let mut client = Client::connect(server).await?;
+async fn subscribe(server: &str, sql: &str, no_snapshot: bool, opts: ConnectOptions) -> Result<()> {
+    let mut client = Client::connect_with(server, opts).await?;
     let statement = if no_snapshot {
         let select = sql.trim().trim_end_matches(';');
         format!("SUBSCRIBE TO {select} WITH (snapshot = false)")
@@ -313,8 +355,8 @@ async fn subscribe(server: &str, sql: &str, no_snapshot: bool) -> Result<()> {
     }
 }
 
-async fn query(server: &str, sql: &str, format: Format) -> Result<()> {
-    let mut client = Client::connect(server).await?;
+async fn query(server: &str, sql: &str, format: Format, opts: ConnectOptions) -> Result<()> {
+    let mut client = Client::connect_with(server, opts).await?;
     let (schema, batches) = client.query(sql).await?;
     let mut out = Vec::new();
     match format {

@@ -11,6 +11,7 @@
 //!
 //! May depend on every layer below it.
 
+pub mod auth;
 mod error;
 mod ingest;
 mod statement;
@@ -76,6 +77,7 @@ pub struct StreamDbFlight {
     engine: Arc<Engine>,
     query: Arc<QueryEngine>,
     subscriptions: Arc<Subscriptions>,
+    tokens: auth::Tokens,
 }
 
 impl StreamDbFlight {
@@ -83,11 +85,13 @@ impl StreamDbFlight {
         engine: Arc<Engine>,
         query: Arc<QueryEngine>,
         subscriptions: Arc<Subscriptions>,
+        tokens: auth::Tokens,
     ) -> Self {
         Self {
             engine,
             query,
             subscriptions,
+            tokens,
         }
     }
 
@@ -338,7 +342,7 @@ impl FlightSqlService for StreamDbFlight {
         cmd: CommandGetCatalogs,
         request: Request<FlightDescriptor>,
     ) -> Result<Response<FlightInfo>, Status> {
-        let schema = cmd.clone().into_builder().schema();
+        let schema = cmd.into_builder().schema();
         self.command_info(&schema, &cmd, request)
     }
 
@@ -439,6 +443,44 @@ impl FlightSqlService for StreamDbFlight {
         })])
     }
 
+    /// Flight's handshake: with tokens configured, HTTP Basic (any user, a
+    /// token as password) or a bearer token is answered with the bearer
+    /// token in the `authorization` response header, which clients then
+    /// send on every call.
+    async fn do_handshake(
+        &self,
+        request: Request<tonic::Streaming<arrow_flight::HandshakeRequest>>,
+    ) -> Result<Response<BoxStream<arrow_flight::HandshakeResponse>>, Status> {
+        let token = if self.tokens.enabled() {
+            let header = request
+                .metadata()
+                .get("authorization")
+                .map(|v| v.as_bytes());
+            let presented = header.and_then(|h| {
+                auth::basic_password(h).or_else(|| auth::bearer(h).map(<[u8]>::to_vec))
+            });
+            match presented {
+                Some(t) if self.tokens.accepts(&t) => Some(t),
+                _ => return Err(Status::unauthenticated("invalid or missing credentials: use a bearer token, or Basic auth with the token as password")),
+            }
+        } else {
+            None
+        };
+        let reply = arrow_flight::HandshakeResponse {
+            protocol_version: 0,
+            payload: token.clone().unwrap_or_default().into(),
+        };
+        let mut response: Response<BoxStream<arrow_flight::HandshakeResponse>> =
+            Response::new(Box::pin(futures::stream::once(async { Ok(reply) })));
+        if let Some(t) = token {
+            let value = format!("Bearer {}", String::from_utf8_lossy(&t));
+            if let Ok(v) = value.parse() {
+                response.metadata_mut().insert("authorization", v);
+            }
+        }
+        Ok(response)
+    }
+
     async fn do_exchange_fallback(
         &self,
         request: Request<tonic::Streaming<arrow_flight::FlightData>>,
@@ -454,11 +496,13 @@ pub fn service(
     engine: Arc<Engine>,
     query: Arc<QueryEngine>,
     subscriptions: Arc<Subscriptions>,
+    tokens: auth::Tokens,
 ) -> arrow_flight::flight_service_server::FlightServiceServer<StreamDbFlight> {
     arrow_flight::flight_service_server::FlightServiceServer::new(StreamDbFlight::new(
         engine,
         query,
         subscriptions,
+        tokens,
     ))
     .max_decoding_message_size(usize::MAX >> 1)
     .max_encoding_message_size(usize::MAX >> 1)

@@ -3,6 +3,7 @@
 //!
 //! May depend on every layer below it.
 
+mod auth;
 mod http;
 mod streams;
 
@@ -33,6 +34,8 @@ pub struct ServerConfig {
     /// A remote Durable Streams URL of JSON points to ingest (`--source`).
     pub source: Option<String>,
     pub subscribe: SubscribeConfig,
+    /// Bearer tokens; empty means no authentication.
+    pub auth_tokens: Vec<String>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -142,6 +145,7 @@ pub async fn start(config: ServerConfig) -> Result<RunningServer, ServerError> {
     })?;
     spawn_expiry_sweeper(&registry);
     let (closing, closing_rx) = tokio::sync::watch::channel(false);
+    let tokens = crate::flight::auth::Tokens::new(config.auth_tokens.clone());
     let subscriptions = Subscriptions::new(config.subscribe.clone());
     if let Some(url) = &config.source {
         crate::ingest::consumer::spawn(&engine, url.clone(), Duration::from_secs(20));
@@ -163,10 +167,15 @@ pub async fn start(config: ServerConfig) -> Result<RunningServer, ServerError> {
             engine.clone(),
             query,
             subscriptions.clone(),
+            tokens.clone(),
         ))
         .add_service(health_service)
         .add_service(reflection_v1)
         .add_service(reflection_v1alpha);
+    // One check in front of gRPC and HTTP alike.
+    let routes = tonic::service::Routes::from(routes.into_axum_router().layer(
+        axum::middleware::from_fn_with_state(tokens, auth::require_token),
+    ));
 
     let (tx, rx) = tokio::sync::oneshot::channel::<()>();
     let serve_engine = engine.clone();

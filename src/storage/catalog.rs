@@ -220,7 +220,10 @@ mod tests {
             key: "host".into(),
             values: vec!["a".into()],
         };
-        assert_eq!(c.resolve(&[host_a.clone()]), Some(ids(&[&a, &m])));
+        assert_eq!(
+            c.resolve(std::slice::from_ref(&host_a)),
+            Some(ids(&[&a, &m]))
+        );
         assert_eq!(
             c.resolve(&[TagPredicate::Metric(vec!["cpu".into()]), host_a]),
             Some(ids(&[&a]))

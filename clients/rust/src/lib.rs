@@ -134,15 +134,30 @@ impl Subscription {
     }
 }
 
+/// How to connect beyond the URL.
+#[derive(Debug, Clone, Default)]
+pub struct ConnectOptions {
+    /// Sent as `authorization: Bearer <token>` on every call (servers
+    /// started with `--auth-token`).
+    pub token: Option<String>,
+}
+
 /// A connection to one StreamDB server.
 pub struct Client {
     channel: Channel,
     url: String,
+    /// The `authorization` header value, if any.
+    authorization: Option<String>,
 }
 
 impl Client {
     /// Connects to `url` (e.g. `http://127.0.0.1:8080`).
     pub async fn connect(url: &str) -> Result<Self, ClientError> {
+        Self::connect_with(url, ConnectOptions::default()).await
+    }
+
+    /// Connects with options (a token).
+    pub async fn connect_with(url: &str, options: ConnectOptions) -> Result<Self, ClientError> {
         let err = |reason: String| ClientError::Connect {
             url: url.to_string(),
             reason,
@@ -155,6 +170,7 @@ impl Client {
         Ok(Self {
             channel,
             url: url.to_string(),
+            authorization: options.token.map(|t| format!("Bearer {t}")),
         })
     }
 
@@ -162,12 +178,16 @@ impl Client {
         &self.url
     }
 
-    fn flight(&self) -> FlightClient {
-        FlightClient::new_from_inner(
+    fn flight(&self) -> Result<FlightClient, ClientError> {
+        let mut client = FlightClient::new_from_inner(
             arrow_flight::flight_service_client::FlightServiceClient::new(self.channel.clone())
                 .max_decoding_message_size(256 << 20)
                 .max_encoding_message_size(256 << 20),
-        )
+        );
+        if let Some(a) = &self.authorization {
+            client.add_header("authorization", a)?;
+        }
+        Ok(client)
     }
 
     /// Writes batches to the `metrics` table; returns once all are durable.
@@ -176,7 +196,7 @@ impl Client {
         let data = FlightDataEncoderBuilder::new()
             .with_flight_descriptor(Some(FlightDescriptor::new_path(vec!["metrics".into()])))
             .build(input);
-        let mut results = self.flight().do_put(data).await?;
+        let mut results = self.flight()?.do_put(data).await?;
         let mut summary = WriteSummary::default();
         while let Some(r) = results.next().await {
             let meta: serde_json::Value = serde_json::from_slice(&r?.app_metadata)
@@ -190,6 +210,9 @@ impl Client {
     /// Runs SQL and collects the result.
     pub async fn query(&mut self, sql: &str) -> Result<(SchemaRef, Vec<RecordBatch>), ClientError> {
         let mut sql_client = FlightSqlServiceClient::new(self.channel.clone());
+        if let Some(a) = &self.authorization {
+            sql_client.set_header("authorization", a);
+        }
         let info = sql_client
             .execute(sql.to_string(), None)
             .await
@@ -233,6 +256,13 @@ impl Client {
         let mut raw =
             arrow_flight::flight_service_client::FlightServiceClient::new(self.channel.clone())
                 .max_decoding_message_size(256 << 20);
+        let mut request = tonic::Request::new(request);
+        if let Some(a) = &self.authorization {
+            let value = a.parse().map_err(|_| {
+                ClientError::Protocol("the token is not a valid header value".into())
+            })?;
+            request.metadata_mut().insert("authorization", value);
+        }
         let response = raw
             .do_exchange(request)
             .await
@@ -258,7 +288,7 @@ impl Client {
 
     /// The server's status document (as `streamdb status --json` prints it).
     pub async fn status(&mut self) -> Result<serde_json::Value, ClientError> {
-        let mut results = self.flight().do_action(Action::new("status", "")).await?;
+        let mut results = self.flight()?.do_action(Action::new("status", "")).await?;
         let body = results
             .next()
             .await
