@@ -165,8 +165,8 @@ impl Registry {
         self.len() == 0
     }
 
-    /// A live stream by name; expired streams are removed on the way.
-    pub async fn get(&self, name: &str) -> Result<Arc<NamedStream>, StreamError> {
+    /// A stream by name that is not soft-deleted (expiry not checked).
+    fn lookup(&self, name: &str) -> Result<Arc<NamedStream>, StreamError> {
         let s = self
             .streams
             .lock()
@@ -176,6 +176,12 @@ impl Registry {
         if s.is_soft_deleted() {
             return Err(StreamError::Gone);
         }
+        Ok(s)
+    }
+
+    /// A live stream by name; expired streams are removed on the way.
+    pub async fn get(&self, name: &str) -> Result<Arc<NamedStream>, StreamError> {
+        let s = self.lookup(name)?;
         if s.expired(now_ms()) {
             let _admin = self.admin.lock().await;
             self.remove(&s)?;
@@ -377,15 +383,7 @@ impl Registry {
     /// that cascades to sources left without readers.
     pub async fn delete(&self, name: &str) -> Result<(), StreamError> {
         let _admin = self.admin.lock().await;
-        let s = self
-            .streams
-            .lock()
-            .get(name)
-            .cloned()
-            .ok_or(StreamError::NotFound)?;
-        if s.is_soft_deleted() {
-            return Err(StreamError::Gone);
-        }
+        let s = self.lookup(name)?;
         if s.expired(now_ms()) {
             self.remove(&s)?;
             return Err(StreamError::NotFound);
@@ -394,7 +392,12 @@ impl Registry {
     }
 
     /// Removes `s` (soft when forked), then sources that only it kept alive.
+    /// Callers hold `admin`; a stream another caller removed meanwhile (the
+    /// sweeper and a reader can both find it expired) is left alone.
     fn remove(&self, s: &Arc<NamedStream>) -> Result<(), StreamError> {
+        if s.is_removed() {
+            return Ok(());
+        }
         if self.fork_count(s.id) > 0 {
             return s.mark_soft_deleted();
         }
