@@ -29,6 +29,7 @@ async fn start(dir: &std::path::Path) -> RunningServer {
         source: None,
         subscribe: Default::default(),
         auth_tokens: Vec::new(),
+        tls: None,
     };
     server::start(config).await.unwrap()
 }

@@ -22,6 +22,7 @@ fn config(dir: &std::path::Path) -> ServerConfig {
         source: None,
         subscribe: Default::default(),
         auth_tokens: Vec::new(),
+        tls: None,
     }
 }
 

@@ -192,10 +192,9 @@ async fn generate(
     let start = Instant::now();
     let mut sent: u64 = 0;
     loop {
+        // A duration is a point budget (rate × duration) sent on schedule;
+        // if the server falls behind the run takes longer, never fewer points.
         if total.is_some_and(|t| sent >= t) {
-            break;
-        }
-        if a.duration.is_some_and(|d| start.elapsed() >= d) && a.count.is_none() {
             break;
         }
         let due = start + Duration::from_secs_f64(sent as f64 / a.rate);

@@ -31,6 +31,10 @@ pub struct Cli {
     /// Bearer token for servers started with --auth-token.
     #[arg(long, global = true, env = "STREAMDB_TOKEN", hide_env_values = true)]
     token: Option<String>,
+    /// PEM CA certificate to trust for https:// servers (private CA or
+    /// self-signed).
+    #[arg(long, global = true, env = "STREAMDB_CA_FILE")]
+    ca_file: Option<PathBuf>,
 }
 
 #[derive(Subcommand, Debug)]
@@ -148,6 +152,12 @@ struct StartArgs {
     /// Read accepted tokens from a file, one per line (# comments allowed).
     #[arg(long)]
     auth_token_file: Option<PathBuf>,
+    /// PEM certificate chain: serve gRPC and HTTPS with TLS on the port.
+    #[arg(long, requires = "tls_key")]
+    tls_cert: Option<PathBuf>,
+    /// PEM private key for --tls-cert.
+    #[arg(long, requires = "tls_cert")]
+    tls_key: Option<PathBuf>,
     /// Continuous queries (SUBSCRIBE) that may run at once.
     #[arg(long, default_value_t = 256)]
     max_subscriptions: usize,
@@ -159,7 +169,14 @@ struct StartArgs {
 pub async fn run(cli: Cli) -> Result<()> {
     // `--token` (anywhere on the line) or STREAMDB_TOKEN, for every command
     // that connects.
-    let opts = ConnectOptions { token: cli.token };
+    let ca_pem = match &cli.ca_file {
+        Some(p) => Some(std::fs::read(p).with_context(|| format!("reading {}", p.display()))?),
+        None => None,
+    };
+    let opts = ConnectOptions {
+        token: cli.token,
+        ca_pem,
+    };
     match cli.command {
         Command::Start(args) => start(args).await,
         Command::Ingest(args) => ingest::run(args, opts).await,
@@ -213,6 +230,11 @@ async fn start(a: StartArgs) -> Result<()> {
             ..SubscribeConfig::default()
         },
         auth_tokens: auth_tokens(&a.auth_token, a.auth_token_file.as_deref())?,
+        tls: match (a.tls_cert, a.tls_key) {
+            (Some(c), Some(k)) => Some((c, k)),
+            (None, None) => None,
+            _ => anyhow::bail!("--tls-cert and --tls-key go together"),
+        },
     };
     let srv = server::start(config).await.context("starting the server")?;
     let data_dir = a.data_dir.canonicalize().unwrap_or(a.data_dir.clone());

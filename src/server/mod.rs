@@ -6,6 +6,7 @@
 mod auth;
 mod http;
 mod streams;
+mod tls;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -36,6 +37,8 @@ pub struct ServerConfig {
     pub subscribe: SubscribeConfig,
     /// Bearer tokens; empty means no authentication.
     pub auth_tokens: Vec<String>,
+    /// PEM certificate chain and private key: serve TLS (gRPC and HTTPS).
+    pub tls: Option<(std::path::PathBuf, std::path::PathBuf)>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -49,6 +52,8 @@ pub enum ServerError {
         addr: SocketAddr,
         source: std::io::Error,
     },
+    #[error("TLS: {0}")]
+    Tls(String),
     #[error("server failed: {0}")]
     Serve(String),
 }
@@ -177,17 +182,34 @@ pub async fn start(config: ServerConfig) -> Result<RunningServer, ServerError> {
         axum::middleware::from_fn_with_state(tokens, auth::require_token),
     ));
 
+    let acceptor = match &config.tls {
+        Some((cert, key)) => Some(tls::acceptor(cert, key).map_err(ServerError::Tls)?),
+        None => None,
+    };
     let (tx, rx) = tokio::sync::oneshot::channel::<()>();
     let serve_engine = engine.clone();
     let task = tokio::spawn(async move {
-        let served = tonic::transport::Server::builder()
-            .accept_http1(true)
-            .http2_keepalive_interval(Some(Duration::from_secs(30)))
-            .add_routes(routes)
-            .serve_with_incoming_shutdown(incoming(listener), async {
-                let _ = rx.await;
-            })
-            .await;
+        let builder = || {
+            tonic::transport::Server::builder()
+                .accept_http1(true)
+                .http2_keepalive_interval(Some(Duration::from_secs(30)))
+                .add_routes(routes)
+        };
+        let stop = async {
+            let _ = rx.await;
+        };
+        let served = match acceptor {
+            Some(a) => {
+                builder()
+                    .serve_with_incoming_shutdown(tls::incoming(incoming(listener), a), stop)
+                    .await
+            }
+            None => {
+                builder()
+                    .serve_with_incoming_shutdown(incoming(listener), stop)
+                    .await
+            }
+        };
         let flushed = serve_engine.shutdown().await;
         served.map_err(|e| ServerError::Serve(e.to_string()))?;
         flushed.map_err(ServerError::from)

@@ -28,10 +28,10 @@ def streamdb_factory(request, tmp_path):
     request.node.stash[_SERVERS_KEY] = servers
     log_path = tmp_path / "streamdb.log"
 
-    def make(data_dir: Path | None = None, extra_args=()) -> Server:
+    def make(data_dir: Path | None = None, extra_args=(), ca_file: Path | None = None) -> Server:
         data_dir = data_dir or tmp_path / f"data{len(servers)}"
         data_dir.mkdir(parents=True, exist_ok=True)
-        srv = Server(data_dir, log_path, list(extra_args))
+        srv = Server(data_dir, log_path, list(extra_args), ca_file=ca_file)
         servers.append(srv)
         return srv.start()
 

@@ -49,7 +49,9 @@ def free_port() -> int:
 class Server:
     """One `streamdb start` process bound to a data dir; restartable."""
 
-    def __init__(self, data_dir: Path, log_path: Path, extra_args: list[str]):
+    def __init__(self, data_dir: Path, log_path: Path, extra_args: list[str], ca_file: Path | None = None):
+        # With `ca_file`, the server runs TLS (its certificate names localhost).
+        self.ca_file = ca_file
         self.data_dir = data_dir
         self.log_path = log_path
         self.extra_args = list(extra_args)
@@ -58,10 +60,14 @@ class Server:
 
     @property
     def http(self) -> str:
+        if self.ca_file:
+            return f"https://localhost:{self.port}"
         return f"http://127.0.0.1:{self.port}"
 
     @property
     def grpc(self) -> str:
+        if self.ca_file:
+            return f"grpc+tls://localhost:{self.port}"
         return f"grpc://127.0.0.1:{self.port}"
 
     @property
@@ -94,13 +100,19 @@ class Server:
                 pytest.fail(f"streamdb exited with {self.proc.returncode} before ready\n"
                             + self.log_tail())
             try:
-                with urllib.request.urlopen(self.http + "/health", timeout=2) as r:
+                with urllib.request.urlopen(self.http + "/health", timeout=2, context=self.ssl_context()) as r:
                     if r.status == 200 and r.read().decode().strip() == "ok":
                         return
             except OSError as e:  # connection refused while starting
                 last_err = e
             time.sleep(0.1)
         pytest.fail(f"streamdb not ready after {READY_TIMEOUT_S}s ({last_err})\n" + self.log_tail())
+
+    def ssl_context(self):
+        if not self.ca_file:
+            return None
+        import ssl
+        return ssl.create_default_context(cafile=str(self.ca_file))
 
     def stop(self) -> int:
         """SIGTERM, wait; SIGKILL if it does not exit. Returns the exit code."""
@@ -140,11 +152,13 @@ class Server:
     # ---- clients -------------------------------------------------------
 
     def status(self) -> dict:
-        with urllib.request.urlopen(self.http + "/v1/status", timeout=10) as r:
+        with urllib.request.urlopen(self.http + "/v1/status", timeout=10, context=self.ssl_context()) as r:
             assert r.status == 200
             return json.loads(r.read())
 
     def flight(self) -> fl.FlightClient:
+        if self.ca_file:
+            return fl.connect(self.grpc, tls_root_certs=Path(self.ca_file).read_bytes())
         return fl.connect(self.grpc)
 
     def adbc(self):
@@ -153,6 +167,8 @@ class Server:
         opts = adbc_driver_flightsql.DatabaseOptions
         timeouts = {o.value: str(RPC_TIMEOUT_S) for o in
                     (opts.TIMEOUT_FETCH, opts.TIMEOUT_QUERY, opts.TIMEOUT_UPDATE)}
+        if self.ca_file:
+            timeouts[opts.TLS_ROOT_CERTS.value] = Path(self.ca_file).read_text()
         return dbapi.connect(self.grpc, db_kwargs=timeouts, autocommit=True)
 
     def sql(self, query: str) -> pa.Table:

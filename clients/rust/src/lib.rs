@@ -140,6 +140,9 @@ pub struct ConnectOptions {
     /// Sent as `authorization: Bearer <token>` on every call (servers
     /// started with `--auth-token`).
     pub token: Option<String>,
+    /// PEM CA certificate(s) to trust for `https://` URLs, in addition to
+    /// the public web roots (a private CA or a self-signed server).
+    pub ca_pem: Option<Vec<u8>>,
 }
 
 /// A connection to one StreamDB server.
@@ -162,7 +165,21 @@ impl Client {
             url: url.to_string(),
             reason,
         };
-        let endpoint = Endpoint::from_shared(url.to_string()).map_err(|e| err(e.to_string()))?;
+        let mut endpoint =
+            Endpoint::from_shared(url.to_string()).map_err(|e| err(e.to_string()))?;
+        if url.starts_with("https://") {
+            let mut tls = tonic::transport::ClientTlsConfig::new().with_webpki_roots();
+            if let Some(pem) = &options.ca_pem {
+                tls = tls.ca_certificate(tonic::transport::Certificate::from_pem(pem));
+            }
+            endpoint = endpoint
+                .tls_config(tls)
+                .map_err(|e| err(source_chain(&e)))?;
+        } else if options.ca_pem.is_some() {
+            return Err(err(
+                "a CA certificate was given but the URL is not https://".into(),
+            ));
+        }
         let channel = endpoint
             .connect()
             .await
