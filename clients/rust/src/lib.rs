@@ -35,6 +35,7 @@ use arrow_flight::error::FlightError;
 use arrow_flight::sql::client::FlightSqlServiceClient;
 use arrow_flight::utils::flight_data_to_arrow_batch;
 use arrow_flight::{Action, FlightClient, FlightData, FlightDescriptor};
+use futures::stream::BoxStream;
 use futures::{StreamExt, TryStreamExt};
 use tonic::transport::{Channel, Endpoint};
 
@@ -226,6 +227,22 @@ impl Client {
 
     /// Runs SQL and collects the result.
     pub async fn query(&mut self, sql: &str) -> Result<(SchemaRef, Vec<RecordBatch>), ClientError> {
+        let (schema, stream) = self.query_stream(sql).await?;
+        Ok((schema, stream.try_collect().await?))
+    }
+
+    /// Runs SQL and returns the result's schema and its batches as the
+    /// server streams them (nothing is collected in memory).
+    pub async fn query_stream(
+        &mut self,
+        sql: &str,
+    ) -> Result<
+        (
+            SchemaRef,
+            BoxStream<'static, Result<RecordBatch, ClientError>>,
+        ),
+        ClientError,
+    > {
         let mut sql_client = FlightSqlServiceClient::new(self.channel.clone());
         if let Some(a) = &self.authorization {
             sql_client.set_header("authorization", a);
@@ -239,15 +256,23 @@ impl Client {
                 .try_decode_schema()
                 .map_err(ClientError::from)?,
         );
-        let mut batches = Vec::new();
-        for ep in info.endpoint {
-            let ticket = ep
-                .ticket
-                .ok_or_else(|| ClientError::Protocol("endpoint without a ticket".into()))?;
-            let stream = sql_client.do_get(ticket).await.map_err(ClientError::from)?;
-            batches.extend(stream.try_collect::<Vec<_>>().await?);
-        }
-        Ok((schema, batches))
+        let tickets = info
+            .endpoint
+            .into_iter()
+            .map(|ep| {
+                ep.ticket
+                    .ok_or_else(|| ClientError::Protocol("endpoint without a ticket".into()))
+            })
+            .collect::<Result<Vec<_>, _>>()?;
+        // Endpoints are read one after another, each as it streams.
+        let batches = futures::stream::iter(tickets)
+            .then(move |ticket| {
+                let mut c = sql_client.clone();
+                async move { c.do_get(ticket).await.map_err(ClientError::from) }
+            })
+            .map_ok(|s| s.map_err(ClientError::from))
+            .try_flatten();
+        Ok((schema, Box::pin(batches)))
     }
 
     /// Starts a continuous query. `statement` is a SELECT or a whole
