@@ -94,6 +94,10 @@ esac
 # The protocol's public suite (npm @durable-streams/server-conformance-tests)
 # against a real server with the 500 ms long-poll timeout the suite expects.
 log "Durable Streams conformance suite"
+if ! command -v npx >/dev/null 2>&1 && command -v apt-get >/dev/null 2>&1 && [ "$(id -u)" = 0 ]; then
+    log "installing Node.js and npm (Debian) for the conformance suite"
+    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq nodejs npm || true
+fi
 if ! command -v npx >/dev/null 2>&1; then
     CONFORMANCE_RESULT="FAILED (node/npx not installed)"; status=1
 else
@@ -102,10 +106,15 @@ else
     "$STREAMDB_BIN" start --data-dir "$ds_dir/data" --port "$ds_port" --long-poll-timeout 500ms \
         >"$ds_dir/server.log" 2>&1 &
     ds_pid=$!
-    for _ in $(seq 1 100); do
-        curl -sf "http://127.0.0.1:$ds_port/health" >/dev/null 2>&1 && break
-        sleep 0.1
-    done
+    "$VENV/bin/python" - "$ds_port" <<'PY' || true
+import sys, time, urllib.request
+for _ in range(100):
+    try:
+        urllib.request.urlopen(f"http://127.0.0.1:{sys.argv[1]}/health", timeout=1)
+        break
+    except OSError:
+        time.sleep(0.1)
+PY
     ds_rc=0
     timeout -k 30 900 bash scripts/conformance.sh "http://127.0.0.1:$ds_port" || ds_rc=$?
     kill -TERM "$ds_pid" 2>/dev/null || true

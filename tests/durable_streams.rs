@@ -4,14 +4,10 @@
 //! that must change nothing. The protocol's own conformance suite runs in
 //! scripts/test.sh; these cover what it cannot see (restarts, SQL, DoPut).
 
-use std::net::SocketAddr;
-use std::sync::Arc;
+mod common;
 
-use arrow::array::{Float64Array, RecordBatch, StringArray, TimestampMicrosecondArray};
-use arrow::datatypes::{DataType, Field, Schema, TimeUnit};
+use arrow::array::StringArray;
 use reqwest::StatusCode;
-use streamdb::ingest::EngineConfig;
-use streamdb::query::QueryConfig;
 use streamdb::server::{self, RunningServer, ServerConfig, StreamsConfig};
 use streamdb_client::Client;
 
@@ -19,17 +15,11 @@ const TAIL: &str = "stream-next-offset";
 
 async fn start(dir: &std::path::Path) -> RunningServer {
     let config = ServerConfig {
-        addr: SocketAddr::from(([127, 0, 0, 1], 0)),
-        engine: EngineConfig::new(dir),
-        query: QueryConfig::default(),
         streams: StreamsConfig {
             max_body_bytes: 64 << 10,
             ..StreamsConfig::default()
         },
-        source: None,
-        subscribe: Default::default(),
-        auth_tokens: Vec::new(),
-        tls: None,
+        ..common::config(dir)
     };
     server::start(config).await.unwrap()
 }
@@ -51,31 +41,6 @@ async fn json_messages(http: &reqwest::Client, url: &str, offset: &str) -> Vec<s
         .unwrap();
     assert_eq!(r.status(), StatusCode::OK);
     serde_json::from_slice(&r.bytes().await.unwrap()).unwrap()
-}
-
-fn cpu_batch(host: &str, values: &[f64]) -> RecordBatch {
-    let schema = Schema::new(vec![
-        Field::new(
-            "time",
-            DataType::Timestamp(TimeUnit::Microsecond, Some("UTC".into())),
-            false,
-        ),
-        Field::new("metric", DataType::Utf8, false),
-        Field::new("host", DataType::Utf8, false),
-        Field::new("value", DataType::Float64, false),
-    ]);
-    let n = values.len();
-    let times: Vec<i64> = (0..n as i64).map(|i| 1_705_276_800_000_000 + i).collect();
-    RecordBatch::try_new(
-        Arc::new(schema),
-        vec![
-            Arc::new(TimestampMicrosecondArray::from(times).with_timezone("UTC")),
-            Arc::new(StringArray::from(vec!["cpu_usage"; n])),
-            Arc::new(StringArray::from(vec![host; n])),
-            Arc::new(Float64Array::from(values.to_vec())),
-        ],
-    )
-    .unwrap()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -111,7 +76,7 @@ async fn metrics_stream_joins_http_doput_and_sql() {
 
     // DoPut lands at the HTTP tail and reads back over HTTP as JSON points.
     let written = client
-        .write(vec![cpu_batch("db-1", &[1.0, 2.5])])
+        .write(vec![common::cpu_batch(&["db-1", "db-1"], &[1.0, 2.5], 1)])
         .await
         .unwrap();
     assert_eq!(written.last_offset.as_deref(), Some(after_http.as_str()));

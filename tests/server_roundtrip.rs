@@ -2,59 +2,18 @@
 //! port 0 with a temp dir, the bundled Rust client, whole-table comparisons,
 //! and a restart that must keep every row.
 
-use std::net::SocketAddr;
-use std::sync::Arc;
+mod common;
 
-use arrow::array::{Float64Array, RecordBatch, StringArray, TimestampMicrosecondArray};
-use arrow::datatypes::{DataType, Field, Schema, TimeUnit};
+use arrow::array::RecordBatch;
 use arrow::util::pretty::pretty_format_batches;
-use streamdb::ingest::EngineConfig;
+use common::config;
 use streamdb::query::QueryConfig;
-use streamdb::server::{self, ServerConfig};
+use streamdb::server;
 use streamdb_client::Client;
 
-fn config(dir: &std::path::Path) -> ServerConfig {
-    ServerConfig {
-        addr: SocketAddr::from(([127, 0, 0, 1], 0)),
-        engine: EngineConfig::new(dir),
-        query: QueryConfig::default(),
-        streams: Default::default(),
-        source: None,
-        subscribe: Default::default(),
-        auth_tokens: Vec::new(),
-        tls: None,
-    }
-}
-
+/// One second apart, as the expected tables below show.
 fn batch(hosts: &[&str], values: &[f64]) -> RecordBatch {
-    let schema = Schema::new(vec![
-        Field::new(
-            "time",
-            DataType::Timestamp(TimeUnit::Microsecond, Some("UTC".into())),
-            false,
-        ),
-        Field::new("metric", DataType::Utf8, false),
-        Field::new("host", DataType::Utf8, false),
-        Field::new("value", DataType::Float64, false),
-    ]);
-    let n = hosts.len();
-    RecordBatch::try_new(
-        Arc::new(schema),
-        vec![
-            Arc::new(
-                TimestampMicrosecondArray::from(
-                    (0..n as i64)
-                        .map(|i| 1_705_276_800_000_000 + i * 1_000_000)
-                        .collect::<Vec<_>>(),
-                )
-                .with_timezone("UTC"),
-            ),
-            Arc::new(StringArray::from(vec!["cpu_usage"; n])),
-            Arc::new(StringArray::from(hosts.to_vec())),
-            Arc::new(Float64Array::from(values.to_vec())),
-        ],
-    )
-    .unwrap()
+    common::cpu_batch(hosts, values, 1_000_000)
 }
 
 async fn table(client: &mut Client, sql: &str) -> String {

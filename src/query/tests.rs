@@ -9,7 +9,7 @@ use crate::ingest::EngineConfig;
 
 const T0: i64 = 1_705_276_800_000_000; // 2024-01-15T00:00:00Z
 
-fn batch(rows: &[(i64, &str, &str, f64)]) -> RecordBatch {
+pub(crate) fn batch(rows: &[(i64, &str, &str, f64)]) -> RecordBatch {
     let schema = Schema::new(vec![
         Field::new(
             "time",

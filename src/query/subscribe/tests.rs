@@ -2,8 +2,7 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
 
-use arrow::array::{Float64Array, RecordBatch, StringArray, TimestampMicrosecondArray};
-use arrow::datatypes::{DataType, Field, Schema, TimeUnit};
+use arrow::array::RecordBatch;
 use arrow::util::display::array_value_to_string;
 use proptest::prelude::*;
 
@@ -15,34 +14,11 @@ const T0: i64 = 1_705_276_800_000_000; // 2024-01-15T00:00:00Z
 const GROUPED: &str = "SELECT time_bucket('10s', time) AS bucket, tags['host'] AS host, sum(value), count(*), \
                        avg(value), min(value), max(value) FROM metrics WHERE metric = 'cpu' GROUP BY 1, 2";
 
+/// `(time, host, value)` rows of metric `cpu`.
 fn batch(rows: &[(i64, &str, f64)]) -> RecordBatch {
-    let schema = Schema::new(vec![
-        Field::new(
-            "time",
-            DataType::Timestamp(TimeUnit::Microsecond, Some("UTC".into())),
-            false,
-        ),
-        Field::new("metric", DataType::Utf8, false),
-        Field::new("host", DataType::Utf8, false),
-        Field::new("value", DataType::Float64, false),
-    ]);
-    RecordBatch::try_new(
-        Arc::new(schema),
-        vec![
-            Arc::new(
-                TimestampMicrosecondArray::from(rows.iter().map(|r| r.0).collect::<Vec<_>>())
-                    .with_timezone("UTC"),
-            ),
-            Arc::new(StringArray::from(vec!["cpu"; rows.len()])),
-            Arc::new(StringArray::from(
-                rows.iter().map(|r| r.1).collect::<Vec<_>>(),
-            )),
-            Arc::new(Float64Array::from(
-                rows.iter().map(|r| r.2).collect::<Vec<_>>(),
-            )),
-        ],
-    )
-    .unwrap()
+    let rows: Vec<(i64, &str, &str, f64)> =
+        rows.iter().map(|(t, h, v)| (*t, "cpu", *h, *v)).collect();
+    crate::query::tests::batch(&rows)
 }
 
 async fn setup() -> (
