@@ -60,6 +60,8 @@ fi
 "$VENV/bin/python" -m pip install -q --disable-pip-version-check -r tests/python/requirements.txt
 
 # ---- Rust ---------------------------------------------------------------------
+# A clean CI build never reuses incremental state; skipping it saves GiBs of disk.
+if [ -n "${CI:-}" ]; then export CARGO_INCREMENTAL=0; fi
 log "cargo build --bin streamdb"
 if cargo build --bin streamdb; then
     BUILD_RESULT="ok"

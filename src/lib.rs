@@ -24,6 +24,9 @@
 //! - [`flight`]: the Arrow Flight / Flight SQL service.
 //! - [`server`]: one port for gRPC and HTTP, startup and shutdown.
 //! - [`cli`]: the `streamdb` command line, through the client crate.
+//!
+//! [`telemetry`] (the server's own Prometheus metrics) sits beside this
+//! list: every module may record into it, and it uses none of them.
 
 pub mod cli;
 pub mod flight;
@@ -33,3 +36,4 @@ pub mod query;
 pub mod server;
 pub mod storage;
 pub mod stream;
+pub mod telemetry;

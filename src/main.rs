@@ -4,13 +4,8 @@ use clap::Parser;
 
 #[tokio::main]
 async fn main() {
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()),
-        )
-        .with_writer(std::io::stderr)
-        .init();
     let cli = streamdb::cli::Cli::parse();
+    cli.init_logging();
     if let Err(e) = streamdb::cli::run(cli).await {
         eprintln!("error: {e:#}");
         std::process::exit(1);

@@ -117,6 +117,7 @@ async fn runaway_queries_hit_their_limits_and_the_server_keeps_serving() {
     cfg.query = QueryConfig {
         memory_limit: 256 << 10,
         timeout: std::time::Duration::from_millis(300),
+        ..QueryConfig::default()
     };
     let srv = server::start(cfg).await.unwrap();
     let mut client = Client::connect(&format!("http://{}", srv.addr))

@@ -3,21 +3,15 @@
 
 mod ingest;
 mod sample;
+mod start;
 mod units;
 
-use std::net::SocketAddr;
 use std::path::PathBuf;
-use std::time::Duration;
 
 use anyhow::{Context, Result};
 use clap::{Parser, Subcommand, ValueEnum};
 use streamdb_client::{Client, ConnectOptions};
 
-use crate::ingest::EngineConfig;
-use crate::query::subscribe::SubscribeConfig;
-use crate::query::QueryConfig;
-use crate::server::{self, ServerConfig, StreamsConfig};
-use units::{parse_bytes, parse_duration};
 
 #[derive(Parser, Debug)]
 #[command(
@@ -35,13 +29,39 @@ pub struct Cli {
     /// self-signed).
     #[arg(long, global = true, env = "STREAMDB_CA_FILE")]
     ca_file: Option<PathBuf>,
+    /// Log lines as text or one JSON object each; RUST_LOG sets levels and
+    /// targets (e.g. RUST_LOG=info,streamdb::slow_query=warn).
+    #[arg(long, global = true, value_enum, env = "STREAMDB_LOG_FORMAT", default_value_t = LogFormat::Text)]
+    log_format: LogFormat,
+}
+
+#[derive(Clone, Copy, Debug, ValueEnum)]
+enum LogFormat {
+    Text,
+    Json,
+}
+
+impl Cli {
+    /// Installs the process's log subscriber: stderr, level `info` unless
+    /// RUST_LOG says otherwise.
+    pub fn init_logging(&self) {
+        let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+            .unwrap_or_else(|_| "info".into());
+        let fmt = tracing_subscriber::fmt()
+            .with_env_filter(filter)
+            .with_writer(std::io::stderr);
+        match self.log_format {
+            LogFormat::Text => fmt.init(),
+            LogFormat::Json => fmt.json().flatten_event(true).init(),
+        }
+    }
 }
 
 #[derive(Subcommand, Debug)]
 enum Command {
     /// Start the server (gRPC and HTTP on one port).
     #[command(after_help = "Example:\n  streamdb start --data-dir ./data --port 8080")]
-    Start(StartArgs),
+    Start(start::StartArgs),
     /// Write points: realistic sample data at a steady rate, or files.
     #[command(
         after_help = "Examples:\n  streamdb ingest --generate-sample --rate 1000/s --duration 60s\n  streamdb ingest --generate-sample --rate 200k/s --count 10000000 --hosts 500\n  streamdb ingest --file metrics.parquet --file more.csv\n  cat points.ndjson | streamdb ingest"
@@ -97,75 +117,6 @@ enum Format {
     Arrow,
 }
 
-#[derive(clap::Args, Debug)]
-struct StartArgs {
-    /// Where the stream log, chunks and manifest live.
-    #[arg(long, default_value = "./data")]
-    data_dir: PathBuf,
-    #[arg(long, default_value_t = 8080)]
-    port: u16,
-    /// Address to listen on (0.0.0.0 for every interface).
-    #[arg(long, default_value = "127.0.0.1")]
-    host: std::net::IpAddr,
-    /// Flush the write buffer once its oldest data is this old.
-    #[arg(long, default_value = "10s", value_parser = parse_duration)]
-    flush_interval: Duration,
-    /// Flush the write buffer once it holds this much.
-    #[arg(long, default_value = "128MiB", value_parser = parse_bytes)]
-    flush_bytes: usize,
-    /// Writes wait, then fail with RESOURCE_EXHAUSTED, above this buffer size.
-    #[arg(long, default_value = "1GiB", value_parser = parse_bytes)]
-    max_buffer_bytes: usize,
-    /// How long a write waits for buffer space.
-    #[arg(long, default_value = "10s", value_parser = parse_duration)]
-    write_timeout: Duration,
-    /// Size at which a stream log segment is sealed.
-    #[arg(long, default_value = "64MiB", value_parser = parse_bytes)]
-    segment_bytes: usize,
-    /// Memory one query may use.
-    #[arg(long, default_value = "2GiB", value_parser = parse_bytes)]
-    query_memory_limit: usize,
-    /// Time one query may take.
-    #[arg(long, default_value = "300s", value_parser = parse_duration)]
-    query_timeout: Duration,
-    /// How long a Durable Streams long-poll read waits for new data.
-    #[arg(long, default_value = "20s", value_parser = parse_duration)]
-    long_poll_timeout: Duration,
-    /// How long one Durable Streams SSE connection stays open before the
-    /// server closes it (clients reconnect from their last offset).
-    #[arg(long, default_value = "60s", value_parser = parse_duration)]
-    sse_max_duration: Duration,
-    /// Ingest JSON points from a remote Durable Streams stream (for example
-    /// another StreamDB's http://host:8080/v1/stream/metrics), exactly once:
-    /// the position read is committed with the data.
-    #[arg(long)]
-    source: Option<String>,
-    /// Require this bearer token on every call but health checks
-    /// (repeatable; comma-separated in STREAMDB_AUTH_TOKEN).
-    #[arg(
-        long,
-        env = "STREAMDB_AUTH_TOKEN",
-        value_delimiter = ',',
-        hide_env_values = true
-    )]
-    auth_token: Vec<String>,
-    /// Read accepted tokens from a file, one per line (# comments allowed).
-    #[arg(long)]
-    auth_token_file: Option<PathBuf>,
-    /// PEM certificate chain: serve gRPC and HTTPS with TLS on the port.
-    #[arg(long, requires = "tls_key")]
-    tls_cert: Option<PathBuf>,
-    /// PEM private key for --tls-cert.
-    #[arg(long, requires = "tls_cert")]
-    tls_key: Option<PathBuf>,
-    /// Continuous queries (SUBSCRIBE) that may run at once.
-    #[arg(long, default_value_t = 256)]
-    max_subscriptions: usize,
-    /// Largest HTTP request body (413 above it).
-    #[arg(long, default_value = "64MiB", value_parser = parse_bytes)]
-    max_body_bytes: usize,
-}
-
 pub async fn run(cli: Cli) -> Result<()> {
     // `--token` (anywhere on the line) or STREAMDB_TOKEN, for every command
     // that connects.
@@ -178,7 +129,7 @@ pub async fn run(cli: Cli) -> Result<()> {
         ca_pem,
     };
     match cli.command {
-        Command::Start(args) => start(args).await,
+        Command::Start(args) => start::run(args).await,
         Command::Ingest(args) => ingest::run(args, opts).await,
         Command::Completions { shell } => {
             use clap::CommandFactory;
@@ -202,94 +153,6 @@ pub async fn run(cli: Cli) -> Result<()> {
             no_snapshot,
         } => subscribe(&server, &sql, no_snapshot, opts).await,
     }
-}
-
-async fn start(a: StartArgs) -> Result<()> {
-    let mut engine = EngineConfig::new(&a.data_dir);
-    engine.flush_interval = a.flush_interval;
-    engine.flush_bytes = a.flush_bytes;
-    engine.max_buffer_bytes = a.max_buffer_bytes;
-    engine.write_timeout = a.write_timeout;
-    engine.segment_bytes = a.segment_bytes as u64;
-    let config = ServerConfig {
-        addr: SocketAddr::new(a.host, a.port),
-        engine,
-        query: QueryConfig {
-            memory_limit: a.query_memory_limit,
-            timeout: a.query_timeout,
-        },
-        streams: StreamsConfig {
-            long_poll_timeout: a.long_poll_timeout,
-            sse_max_duration: a.sse_max_duration,
-            max_body_bytes: a.max_body_bytes,
-            ..StreamsConfig::default()
-        },
-        source: a.source,
-        subscribe: SubscribeConfig {
-            max_subscriptions: a.max_subscriptions,
-            ..SubscribeConfig::default()
-        },
-        auth_tokens: auth_tokens(&a.auth_token, a.auth_token_file.as_deref())?,
-        tls: match (a.tls_cert, a.tls_key) {
-            (Some(c), Some(k)) => Some((c, k)),
-            (None, None) => None,
-            _ => anyhow::bail!("--tls-cert and --tls-key go together"),
-        },
-    };
-    let srv = server::start(config).await.context("starting the server")?;
-    let data_dir = a.data_dir.canonicalize().unwrap_or(a.data_dir.clone());
-    tracing::info!(addr = %srv.addr, data_dir = %data_dir.display(), "StreamDB listening (gRPC Flight SQL and HTTP on one port)");
-    eprintln!(
-        "StreamDB {} listening on {} (Flight SQL: grpc://{}, HTTP: http://{}), data in {}",
-        env!("CARGO_PKG_VERSION"),
-        srv.addr,
-        srv.addr,
-        srv.addr,
-        data_dir.display()
-    );
-    shutdown_signal().await;
-    tracing::info!("shutting down: draining requests and flushing the write buffer");
-    srv.stop().await.context("shutting down")?;
-    tracing::info!("stopped cleanly");
-    Ok(())
-}
-
-/// Tokens from flags and the token file. Never logged.
-fn auth_tokens(flags: &[String], file: Option<&std::path::Path>) -> Result<Vec<String>> {
-    let mut tokens: Vec<String> = flags
-        .iter()
-        .map(|t| t.trim().to_string())
-        .filter(|t| !t.is_empty())
-        .collect();
-    if let Some(path) = file {
-        let text =
-            std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
-        tokens.extend(
-            text.lines()
-                .map(str::trim)
-                .filter(|l| !l.is_empty() && !l.starts_with('#'))
-                .map(str::to_string),
-        );
-        if tokens.is_empty() {
-            anyhow::bail!("{} holds no tokens", path.display());
-        }
-    }
-    Ok(tokens)
-}
-
-async fn shutdown_signal() {
-    let ctrl_c = tokio::signal::ctrl_c();
-    #[cfg(unix)]
-    {
-        let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
-            .expect("installing SIGTERM handler");
-        tokio::select! {
-            _ = ctrl_c => {}
-            _ = term.recv() => {}
-        }
-    }
-    #[cfg(not(unix))]
-    let _ = ctrl_c.await;
 }
 
 async fn status(server: &str, json: bool, opts: ConnectOptions) -> Result<()> {

@@ -497,6 +497,7 @@ pub fn service(
     query: Arc<QueryEngine>,
     subscriptions: Arc<Subscriptions>,
     tokens: auth::Tokens,
+    max_message_bytes: usize,
 ) -> arrow_flight::flight_service_server::FlightServiceServer<StreamDbFlight> {
     arrow_flight::flight_service_server::FlightServiceServer::new(StreamDbFlight::new(
         engine,
@@ -504,6 +505,7 @@ pub fn service(
         subscriptions,
         tokens,
     ))
-    .max_decoding_message_size(usize::MAX >> 1)
+    .max_decoding_message_size(max_message_bytes)
+    // Replies are bounded by the batch size queries produce, not by this.
     .max_encoding_message_size(usize::MAX >> 1)
 }

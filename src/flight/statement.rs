@@ -142,6 +142,8 @@ pub async fn execute(
     q: &QueryEngine,
     p: &Prepared,
 ) -> Result<impl Stream<Item = Result<FlightData, Status>> + Send + 'static, Status> {
+    // Admitted before planning: the slot covers the whole query.
+    let admission = q.admit("flight", &p.sql).map_err(query_status)?;
     let (plan, task) = physical_plan(q, p).await?;
     let schema = plan.schema();
     let timeout = q.config().timeout;
@@ -149,6 +151,9 @@ pub async fn execute(
         execute_stream(plan, task).map_err(|e| query_status(QueryError::from_datafusion(e)))?;
     let deadline = tokio::time::Instant::now() + timeout;
     let limited = batches
+        // The admission lives as long as the stream: its drop records
+        // the query and frees the slot.
+        .inspect_ok(move |b| admission.sent(b.num_rows()))
         .map_err(|e| {
             arrow_flight::error::FlightError::from(query_status(QueryError::from_datafusion(e)))
         })

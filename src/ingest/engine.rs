@@ -35,6 +35,8 @@ pub struct EngineConfig {
     pub write_timeout: Duration,
     pub segment_bytes: u64,
     pub fsync: bool,
+    /// Largest batch one write may carry, in rows.
+    pub max_batch_rows: usize,
     /// Where chunks, manifests and catalogs live; local `data_dir` if `None`.
     pub store: Option<Store>,
 }
@@ -49,6 +51,7 @@ impl EngineConfig {
             write_timeout: Duration::from_secs(10),
             segment_bytes: 64 << 20,
             fsync: true,
+            max_batch_rows: 4 << 20,
             store: None,
         }
     }
@@ -72,6 +75,8 @@ pub enum EngineError {
     BadRecord { offset: Offset, why: String },
     #[error("engine is shutting down")]
     ShuttingDown,
+    #[error("batch of {rows} rows is larger than the limit of {limit} rows per batch (--max-batch-rows); split it")]
+    BatchTooLarge { rows: usize, limit: usize },
 }
 
 /// What a durable write returns.
@@ -221,6 +226,8 @@ impl Engine {
 
     /// Validates, logs durably and buffers one Arrow batch.
     pub async fn write(&self, batch: &RecordBatch) -> Result<WriteReceipt, EngineError> {
+        // Checked before normalising: an oversized batch costs nothing more.
+        self.check_rows(batch.num_rows())?;
         let points = normalize(batch, &self.shared.catalog)?;
         self.write_points(points).await
     }
@@ -232,6 +239,7 @@ impl Engine {
             return Err(EngineError::ShuttingDown);
         }
         let rows = points.rows();
+        self.check_rows(rows)?;
         if rows == 0 {
             return Ok(WriteReceipt {
                 rows,
@@ -244,7 +252,19 @@ impl Engine {
         let result = self.log.append(payload, points).await;
         self.shared.reserved.fetch_sub(bytes, Ordering::AcqRel);
         let offset = result?;
+        let m = crate::telemetry::metrics();
+        m.ingest_rows.inc_by(rows as u64);
+        m.ingest_batches.inc();
         Ok(WriteReceipt { rows, offset })
+    }
+
+    fn check_rows(&self, rows: usize) -> Result<(), EngineError> {
+        let limit = self.config.max_batch_rows;
+        if rows > limit {
+            crate::telemetry::metrics().limited("batch_rows");
+            return Err(EngineError::BatchTooLarge { rows, limit });
+        }
+        Ok(())
     }
 
     /// Waits until the buffer has room for `bytes`, then reserves it.
@@ -264,6 +284,7 @@ impl Engine {
             }
             // The flusher (which polls every few ms) frees space.
             if tokio::time::timeout_at(deadline, space).await.is_err() {
+                crate::telemetry::metrics().limited("write_buffer");
                 return Err(EngineError::Backpressure {
                     bytes: used,
                     limit,
@@ -315,6 +336,7 @@ impl Engine {
                 manifest_version: m.version,
                 covered_offset: Offset(m.stream_offset).to_string(),
                 chunks: m.chunks.len(),
+                compaction_backlog: m.compaction_backlog(),
                 rows: m.rows(),
                 bytes: m.bytes(),
             },
@@ -409,6 +431,9 @@ pub struct StorageStatus {
     pub manifest_version: u64,
     pub covered_offset: String,
     pub chunks: usize,
+    /// Chunks that share an hour partition with another chunk: what a
+    /// compaction pass would merge.
+    pub compaction_backlog: usize,
     pub rows: u64,
     pub bytes: u64,
 }

@@ -24,7 +24,7 @@ use crate::storage::{encode_chunk, StorageError};
 
 const TICK: Duration = Duration::from_millis(50);
 const MAX_BACKOFF: Duration = Duration::from_secs(30);
-const HOUR_US: i64 = 3_600_000_000;
+const HOUR_US: i64 = crate::storage::PARTITION_MICROS;
 
 /// The background loop: flushes when the buffer is big or old enough.
 pub(super) async fn run(engine: Weak<Engine>, mut shutdown: watch::Receiver<bool>) {
@@ -63,6 +63,21 @@ fn due(e: &Engine) -> bool {
 
 /// Flushes everything buffered now. Returns the number of rows flushed.
 pub(super) async fn flush_once(e: &Engine) -> Result<u64, EngineError> {
+    let started = std::time::Instant::now();
+    let result = write_buffer(e).await;
+    let m = crate::telemetry::metrics();
+    match &result {
+        Ok(0) => {}
+        Ok(_) => {
+            m.flushes.inc();
+            m.flush_seconds.observe(started.elapsed().as_secs_f64());
+        }
+        Err(_) => m.flush_failures.inc(),
+    }
+    result
+}
+
+async fn write_buffer(e: &Engine) -> Result<u64, EngineError> {
     let _one_at_a_time = e.flush_lock.lock().await;
     let (snap, upto) = {
         let st = e.shared.state.read();

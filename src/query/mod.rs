@@ -16,6 +16,7 @@ mod dialect;
 mod duration;
 mod filters;
 mod functions;
+mod running;
 mod scan;
 pub mod subscribe;
 mod table;
@@ -31,6 +32,7 @@ use datafusion::prelude::{DataFrame, SessionConfig, SessionContext};
 use datafusion::sql::parser::{DFParser, Statement};
 
 pub use duration::parse_duration_micros;
+pub use running::Admission;
 pub use scan::{MetricsScanExec, PruneStats};
 pub use table::MetricsTable;
 
@@ -42,6 +44,11 @@ pub struct QueryConfig {
     pub memory_limit: usize,
     /// Wall time one query may take.
     pub timeout: Duration,
+    /// Queries that may run at once; more are refused, not queued, so a
+    /// burst cannot pile up memory behind the ones running.
+    pub max_concurrent: usize,
+    /// Queries slower than this are logged (target `streamdb::slow_query`).
+    pub slow_threshold: Option<Duration>,
 }
 
 impl Default for QueryConfig {
@@ -49,6 +56,8 @@ impl Default for QueryConfig {
         Self {
             memory_limit: 2 << 30,
             timeout: Duration::from_secs(300),
+            max_concurrent: 64,
+            slow_threshold: Some(Duration::from_secs(1)),
         }
     }
 }
@@ -76,6 +85,7 @@ pub fn check_bound(df: &DataFrame) -> Result<(), QueryError> {
 pub struct QueryEngine {
     engine: Arc<Engine>,
     config: QueryConfig,
+    slots: Arc<tokio::sync::Semaphore>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -88,6 +98,8 @@ pub enum QueryError {
     ResourcesExhausted(String),
     #[error("query timed out after {0:?}")]
     Timeout(Duration),
+    #[error("too many queries running (limit {0}, --max-concurrent-queries); retry shortly")]
+    Busy(usize),
 }
 
 impl QueryError {
@@ -109,7 +121,30 @@ impl QueryError {
 
 impl QueryEngine {
     pub fn new(engine: Arc<Engine>, config: QueryConfig) -> Self {
-        Self { engine, config }
+        let slots = Arc::new(tokio::sync::Semaphore::new(config.max_concurrent));
+        Self {
+            engine,
+            config,
+            slots,
+        }
+    }
+
+    /// Takes a slot for one query run over `protocol`, or refuses it when
+    /// `max_concurrent` queries are already running. Hold the admission
+    /// until the query's last batch is sent.
+    pub fn admit(&self, protocol: &'static str, sql: &str) -> Result<Arc<Admission>, QueryError> {
+        match self.slots.clone().try_acquire_owned() {
+            Ok(permit) => Ok(Arc::new(Admission::new(
+                permit,
+                protocol,
+                sql,
+                self.config.slow_threshold,
+            ))),
+            Err(_) => {
+                crate::telemetry::metrics().limited("concurrent_queries");
+                Err(QueryError::Busy(self.config.max_concurrent))
+            }
+        }
     }
 
     pub fn engine(&self) -> &Arc<Engine> {

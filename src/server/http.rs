@@ -71,7 +71,7 @@ fn error(status: StatusCode, msg: impl Into<String>) -> Response {
 fn query_error(e: QueryError) -> Response {
     let status = match &e {
         QueryError::Invalid(_) => StatusCode::BAD_REQUEST,
-        QueryError::ResourcesExhausted(_) => StatusCode::TOO_MANY_REQUESTS,
+        QueryError::ResourcesExhausted(_) | QueryError::Busy(_) => StatusCode::TOO_MANY_REQUESTS,
         QueryError::Timeout(_) => StatusCode::GATEWAY_TIMEOUT,
         QueryError::Execution(_) => StatusCode::INTERNAL_SERVER_ERROR,
     };
@@ -92,6 +92,10 @@ async fn run_query(s: &AppState, sql: Option<String>, format: Option<String>) ->
             format!("unknown format {format:?}: use json, csv or arrow"),
         );
     }
+    let admission = match s.query.admit("http", &sql) {
+        Ok(a) => a,
+        Err(e) => return query_error(e),
+    };
     let df = match s
         .query
         .sql(&sql)
@@ -111,6 +115,7 @@ async fn run_query(s: &AppState, sql: Option<String>, format: Option<String>) ->
         Ok(Err(e)) => return query_error(QueryError::from_datafusion(e)),
         Err(_) => return query_error(QueryError::Timeout(s.query.config().timeout)),
     };
+    admission.sent(batches.iter().map(|b| b.num_rows()).sum());
     let schema = batches.first().map(|b| b.schema()).unwrap_or(schema);
     match encode(&format, &schema, &batches) {
         Ok((ctype, body)) => ([(header::CONTENT_TYPE, ctype)], body).into_response(),

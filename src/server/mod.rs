@@ -5,6 +5,7 @@
 
 mod auth;
 mod http;
+mod observe;
 mod streams;
 mod tls;
 
@@ -39,6 +40,8 @@ pub struct ServerConfig {
     pub auth_tokens: Vec<String>,
     /// PEM certificate chain and private key: serve TLS (gRPC and HTTPS).
     pub tls: Option<(std::path::PathBuf, std::path::PathBuf)>,
+    /// Largest gRPC message the server decodes (RESOURCE_EXHAUSTED above).
+    pub max_message_bytes: usize,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -147,6 +150,7 @@ pub async fn start(config: ServerConfig) -> Result<RunningServer, ServerError> {
     let registry = Registry::open(RegistryConfig {
         dir: config.engine.data_dir.join("stream").join("named"),
         fsync: config.engine.fsync,
+        max_streams: config.streams.max_streams,
     })?;
     spawn_expiry_sweeper(&registry);
     let (closing, closing_rx) = tokio::sync::watch::channel(false);
@@ -155,6 +159,13 @@ pub async fn start(config: ServerConfig) -> Result<RunningServer, ServerError> {
     if let Some(url) = &config.source {
         crate::ingest::consumer::spawn(&engine, url.clone(), Duration::from_secs(20));
     }
+    let observed = axum::Router::new()
+        .route("/metrics", axum::routing::get(observe::scrape))
+        .with_state(observe::ObserveState {
+            engine: engine.clone(),
+            subscriptions: subscriptions.clone(),
+            registry: registry.clone(),
+        });
     let app = http::router(
         http::AppState {
             engine: engine.clone(),
@@ -166,21 +177,30 @@ pub async fn start(config: ServerConfig) -> Result<RunningServer, ServerError> {
             config: config.streams.clone(),
             closing: closing_rx,
         },
-    );
+    )
+    .merge(observed);
     let routes = tonic::service::Routes::from(app)
         .add_service(flight::service(
             engine.clone(),
             query,
             subscriptions.clone(),
             tokens.clone(),
+            config.max_message_bytes,
         ))
         .add_service(health_service)
         .add_service(reflection_v1)
         .add_service(reflection_v1alpha);
-    // One check in front of gRPC and HTTP alike.
-    let routes = tonic::service::Routes::from(routes.into_axum_router().layer(
-        axum::middleware::from_fn_with_state(tokens, auth::require_token),
-    ));
+    // One check in front of gRPC and HTTP alike; errors are counted
+    // outside it, so refusals count too.
+    let routes = tonic::service::Routes::from(
+        routes
+            .into_axum_router()
+            .layer(axum::middleware::from_fn_with_state(
+                tokens,
+                auth::require_token,
+            ))
+            .layer(axum::middleware::from_fn(observe::count_errors)),
+    );
 
     let acceptor = match &config.tls {
         Some((cert, key)) => Some(tls::acceptor(cert, key).map_err(ServerError::Tls)?),

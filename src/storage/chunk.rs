@@ -23,6 +23,8 @@ use super::store::{StorageError, Store};
 use crate::model::point_schema;
 
 const FORMAT: &str = "streamdb.chunk/1";
+/// A chunk never spans an hour boundary: the flusher cuts partitions here.
+pub const PARTITION_MICROS: i64 = 3_600_000_000;
 /// Rows per IPC record batch inside a chunk: the unit a reader decodes.
 const ROWS_PER_BATCH: usize = 64 * 1024;
 

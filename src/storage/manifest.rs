@@ -58,6 +58,18 @@ impl Manifest {
     pub fn bytes(&self) -> u64 {
         self.chunks.iter().map(|c| c.bytes).sum()
     }
+
+    /// Chunks that share their hour partition with another chunk: what a
+    /// compaction pass would merge.
+    pub fn compaction_backlog(&self) -> usize {
+        let mut per_hour: std::collections::HashMap<i64, usize> = Default::default();
+        for c in &self.chunks {
+            *per_hour
+                .entry(c.min_time.div_euclid(super::chunk::PARTITION_MICROS))
+                .or_default() += 1;
+        }
+        per_hour.values().filter(|&&n| n > 1).sum()
+    }
 }
 
 #[derive(Serialize, Deserialize)]

@@ -18,6 +18,8 @@ mod manifest;
 mod store;
 
 pub use catalog::{SeriesCatalog, TagPredicate};
-pub use chunk::{chunk_path, decode_chunk, encode_chunk, read_footer_series, ChunkMeta};
+pub use chunk::{
+    chunk_path, decode_chunk, encode_chunk, read_footer_series, ChunkMeta, PARTITION_MICROS,
+};
 pub use manifest::{Manifest, ManifestStore, SourceCheckpoint};
 pub use store::{StorageError, Store};

@@ -455,8 +455,12 @@ impl<A: Send + 'static> Writer<A> {
             segment::encode_record(buf, &a.payload);
         }
         self.file.write_all(buf).map_err(io_err)?;
+        let m = crate::telemetry::metrics();
+        m.log_bytes.inc_by(buf.len() as u64);
         if self.config.fsync {
+            let started = std::time::Instant::now();
             self.file.sync_data().map_err(io_err)?;
+            m.observe_fsync(started.elapsed());
         }
         let mut st = self.state.lock();
         let active = st.segments.back_mut().expect("active");

@@ -150,6 +150,7 @@ impl Subscriptions {
         let slot = Slot(self.clone());
         if prev >= max {
             drop(slot);
+            crate::telemetry::metrics().limited("subscriptions");
             return Err(QueryError::ResourcesExhausted(format!(
                 "too many subscriptions ({max} running; raise --max-subscriptions)"
             )));
@@ -350,6 +351,7 @@ impl Subscription {
                             "subscription fell behind ingest by more than {n} batches and was dropped; subscribe again to resume"
                         );
                         tracing::warn!("{why}");
+                        crate::telemetry::metrics().limited("slow_subscriber");
                         let _ = tx.try_send(Err(QueryError::ResourcesExhausted(why)));
                         return;
                     }
@@ -375,6 +377,7 @@ impl Subscription {
                     if !self.send(&tx, Ok(msg)).await {
                         return;
                     }
+                    crate::telemetry::metrics().subscription_updates.inc();
                     last_sent = Instant::now();
                 }
                 _ = tx.closed() => return,

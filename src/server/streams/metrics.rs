@@ -91,6 +91,7 @@ pub(super) async fn post(s: &StreamsState, headers: &HeaderMap, body: Bytes) -> 
             let status = match &e {
                 EngineError::InvalidBatch(_) => StatusCode::BAD_REQUEST,
                 EngineError::Backpressure { .. } => StatusCode::TOO_MANY_REQUESTS,
+                EngineError::BatchTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
                 EngineError::ShuttingDown => StatusCode::SERVICE_UNAVAILABLE,
                 _ => StatusCode::INTERNAL_SERVER_ERROR,
             };

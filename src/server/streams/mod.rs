@@ -45,6 +45,8 @@ pub struct StreamsConfig {
     pub max_body_bytes: usize,
     /// Most bytes one catch-up response carries (clients page on).
     pub max_read_bytes: usize,
+    /// Streams that may exist at once (429 on create above it).
+    pub max_streams: usize,
 }
 
 impl Default for StreamsConfig {
@@ -54,6 +56,7 @@ impl Default for StreamsConfig {
             sse_max_duration: Duration::from_secs(60),
             max_body_bytes: 64 << 20,
             max_read_bytes: 1 << 20,
+            max_streams: 10_000,
         }
     }
 }
@@ -205,6 +208,7 @@ fn stream_error(e: StreamError) -> Response {
         | StreamError::SequenceGap { .. } => StatusCode::CONFLICT,
         StreamError::StaleEpoch { .. } => StatusCode::FORBIDDEN,
         StreamError::Io(_) => StatusCode::INTERNAL_SERVER_ERROR,
+        StreamError::TooMany { .. } => StatusCode::TOO_MANY_REQUESTS,
     };
     if status == StatusCode::INTERNAL_SERVER_ERROR {
         tracing::error!(error = %e, "stream operation failed");

@@ -232,6 +232,7 @@ mod backpressure_tests {
         let registry = Registry::open(RegistryConfig {
             dir: dir.path().to_path_buf(),
             fsync: false,
+            max_streams: 8,
         })
         .unwrap();
         let create = CreateRequest {

@@ -65,12 +65,17 @@ pub enum StreamError {
     Truncated { first: Offset },
     #[error("storage error: {0}")]
     Io(String),
+    #[error("too many streams: {limit} exist (--max-streams); delete some or raise the limit")]
+    TooMany { limit: usize },
 }
 
 #[derive(Debug, Clone)]
 pub struct RegistryConfig {
     pub dir: PathBuf,
     pub fsync: bool,
+    /// Streams that may exist at once (each holds an open log and its
+    /// writer thread).
+    pub max_streams: usize,
 }
 
 /// What `PUT` asks for.
@@ -203,6 +208,12 @@ impl Registry {
             } else {
                 return self.recreate(existing, &req);
             }
+        }
+        if self.len() >= self.config.max_streams {
+            crate::telemetry::metrics().limited("streams");
+            return Err(StreamError::TooMany {
+                limit: self.config.max_streams,
+            });
         }
         let (source, fork) = match &req.fork {
             Some(f) => {

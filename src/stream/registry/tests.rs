@@ -4,6 +4,7 @@ fn registry(dir: &std::path::Path) -> Arc<Registry> {
     Registry::open(RegistryConfig {
         dir: dir.to_path_buf(),
         fsync: false,
+        max_streams: 8,
     })
     .unwrap()
 }
@@ -191,4 +192,31 @@ async fn json_streams_keep_message_boundaries() {
         })
         .collect();
     assert_eq!(render_json(messages), br#"[{"a":1},[2,3],4]"#);
+}
+
+#[tokio::test]
+async fn the_stream_limit_refuses_new_streams_until_one_is_deleted() {
+    let dir = tempfile::tempdir().unwrap();
+    let r = registry(dir.path());
+    for i in 0..8 {
+        r.create(create(&format!("s{i}"), "text/plain", b""))
+            .await
+            .unwrap();
+    }
+    let refused = r.create(create("one-too-many", "text/plain", b"")).await;
+    assert!(
+        matches!(refused, Err(StreamError::TooMany { limit: 8 })),
+        "a ninth stream was not refused"
+    );
+    assert!(matches!(
+        r.get("one-too-many").await,
+        Err(StreamError::NotFound)
+    ));
+    // Re-creating an existing stream with the same config is not a new one.
+    r.create(create("s0", "text/plain", b"")).await.unwrap();
+    r.delete("s3").await.unwrap();
+    r.create(create("one-too-many", "text/plain", b""))
+        .await
+        .unwrap();
+    assert_eq!(r.len(), 8);
 }

@@ -1,0 +1,211 @@
+//! `streamdb start`: the server's flags, and running it until a signal.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use anyhow::{Context, Result};
+
+use super::units::{parse_bytes, parse_duration};
+use crate::ingest::EngineConfig;
+use crate::query::subscribe::SubscribeConfig;
+use crate::query::QueryConfig;
+use crate::server::{self, ServerConfig, StreamsConfig};
+
+#[derive(clap::Args, Debug)]
+pub struct StartArgs {
+    /// Where the stream log, chunks and manifest live.
+    #[arg(long, default_value = "./data")]
+    data_dir: PathBuf,
+    #[arg(long, default_value_t = 8080)]
+    port: u16,
+    /// Address to listen on (0.0.0.0 for every interface).
+    #[arg(long, default_value = "127.0.0.1")]
+    host: std::net::IpAddr,
+    /// Flush the write buffer once its oldest data is this old.
+    #[arg(long, default_value = "10s", value_parser = parse_duration)]
+    flush_interval: Duration,
+    /// Flush the write buffer once it holds this much.
+    #[arg(long, default_value = "128MiB", value_parser = parse_bytes)]
+    flush_bytes: usize,
+    /// Writes wait, then fail with RESOURCE_EXHAUSTED, above this buffer size.
+    #[arg(long, default_value = "1GiB", value_parser = parse_bytes)]
+    max_buffer_bytes: usize,
+    /// How long a write waits for buffer space.
+    #[arg(long, default_value = "10s", value_parser = parse_duration)]
+    write_timeout: Duration,
+    /// Size at which a stream log segment is sealed.
+    #[arg(long, default_value = "64MiB", value_parser = parse_bytes)]
+    segment_bytes: usize,
+    /// How long a Durable Streams long-poll read waits for new data.
+    #[arg(long, default_value = "20s", value_parser = parse_duration)]
+    long_poll_timeout: Duration,
+    /// How long one Durable Streams SSE connection stays open before the
+    /// server closes it (clients reconnect from their last offset).
+    #[arg(long, default_value = "60s", value_parser = parse_duration)]
+    sse_max_duration: Duration,
+    /// Ingest JSON points from a remote Durable Streams stream (for example
+    /// another StreamDB's http://host:8080/v1/stream/metrics), exactly once:
+    /// the position read is committed with the data.
+    #[arg(long)]
+    source: Option<String>,
+    /// Require this bearer token on every call but health checks
+    /// (repeatable; comma-separated in STREAMDB_AUTH_TOKEN).
+    #[arg(
+        long,
+        env = "STREAMDB_AUTH_TOKEN",
+        value_delimiter = ',',
+        hide_env_values = true
+    )]
+    auth_token: Vec<String>,
+    /// Read accepted tokens from a file, one per line (# comments allowed).
+    #[arg(long)]
+    auth_token_file: Option<PathBuf>,
+    /// PEM certificate chain: serve gRPC and HTTPS with TLS on the port.
+    #[arg(long, requires = "tls_key")]
+    tls_cert: Option<PathBuf>,
+    /// PEM private key for --tls-cert.
+    #[arg(long, requires = "tls_cert")]
+    tls_key: Option<PathBuf>,
+    /// Log queries slower than this (target streamdb::slow_query); 0 turns
+    /// the slow-query log off.
+    #[arg(long, default_value = "1s", value_parser = parse_duration)]
+    slow_query_threshold: Duration,
+    #[command(flatten)]
+    limits: LimitArgs,
+}
+
+fn at_least_one(s: &str) -> Result<usize, String> {
+    match s.replace('_', "").parse::<usize>() {
+        Ok(n) if n >= 1 => Ok(n),
+        _ => Err(format!("{s:?} is not a positive whole number")),
+    }
+}
+
+/// What one client may ask of the server. Each limit answers a clear
+/// error when exceeded (gRPC RESOURCE_EXHAUSTED, HTTP 413 or 429) and the
+/// server keeps serving everyone else.
+#[derive(clap::Args, Debug)]
+#[command(next_help_heading = "Limits")]
+struct LimitArgs {
+    /// Largest gRPC message (one DoPut batch, one parameter set).
+    #[arg(long, default_value = "256MiB", value_parser = parse_bytes)]
+    max_message_bytes: usize,
+    /// Largest HTTP request body.
+    #[arg(long, default_value = "64MiB", value_parser = parse_bytes)]
+    max_body_bytes: usize,
+    /// Most rows one write batch may carry (DoPut batch or HTTP body).
+    #[arg(long, default_value_t = 4 << 20, value_parser = at_least_one)]
+    max_batch_rows: usize,
+    /// Queries that may run at once; more are refused, not queued.
+    #[arg(long, default_value_t = 64, value_parser = at_least_one)]
+    max_concurrent_queries: usize,
+    /// Memory one query may use.
+    #[arg(long, default_value = "2GiB", value_parser = parse_bytes)]
+    query_memory_limit: usize,
+    /// Time one query may take.
+    #[arg(long, default_value = "300s", value_parser = parse_duration)]
+    query_timeout: Duration,
+    /// Continuous queries (SUBSCRIBE) that may run at once.
+    #[arg(long, default_value_t = 256, value_parser = at_least_one)]
+    max_subscriptions: usize,
+    /// Durable Streams streams that may exist at once (each keeps an open
+    /// log and a writer thread).
+    #[arg(long, default_value_t = 10_000, value_parser = at_least_one)]
+    max_streams: usize,
+}
+
+pub async fn run(a: StartArgs) -> Result<()> {
+    let mut engine = EngineConfig::new(&a.data_dir);
+    engine.flush_interval = a.flush_interval;
+    engine.flush_bytes = a.flush_bytes;
+    engine.max_buffer_bytes = a.max_buffer_bytes;
+    engine.write_timeout = a.write_timeout;
+    engine.segment_bytes = a.segment_bytes as u64;
+    let limits = a.limits;
+    engine.max_batch_rows = limits.max_batch_rows;
+    let config = ServerConfig {
+        addr: SocketAddr::new(a.host, a.port),
+        engine,
+        query: QueryConfig {
+            memory_limit: limits.query_memory_limit,
+            timeout: limits.query_timeout,
+            max_concurrent: limits.max_concurrent_queries,
+            slow_threshold: (!a.slow_query_threshold.is_zero()).then_some(a.slow_query_threshold),
+        },
+        streams: StreamsConfig {
+            long_poll_timeout: a.long_poll_timeout,
+            sse_max_duration: a.sse_max_duration,
+            max_body_bytes: limits.max_body_bytes,
+            max_streams: limits.max_streams,
+            ..StreamsConfig::default()
+        },
+        source: a.source,
+        subscribe: SubscribeConfig {
+            max_subscriptions: limits.max_subscriptions,
+            ..SubscribeConfig::default()
+        },
+        max_message_bytes: limits.max_message_bytes,
+        auth_tokens: auth_tokens(&a.auth_token, a.auth_token_file.as_deref())?,
+        tls: match (a.tls_cert, a.tls_key) {
+            (Some(c), Some(k)) => Some((c, k)),
+            (None, None) => None,
+            _ => anyhow::bail!("--tls-cert and --tls-key go together"),
+        },
+    };
+    let srv = server::start(config).await.context("starting the server")?;
+    let data_dir = a.data_dir.canonicalize().unwrap_or(a.data_dir.clone());
+    tracing::info!(addr = %srv.addr, data_dir = %data_dir.display(), "StreamDB listening (gRPC Flight SQL and HTTP on one port)");
+    eprintln!(
+        "StreamDB {} listening on {} (Flight SQL: grpc://{}, HTTP: http://{}), data in {}",
+        env!("CARGO_PKG_VERSION"),
+        srv.addr,
+        srv.addr,
+        srv.addr,
+        data_dir.display()
+    );
+    shutdown_signal().await;
+    tracing::info!("shutting down: draining requests and flushing the write buffer");
+    srv.stop().await.context("shutting down")?;
+    tracing::info!("stopped cleanly");
+    Ok(())
+}
+
+/// Tokens from flags and the token file. Never logged.
+fn auth_tokens(flags: &[String], file: Option<&std::path::Path>) -> Result<Vec<String>> {
+    let mut tokens: Vec<String> = flags
+        .iter()
+        .map(|t| t.trim().to_string())
+        .filter(|t| !t.is_empty())
+        .collect();
+    if let Some(path) = file {
+        let text =
+            std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
+        tokens.extend(
+            text.lines()
+                .map(str::trim)
+                .filter(|l| !l.is_empty() && !l.starts_with('#'))
+                .map(str::to_string),
+        );
+        if tokens.is_empty() {
+            anyhow::bail!("{} holds no tokens", path.display());
+        }
+    }
+    Ok(tokens)
+}
+
+async fn shutdown_signal() {
+    let ctrl_c = tokio::signal::ctrl_c();
+    #[cfg(unix)]
+    {
+        let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+            .expect("installing SIGTERM handler");
+        tokio::select! {
+            _ = ctrl_c => {}
+            _ = term.recv() => {}
+        }
+    }
+    #[cfg(not(unix))]
+    let _ = ctrl_c.await;
+}
+
