@@ -115,30 +115,109 @@ impl Metrics {
         r.register(Box::new(query_seconds.clone()))
             .expect("unique metric");
         Self {
-            ingest_rows: counter(&r, "streamdb_ingest_rows_total", "Rows acknowledged by durable writes"),
-            ingest_batches: counter(&r, "streamdb_ingest_batches_total", "Write batches acknowledged"),
-            log_bytes: counter(&r, "streamdb_log_bytes_total", "Bytes appended to stream logs (metrics stream and named streams)"),
-            log_fsync: histogram(&r, "streamdb_log_fsync_seconds", "Latency of one group-commit fsync of a stream log"),
-            flushes: counter(&r, "streamdb_flushes_total", "Write-buffer flushes committed to the manifest"),
-            flush_failures: counter(&r, "streamdb_flush_failures_total", "Flush attempts that failed and will be retried"),
-            flush_seconds: histogram(&r, "streamdb_flush_seconds", "Wall time of one successful flush"),
-            queries: counter_vec(&r, "streamdb_queries_total", "Queries executed", &["protocol"]),
+            ingest_rows: counter(
+                &r,
+                "streamdb_ingest_rows_total",
+                "Rows acknowledged by durable writes",
+            ),
+            ingest_batches: counter(
+                &r,
+                "streamdb_ingest_batches_total",
+                "Write batches acknowledged",
+            ),
+            log_bytes: counter(
+                &r,
+                "streamdb_log_bytes_total",
+                "Bytes appended to stream logs (metrics stream and named streams)",
+            ),
+            log_fsync: histogram(
+                &r,
+                "streamdb_log_fsync_seconds",
+                "Latency of one group-commit fsync of a stream log",
+            ),
+            flushes: counter(
+                &r,
+                "streamdb_flushes_total",
+                "Write-buffer flushes committed to the manifest",
+            ),
+            flush_failures: counter(
+                &r,
+                "streamdb_flush_failures_total",
+                "Flush attempts that failed and will be retried",
+            ),
+            flush_seconds: histogram(
+                &r,
+                "streamdb_flush_seconds",
+                "Wall time of one successful flush",
+            ),
+            queries: counter_vec(
+                &r,
+                "streamdb_queries_total",
+                "Queries executed",
+                &["protocol"],
+            ),
             query_seconds,
-            slow_queries: counter(&r, "streamdb_slow_queries_total", "Queries slower than --slow-query-threshold"),
+            slow_queries: counter(
+                &r,
+                "streamdb_slow_queries_total",
+                "Queries slower than --slow-query-threshold",
+            ),
             queries_running: gauge(&r, "streamdb_queries_running", "Queries running now"),
-            subscription_updates: counter(&r, "streamdb_subscription_updates_total", "Update messages sent to subscribers"),
-            errors: counter_vec(&r, "streamdb_errors_total", "Errors answered to clients", &["protocol", "kind"]),
-            limited: counter_vec(&r, "streamdb_limit_rejections_total", "Requests refused by a configured limit", &["limit"]),
-            buffer_rows: gauge(&r, "streamdb_buffer_rows", "Rows in the write buffer, not yet flushed"),
-            buffer_bytes: gauge(&r, "streamdb_buffer_bytes", "Bytes held by the write buffer"),
+            subscription_updates: counter(
+                &r,
+                "streamdb_subscription_updates_total",
+                "Update messages sent to subscribers",
+            ),
+            errors: counter_vec(
+                &r,
+                "streamdb_errors_total",
+                "Errors answered to clients",
+                &["protocol", "kind"],
+            ),
+            limited: counter_vec(
+                &r,
+                "streamdb_limit_rejections_total",
+                "Requests refused by a configured limit",
+                &["limit"],
+            ),
+            buffer_rows: gauge(
+                &r,
+                "streamdb_buffer_rows",
+                "Rows in the write buffer, not yet flushed",
+            ),
+            buffer_bytes: gauge(
+                &r,
+                "streamdb_buffer_bytes",
+                "Bytes held by the write buffer",
+            ),
             chunks: gauge(&r, "streamdb_chunks", "Chunk files in the current manifest"),
-            chunk_bytes: gauge(&r, "streamdb_chunk_bytes", "Bytes of chunk files in the current manifest"),
+            chunk_bytes: gauge(
+                &r,
+                "streamdb_chunk_bytes",
+                "Bytes of chunk files in the current manifest",
+            ),
             stored_rows: gauge(&r, "streamdb_stored_rows", "Rows in chunk files"),
             series: gauge(&r, "streamdb_series", "Series in the catalog"),
-            compaction_backlog: gauge(&r, "streamdb_compaction_backlog_chunks", "Chunks sharing an hour partition with another chunk (work for the compactor)"),
-            stream_log_bytes: gauge(&r, "streamdb_stream_log_bytes", "Bytes of metrics stream log segments on disk"),
-            subscriptions: gauge(&r, "streamdb_subscriptions", "Continuous queries running now"),
-            named_streams: gauge(&r, "streamdb_named_streams", "Durable Streams streams that exist"),
+            compaction_backlog: gauge(
+                &r,
+                "streamdb_compaction_backlog_chunks",
+                "Chunks sharing an hour partition with another chunk (work for the compactor)",
+            ),
+            stream_log_bytes: gauge(
+                &r,
+                "streamdb_stream_log_bytes",
+                "Bytes of metrics stream log segments on disk",
+            ),
+            subscriptions: gauge(
+                &r,
+                "streamdb_subscriptions",
+                "Continuous queries running now",
+            ),
+            named_streams: gauge(
+                &r,
+                "streamdb_named_streams",
+                "Durable Streams streams that exist",
+            ),
             registry: r,
         }
     }
@@ -180,7 +259,10 @@ mod tests {
         m.ingest_rows.inc_by(7);
         m.error("http", "invalid_argument");
         let text = m.render();
-        assert!(text.contains("# TYPE streamdb_ingest_rows_total counter"), "{text}");
+        assert!(
+            text.contains("# TYPE streamdb_ingest_rows_total counter"),
+            "{text}"
+        );
         assert!(text.contains("streamdb_ingest_rows_total 7\n"), "{text}");
         assert!(
             text.contains(r#"streamdb_errors_total{kind="invalid_argument",protocol="http"} 1"#),

@@ -12,7 +12,6 @@ use anyhow::{Context, Result};
 use clap::{Parser, Subcommand, ValueEnum};
 use streamdb_client::{Client, ConnectOptions};
 
-
 #[derive(Parser, Debug)]
 #[command(
     name = "streamdb",
@@ -45,8 +44,8 @@ impl Cli {
     /// Installs the process's log subscriber: stderr, level `info` unless
     /// RUST_LOG says otherwise.
     pub fn init_logging(&self) {
-        let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-            .unwrap_or_else(|_| "info".into());
+        let filter =
+            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into());
         let fmt = tracing_subscriber::fmt()
             .with_env_filter(filter)
             .with_writer(std::io::stderr);
@@ -57,6 +56,8 @@ impl Cli {
     }
 }
 
+// Parsed once per process: the size of `start`'s flags does not matter.
+#[allow(clippy::large_enum_variant)]
 #[derive(Subcommand, Debug)]
 enum Command {
     /// Start the server (gRPC and HTTP on one port).

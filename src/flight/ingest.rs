@@ -23,12 +23,30 @@ pub fn write_stream(
 ) -> impl Stream<Item = Result<WriteReceipt, Status>> + Send {
     let batches = FlightRecordBatchStream::new_from_flight_data(input.map_err(FlightError::from));
     batches
-        .map_err(|e| Status::invalid_argument(format!("invalid Arrow IPC data: {e}")))
+        .map_err(|e| match e {
+            // The transport's own error (a message over the size limit, a
+            // cancelled call) is not the client's Arrow data being wrong.
+            FlightError::Tonic(status) => transport_status(*status),
+            e => Status::invalid_argument(format!("invalid Arrow IPC data: {e}")),
+        })
         .map_ok(move |batch| {
             let engine = engine.clone();
             async move { engine.write(&batch).await.map_err(engine_status) }
         })
         .try_buffered(PIPELINE)
+}
+
+/// tonic refuses an oversized message with OUT_OF_RANGE; to clients it is
+/// a resource limit, named as such.
+fn transport_status(status: Status) -> Status {
+    if status.code() == tonic::Code::OutOfRange && status.message().contains("too large") {
+        crate::telemetry::metrics().limited("message_bytes");
+        return Status::resource_exhausted(format!(
+            "{} (--max-message-bytes); send smaller batches",
+            status.message()
+        ));
+    }
+    status
 }
 
 /// PutResult metadata: `{"rows": N, "offset": "..."}`.

@@ -3,7 +3,8 @@
 //!
 //! - DoPut with a PATH descriptor `["metrics"]` or `CommandStatementIngest`
 //!   (ADBC `adbc_ingest`) writes batches.
-//! - GetFlightInfo/DoGet run SQL, directly or as prepared statements.
+//! - GetFlightInfo/DoGet run SQL, directly or as prepared statements
+//!   (`gateway`: a plain UTF-8 SQL command works too).
 //! - GetSqlInfo, GetCatalogs, GetDbSchemas, GetTables, GetTableTypes answer
 //!   the metadata calls ADBC makes.
 //! - DoAction `status` returns the engine status as JSON.
@@ -13,6 +14,7 @@
 
 pub mod auth;
 mod error;
+mod gateway;
 mod ingest;
 mod statement;
 mod subscribe;
@@ -40,6 +42,7 @@ use futures::{Stream, StreamExt, TryStreamExt};
 use prost::Message;
 use tonic::{Request, Response, Status};
 
+pub use gateway::Gateway;
 pub use statement::Prepared;
 
 use crate::ingest::Engine;
@@ -491,20 +494,20 @@ impl FlightSqlService for StreamDbFlight {
     async fn register_sql_info(&self, _id: i32, _result: &SqlInfo) {}
 }
 
-/// Ensures the generic `FlightService` impl is what tonic serves.
+/// The gRPC service: the Flight SQL service behind the [`Gateway`].
 pub fn service(
     engine: Arc<Engine>,
     query: Arc<QueryEngine>,
     subscriptions: Arc<Subscriptions>,
     tokens: auth::Tokens,
     max_message_bytes: usize,
-) -> arrow_flight::flight_service_server::FlightServiceServer<StreamDbFlight> {
-    arrow_flight::flight_service_server::FlightServiceServer::new(StreamDbFlight::new(
+) -> arrow_flight::flight_service_server::FlightServiceServer<Gateway> {
+    arrow_flight::flight_service_server::FlightServiceServer::new(Gateway(StreamDbFlight::new(
         engine,
         query,
         subscriptions,
         tokens,
-    ))
+    )))
     .max_decoding_message_size(max_message_bytes)
     // Replies are bounded by the batch size queries produce, not by this.
     .max_encoding_message_size(usize::MAX >> 1)

@@ -11,6 +11,7 @@
 //!
 //! May depend on `model`, `storage` and `ingest` (read only).
 
+mod complexity;
 mod convert;
 mod dialect;
 mod duration;
@@ -25,12 +26,14 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use datafusion::common::DataFusionError;
+use datafusion::execution::context::SQLOptions;
 use datafusion::execution::memory_pool::FairSpillPool;
 use datafusion::execution::runtime_env::RuntimeEnvBuilder;
 use datafusion::logical_expr::LogicalPlan;
 use datafusion::prelude::{DataFrame, SessionConfig, SessionContext};
 use datafusion::sql::parser::{DFParser, Statement};
 
+pub use complexity::check as check_complexity;
 pub use duration::parse_duration_micros;
 pub use running::Admission;
 pub use scan::{MetricsScanExec, PruneStats};
@@ -187,6 +190,7 @@ impl QueryEngine {
 
     /// Parses StreamDB SQL into a logical plan.
     pub async fn plan(&self, ctx: &SessionContext, sql: &str) -> Result<LogicalPlan, QueryError> {
+        complexity::check(sql)?;
         let mut stmts = DFParser::parse_sql(sql).map_err(QueryError::from_datafusion)?;
         if stmts.len() != 1 {
             return Err(QueryError::Invalid(format!(
@@ -204,10 +208,25 @@ impl QueryEngine {
             }
             _ => {}
         }
-        ctx.state()
+        let plan = ctx
+            .state()
             .statement_to_plan(stmt)
             .await
-            .map_err(QueryError::from_datafusion)
+            .map_err(QueryError::from_datafusion)?;
+        // Clients may only read: no CREATE EXTERNAL TABLE over server files,
+        // no COPY ... TO a server path, no SET of session options.
+        SQLOptions::new()
+            .with_allow_ddl(false)
+            .with_allow_dml(false)
+            .with_allow_statements(false)
+            .verify_plan(&plan)
+            .map_err(|e| {
+                QueryError::Invalid(format!(
+                    "StreamDB runs read-only queries (SELECT, EXPLAIN, SHOW): {}",
+                    e.strip_backtrace()
+                ))
+            })?;
+        Ok(plan)
     }
 
     /// Plans `sql` into a DataFrame ready to stream.

@@ -181,6 +181,31 @@ async fn bad_sql_is_an_invalid_argument_error() {
     engine.shutdown().await.unwrap();
 }
 
+#[tokio::test]
+async fn only_read_only_statements_run() {
+    let (dir, engine, q) = setup().await;
+    let target = dir.path().join("copied.csv");
+    let refused = [
+        format!("COPY (SELECT 1) TO '{}'", target.display()),
+        "CREATE EXTERNAL TABLE passwd (line VARCHAR) STORED AS CSV LOCATION '/etc/passwd'".into(),
+        "CREATE TABLE t AS SELECT 1".into(),
+        "INSERT INTO metrics (value) VALUES (1.0)".into(),
+        "DROP TABLE metrics".into(),
+        "SET datafusion.execution.batch_size = 1".into(),
+    ];
+    for sql in &refused {
+        match q.sql(sql).await {
+            Err(QueryError::Invalid(m)) => assert!(m.contains("read-only"), "{sql}: {m}"),
+            other => panic!("{sql} was not refused: {:?}", other.map(|_| ())),
+        }
+    }
+    assert!(!target.exists(), "COPY wrote a file");
+    for sql in ["EXPLAIN SELECT * FROM metrics", "SHOW TABLES"] {
+        q.sql(sql).await.unwrap().collect().await.unwrap();
+    }
+    engine.shutdown().await.unwrap();
+}
+
 mod pruning_property {
     use datafusion::datasource::MemTable;
     use proptest::prelude::*;

@@ -134,7 +134,9 @@ pub async fn start(config: ServerConfig) -> Result<RunningServer, ServerError> {
     })?;
 
     let (health, health_service) = tonic_health::server::health_reporter();
-    health.set_serving::<arrow_flight::flight_service_server::FlightServiceServer<flight::StreamDbFlight>>().await;
+    health
+        .set_serving::<arrow_flight::flight_service_server::FlightServiceServer<flight::Gateway>>()
+        .await;
     let reflection = || {
         tonic_reflection::server::Builder::configure()
             .register_encoded_file_descriptor_set(DESCRIPTORS)

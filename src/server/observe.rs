@@ -157,6 +157,9 @@ mod tests {
         assert_eq!(http_kind(413), Some("resource_exhausted"));
         assert_eq!(http_kind(429), Some("resource_exhausted"));
         assert_eq!(http_kind(500), Some("internal"));
-        assert_eq!(grpc_kind(tonic::Code::ResourceExhausted), "resource_exhausted");
+        assert_eq!(
+            grpc_kind(tonic::Code::ResourceExhausted),
+            "resource_exhausted"
+        );
     }
 }

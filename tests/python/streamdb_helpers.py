@@ -238,3 +238,30 @@ def rows_of(table: pa.Table) -> list[tuple]:
                                        t.column("value").to_pylist()):
         out.append((ts, metric, tuple(sorted(dict(tags or []).items())), value))
     return sorted(out)
+
+
+# ---- /metrics ------------------------------------------------------------------
+
+def scrape(server: Server) -> dict:
+    """`/metrics` parsed by the official Prometheus client's parser.
+
+    Returns {(sample name, frozenset of label items): value}, so a test reads
+    e.g. `m[("streamdb_queries_total", frozenset({("protocol", "http")}))]`.
+    A malformed exposition fails the parse.
+    """
+    from prometheus_client.parser import text_string_to_metric_families
+    with urllib.request.urlopen(server.http + "/metrics", timeout=10,
+                                context=server.ssl_context()) as r:
+        assert r.status == 200
+        assert r.headers["Content-Type"].startswith("text/plain; version=0.0.4")
+        text = r.read().decode()
+    out = {}
+    for family in text_string_to_metric_families(text):
+        for s in family.samples:
+            out[(s.name, frozenset(s.labels.items()))] = s.value
+    return out
+
+
+def metric(samples: dict, name: str, **labels) -> float:
+    """One sample's value; 0 when the series has not appeared yet."""
+    return samples.get((name, frozenset(labels.items())), 0.0)

@@ -62,6 +62,7 @@ fn refuse(why: impl std::fmt::Display) -> QueryError {
 }
 
 pub fn analyze(select: &str) -> Result<Shape, QueryError> {
+    crate::query::check_complexity(select)?;
     let mut stmts = Parser::parse_sql(&GenericDialect {}, select)
         .map_err(|e| QueryError::Invalid(e.to_string()))?;
     if stmts.len() != 1 {
