@@ -37,3 +37,8 @@ pub mod server;
 pub mod storage;
 pub mod stream;
 pub mod telemetry;
+
+/// Decoder entry points for the fuzz targets in `fuzz/`.
+#[cfg(any(test, feature = "fuzzing"))]
+#[doc(hidden)]
+pub mod fuzzing;

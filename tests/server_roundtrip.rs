@@ -154,3 +154,69 @@ async fn runaway_queries_hit_their_limits_and_the_server_keeps_serving() {
         .contains("| 20000 |"));
     srv.stop().await.unwrap();
 }
+
+/// The DoPut input the fuzzer found panicking arrow-ipc (a batch whose
+/// buffers lie past its body), sent over a real connection: refused with
+/// INVALID_ARGUMENT naming the problem, and the server keeps serving.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_fuzzers_crashing_doput_is_refused_cleanly() {
+    use arrow_flight::flight_service_client::FlightServiceClient;
+    use arrow_flight::{FlightData, FlightDescriptor};
+    use futures::StreamExt;
+
+    let dir = tempfile::tempdir().unwrap();
+    let srv = server::start(config(dir.path())).await.unwrap();
+    let regressions =
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("fuzz/regressions/flight_data");
+    for entry in std::fs::read_dir(regressions).unwrap() {
+        // `[u32 len][header][u32 len][body]` repeated (streamdb::fuzzing).
+        let bytes = std::fs::read(entry.unwrap().path()).unwrap();
+        let mut rest = &bytes[..];
+        let mut take = || {
+            let len = u32::from_le_bytes(rest.get(..4)?.try_into().unwrap()) as usize;
+            let len = len.min(rest.len() - 4);
+            let part = bytes::Bytes::copy_from_slice(&rest[4..4 + len]);
+            rest = &rest[4 + len..];
+            Some(part)
+        };
+        let mut messages = Vec::new();
+        while let Some(header) = take() {
+            messages.push(FlightData {
+                data_header: header,
+                data_body: take().unwrap_or_default(),
+                ..FlightData::default()
+            });
+        }
+        messages[0].flight_descriptor = Some(FlightDescriptor::new_path(vec!["metrics".into()]));
+        let channel = tonic::transport::Endpoint::from_shared(format!("http://{}", srv.addr))
+            .unwrap()
+            .connect()
+            .await
+            .unwrap();
+        let mut grpc = FlightServiceClient::new(channel);
+        let status = match grpc.do_put(futures::stream::iter(messages)).await {
+            Err(s) => s,
+            Ok(r) => {
+                let mut results = r.into_inner();
+                loop {
+                    match results.next().await {
+                        Some(Err(s)) => break s,
+                        Some(Ok(_)) => continue,
+                        None => panic!("the DoPut stream ended without an error"),
+                    }
+                }
+            }
+        };
+        assert_eq!(status.code(), tonic::Code::InvalidArgument, "{status}");
+        assert!(
+            status.message().contains("lies outside the message body"),
+            "{status}"
+        );
+    }
+    let mut client = Client::connect(&format!("http://{}", srv.addr))
+        .await
+        .unwrap();
+    client.write(vec![batch(&["a"], &[1.0])]).await.unwrap();
+    assert_eq!(client.status().await.unwrap()["rows"], 1);
+    srv.stop().await.unwrap();
+}

@@ -16,6 +16,7 @@ pub mod auth;
 mod error;
 mod gateway;
 mod ingest;
+pub mod ipc;
 mod statement;
 mod subscribe;
 
@@ -287,9 +288,7 @@ impl FlightSqlService for StreamDbFlight {
         request: Request<PeekableFlightDataStream>,
     ) -> Result<DoPutPreparedStatementResult, Status> {
         let mut p = Prepared::decode(&cmd.prepared_statement_handle)?;
-        let input = request
-            .into_inner()
-            .map_err(arrow_flight::error::FlightError::from);
+        let input = ingest::checked(request.into_inner());
         let batches: Vec<_> =
             arrow_flight::decode::FlightRecordBatchStream::new_from_flight_data(input)
                 .try_collect()

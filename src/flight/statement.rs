@@ -59,6 +59,8 @@ impl Prepared {
         let params = if rest.is_empty() {
             None
         } else {
+            // Handles come back from clients: check before arrow-ipc reads.
+            super::ipc::check_stream(rest).map_err(|e| bad(&e))?;
             let mut r = StreamReader::try_new(rest, None).map_err(|e| bad(&e.to_string()))?;
             r.next().transpose().map_err(|e| bad(&e.to_string()))?
         };

@@ -20,7 +20,7 @@ mod engine;
 mod flusher;
 pub mod json;
 mod normalize;
-mod record;
+pub(crate) mod record;
 
 pub use buffer::{BufferedBatch, Snapshot};
 pub use engine::{

@@ -6,7 +6,7 @@
 mod auth;
 mod http;
 mod observe;
-mod streams;
+pub(crate) mod streams;
 mod tls;
 
 use std::net::SocketAddr;

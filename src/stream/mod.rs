@@ -21,7 +21,7 @@ pub mod client;
 mod log;
 mod offset;
 pub mod registry;
-mod segment;
+pub(crate) mod segment;
 
 pub use log::{DurableSink, Log, LogConfig, LogError, LogStats};
 pub use offset::{Offset, OffsetParseError};

@@ -15,7 +15,7 @@
 
 mod cursor;
 mod metrics;
-mod params;
+pub(crate) mod params;
 mod read;
 mod source;
 mod sse;

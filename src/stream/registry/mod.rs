@@ -18,11 +18,11 @@
 //! - `json`: JSON mode's validation and one-level flattening.
 //! - `named`: [`NamedStream`], appends and stitched reads.
 
-mod json;
+pub(crate) mod json;
 mod meta;
 mod named;
 mod producer;
-mod record;
+pub(crate) mod record;
 
 use std::collections::HashMap;
 use std::fs;
