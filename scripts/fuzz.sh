@@ -12,7 +12,9 @@ cd "$(dirname "${BASH_SOURCE[0]}")/.."
 
 SECONDS_PER_TARGET="${1:-60}"
 shift || true
-export RUSTC_BOOTSTRAP=1
+# Only for cargo fuzz: set for the plain `cargo test` below it would change
+# every crate's fingerprint and rebuild the whole debug tree.
+fuzz() { RUSTC_BOOTSTRAP=1 cargo fuzz "$@"; }
 
 if ! cargo fuzz --version >/dev/null 2>&1; then
     cargo install cargo-fuzz --locked
@@ -24,13 +26,13 @@ STREAMDB_FUZZ_CORPUS="$PWD/fuzz/corpus" \
 cd fuzz
 targets=("$@")
 if [ ${#targets[@]} -eq 0 ]; then
-    mapfile -t targets < <(cargo fuzz list)
+    mapfile -t targets < <(fuzz list)
 fi
 mkdir -p logs
 for t in "${targets[@]}"; do
     echo "==> fuzz $t for ${SECONDS_PER_TARGET}s (log: fuzz/logs/$t.log)"
     status=0
-    cargo fuzz run "$t" "corpus/$t" -- \
+    fuzz run "$t" "corpus/$t" -- \
         -max_total_time="$SECONDS_PER_TARGET" -timeout=10 -rss_limit_mb=2048 -print_final_stats=1 \
         >"logs/$t.log" 2>&1 || status=$?
     grep -E "^(stat::number_of_executed_units|stat::peak_rss_mb|==[0-9]+==ERROR|SUMMARY|Done)" "logs/$t.log" || true

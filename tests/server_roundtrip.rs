@@ -155,9 +155,9 @@ async fn runaway_queries_hit_their_limits_and_the_server_keeps_serving() {
     srv.stop().await.unwrap();
 }
 
-/// The DoPut input the fuzzer found panicking arrow-ipc (a batch whose
-/// buffers lie past its body), sent over a real connection: refused with
-/// INVALID_ARGUMENT naming the problem, and the server keeps serving.
+/// The DoPut inputs the fuzzer found panicking arrow-ipc, sent over a real
+/// connection: each refused with INVALID_ARGUMENT naming the problem, and
+/// the server keeps serving.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_fuzzers_crashing_doput_is_refused_cleanly() {
     use arrow_flight::flight_service_client::FlightServiceClient;
@@ -208,8 +208,11 @@ async fn the_fuzzers_crashing_doput_is_refused_cleanly() {
             }
         };
         assert_eq!(status.code(), tonic::Code::InvalidArgument, "{status}");
+        // The header check refuses one; the other gets past it and is
+        // contained when arrow-ipc's decoder panics on it.
         assert!(
-            status.message().contains("lies outside the message body"),
+            status.message().contains("lies outside the message body")
+                || status.message().contains("malformed Arrow IPC data"),
             "{status}"
         );
     }

@@ -2,10 +2,9 @@
 
 use std::sync::Arc;
 
-use arrow_flight::decode::FlightRecordBatchStream;
 use arrow_flight::error::FlightError;
 use arrow_flight::sql::server::PeekableFlightDataStream;
-use arrow_flight::{FlightData, PutResult};
+use arrow_flight::PutResult;
 use futures::{Stream, TryStreamExt};
 use tonic::Status;
 
@@ -21,7 +20,7 @@ pub fn write_stream(
     engine: Arc<Engine>,
     input: PeekableFlightDataStream,
 ) -> impl Stream<Item = Result<WriteReceipt, Status>> + Send {
-    let batches = FlightRecordBatchStream::new_from_flight_data(checked(input));
+    let batches = super::ipc::decode(input.map_err(FlightError::from));
     batches
         .map_err(|e| match e {
             // The transport's own error (a message over the size limit, a
@@ -34,20 +33,6 @@ pub fn write_stream(
             async move { engine.write(&batch).await.map_err(engine_status) }
         })
         .try_buffered(PIPELINE)
-}
-
-/// The client's FlightData, each message checked against its own header
-/// before arrow-ipc decodes it (see [`super::ipc`]).
-pub fn checked(
-    input: PeekableFlightDataStream,
-) -> impl Stream<Item = Result<FlightData, FlightError>> + Send {
-    input.map_err(FlightError::from).and_then(|data| {
-        futures::future::ready(
-            super::ipc::check_message(&data.data_header, &data.data_body)
-                .map(|_| data)
-                .map_err(FlightError::DecodeError),
-        )
-    })
 }
 
 /// tonic refuses an oversized message with OUT_OF_RANGE; to clients it is

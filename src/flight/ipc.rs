@@ -1,14 +1,24 @@
-//! Checks Arrow IPC messages from clients against their own headers before
-//! arrow-ipc decodes them.
+//! Decoding Arrow IPC from clients, which arrow-ipc does not do defensively.
 //!
-//! arrow-ipc trusts a batch header's buffer offsets and lengths (a buffer
-//! that lies past the message body panics in `Buffer::slice_with_length`)
-//! and, for compressed batches, the decompressed size each buffer declares
-//! (it allocates that much up front). Both came from the fuzzer
-//! (`fuzz/fuzz_targets/flight_data.rs`). Every message a client sends, in a
-//! DoPut stream or inside a prepared-statement handle, passes through
-//! [`check_message`] first and is refused with a message naming the
-//! problem.
+//! arrow-ipc trusts a batch header's buffer offsets and lengths, its field
+//! lengths, and, for compressed batches, the decompressed size each buffer
+//! declares. The fuzzer (`fuzz/fuzz_targets/flight_data.rs`) found a buffer
+//! past the message body (a panic in `Buffer::slice_with_length`) and a
+//! field longer than its validity buffer (a panic in `BooleanBuffer::new`);
+//! a huge declared decompressed size would make it allocate that much.
+//! So every message a client sends, in a DoPut stream or inside a
+//! prepared-statement handle, is first checked by [`check_message`]
+//! (buffers within the body, decompressed sizes capped), and decoding then
+//! runs with any remaining panic contained and answered as invalid data
+//! ([`decode`], [`contain`]).
+
+use std::panic::AssertUnwindSafe;
+
+use arrow::array::RecordBatch;
+use arrow_flight::decode::FlightRecordBatchStream;
+use arrow_flight::error::FlightError;
+use arrow_flight::FlightData;
+use futures::{Stream, StreamExt, TryStreamExt};
 
 use arrow::ipc::{root_as_message, MessageHeader};
 
@@ -16,6 +26,41 @@ use arrow::ipc::{root_as_message, MessageHeader};
 pub const MAX_DECOMPRESSED_BYTES: u64 = 1 << 30;
 
 const CONTINUATION: [u8; 4] = [0xff; 4];
+
+/// A client's FlightData as record batches: each message checked, then
+/// decoded with decoder panics turned into errors (the stream ends there).
+pub fn decode<S>(input: S) -> impl Stream<Item = Result<RecordBatch, FlightError>> + Send
+where
+    S: Stream<Item = Result<FlightData, FlightError>> + Send + 'static,
+{
+    let checked = input.and_then(|data| {
+        futures::future::ready(
+            check_message(&data.data_header, &data.data_body)
+                .map(|_| data)
+                .map_err(FlightError::DecodeError),
+        )
+    });
+    AssertUnwindSafe(FlightRecordBatchStream::new_from_flight_data(checked))
+        .catch_unwind()
+        .map(|polled| {
+            polled.unwrap_or_else(|panic| Err(FlightError::DecodeError(malformed(&panic))))
+        })
+}
+
+/// Runs a synchronous decode with its panics turned into errors.
+pub fn contain<T>(decode: impl FnOnce() -> Result<T, String>) -> Result<T, String> {
+    std::panic::catch_unwind(AssertUnwindSafe(decode))
+        .unwrap_or_else(|panic| Err(malformed(&panic)))
+}
+
+fn malformed(panic: &Box<dyn std::any::Any + Send>) -> String {
+    let why = panic
+        .downcast_ref::<String>()
+        .map(String::as_str)
+        .or_else(|| panic.downcast_ref::<&str>().copied())
+        .unwrap_or("unknown");
+    format!("malformed Arrow IPC data (the decoder failed: {why})")
+}
 
 /// Checks one message: its flatbuffer header and its body.
 pub fn check_message(header: &[u8], body: &[u8]) -> Result<(), String> {
@@ -41,7 +86,7 @@ pub fn check_message(header: &[u8], body: &[u8]) -> Result<(), String> {
             .ok()
             .zip(u64::try_from(length).ok())
             .and_then(|(o, l)| o.checked_add(l));
-        if !end.is_some_and(|e| e <= body.len() as u64) {
+        if end.is_none_or(|e| e > body.len() as u64) {
             return Err(format!(
                 "IPC buffer {i} (offset {offset}, length {length}) lies outside the message body of {} bytes",
                 body.len()

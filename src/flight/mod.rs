@@ -288,12 +288,13 @@ impl FlightSqlService for StreamDbFlight {
         request: Request<PeekableFlightDataStream>,
     ) -> Result<DoPutPreparedStatementResult, Status> {
         let mut p = Prepared::decode(&cmd.prepared_statement_handle)?;
-        let input = ingest::checked(request.into_inner());
-        let batches: Vec<_> =
-            arrow_flight::decode::FlightRecordBatchStream::new_from_flight_data(input)
-                .try_collect()
-                .await
-                .map_err(|e| Status::invalid_argument(format!("invalid parameter batch: {e}")))?;
+        let input = request
+            .into_inner()
+            .map_err(arrow_flight::error::FlightError::from);
+        let batches: Vec<_> = ipc::decode(input)
+            .try_collect()
+            .await
+            .map_err(|e| Status::invalid_argument(format!("invalid parameter batch: {e}")))?;
         p.params = batches.into_iter().find(|b| b.num_rows() > 0);
         Ok(DoPutPreparedStatementResult {
             prepared_statement_handle: Some(p.encode()?.into()),

@@ -59,10 +59,13 @@ impl Prepared {
         let params = if rest.is_empty() {
             None
         } else {
-            // Handles come back from clients: check before arrow-ipc reads.
+            // Handles come back from clients: checked, and read defensively.
             super::ipc::check_stream(rest).map_err(|e| bad(&e))?;
-            let mut r = StreamReader::try_new(rest, None).map_err(|e| bad(&e.to_string()))?;
-            r.next().transpose().map_err(|e| bad(&e.to_string()))?
+            super::ipc::contain(|| {
+                let mut r = StreamReader::try_new(rest, None).map_err(|e| e.to_string())?;
+                r.next().transpose().map_err(|e| e.to_string())
+            })
+            .map_err(|e| bad(&e))?
         };
         Ok(Self { sql, params })
     }

@@ -238,7 +238,7 @@ mod pruning_property {
             4 => format!(
                 "tags['host'] IN ('h{}', 'h{}') AND metric IN ('m{}')",
                 n % 5,
-                (n + 1) % 5,
+                (u32::from(n) + 1) % 5,
                 n % 4
             ),
             _ => format!(
