@@ -222,9 +222,10 @@ mod tests {
     fn past_fuzz_crashes_stay_fixed() {
         let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("fuzz/regressions");
         type Entry = fn(&[u8]);
-        let targets: [(&str, Entry); 2] = [
+        let targets: [(&str, Entry); 3] = [
             ("flight_data", flight_data),
             ("prepared_handle", prepared_handle),
+            ("record_payload", record_payload),
         ];
         let mut ran = 0;
         for (target, run) in targets {
@@ -245,32 +246,7 @@ mod tests {
 
     /// A real DoPut stream (schema, then a batch with a tag column).
     pub(super) fn valid_flight_data() -> Vec<u8> {
-        use std::sync::Arc;
-
-        use arrow::array::{Float64Array, StringArray, TimestampMicrosecondArray};
-        use arrow::datatypes::{DataType, Field, Schema, TimeUnit};
-        use arrow::record_batch::RecordBatch;
-
-        let schema = Arc::new(Schema::new(vec![
-            Field::new(
-                "time",
-                DataType::Timestamp(TimeUnit::Microsecond, Some("UTC".into())),
-                false,
-            ),
-            Field::new("metric", DataType::Utf8, false),
-            Field::new("host", DataType::Utf8, true),
-            Field::new("value", DataType::Float64, false),
-        ]));
-        let batch = RecordBatch::try_new(
-            schema,
-            vec![
-                Arc::new(TimestampMicrosecondArray::from(vec![1, 2]).with_timezone("UTC")),
-                Arc::new(StringArray::from(vec!["cpu", "cpu"])),
-                Arc::new(StringArray::from(vec![Some("a"), None])),
-                Arc::new(Float64Array::from(vec![0.5, 1.5])),
-            ],
-        )
-        .unwrap();
+        let batch = crate::query::tests::batch(&[(1, "cpu", "a", 0.5), (2, "cpu", "b", 1.5)]);
         let encoded = arrow_flight::encode::FlightDataEncoderBuilder::new()
             .build(futures::stream::iter([Ok(batch)]));
         let messages: Vec<FlightData> =

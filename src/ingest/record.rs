@@ -90,8 +90,7 @@ pub fn decode(payload: &[u8]) -> Result<PointBatch, RecordError> {
         }
         _ => return Err(RecordError::Kind(kind)),
     };
-    let body =
-        lz4_flex::decompress_size_prepended(rest).map_err(|e| RecordError::Lz4(e.to_string()))?;
+    let body = crate::model::wire::lz4_decompress(rest).map_err(RecordError::Lz4)?;
     let mut r = WireReader::new(&body);
     let ns = r.count(16)?;
     let mut new_series = Vec::with_capacity(ns);

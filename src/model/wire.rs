@@ -128,3 +128,38 @@ mod tests {
         }
     }
 }
+
+/// Decompresses a size-prefixed LZ4 block (`lz4_flex`'s format). LZ4 never
+/// expands data more than 255 to 1, so a block whose prefix claims more (a
+/// damaged record) is refused before anything is allocated; `lz4_flex`
+/// would allocate whatever the prefix says (the fuzzer's find).
+pub fn lz4_decompress(block: &[u8]) -> Result<Vec<u8>, String> {
+    let (size, data) = block
+        .split_first_chunk::<4>()
+        .ok_or("LZ4 block shorter than its size prefix")?;
+    let size = u32::from_le_bytes(*size) as usize;
+    let most = data.len().saturating_mul(255).saturating_add(16);
+    if size > most {
+        return Err(format!(
+            "LZ4 block claims {size} bytes from {} compressed (at most {most} are possible)",
+            data.len()
+        ));
+    }
+    lz4_flex::decompress_size_prepended(block).map_err(|e| e.to_string())
+}
+
+#[cfg(test)]
+mod lz4_tests {
+    use super::lz4_decompress;
+
+    #[test]
+    fn round_trips_and_refuses_impossible_sizes() {
+        let data = vec![7u8; 100_000];
+        let block = lz4_flex::compress_prepend_size(&data);
+        assert_eq!(lz4_decompress(&block).unwrap(), data);
+        let mut lying = block.clone();
+        lying[..4].copy_from_slice(&u32::MAX.to_le_bytes());
+        assert!(lz4_decompress(&lying).unwrap_err().contains("claims"));
+        assert!(lz4_decompress(&[1, 2]).is_err());
+    }
+}

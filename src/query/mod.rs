@@ -240,4 +240,4 @@ impl QueryEngine {
 }
 
 #[cfg(test)]
-mod tests;
+pub(crate) mod tests;

@@ -173,8 +173,7 @@ impl SeriesCatalog {
         if crc32fast::hash(&bytes[12..]) != crc {
             return Err(corrupt("checksum mismatch".into()));
         }
-        let body = lz4_flex::decompress_size_prepended(&bytes[12..])
-            .map_err(|e| corrupt(e.to_string()))?;
+        let body = crate::model::wire::lz4_decompress(&bytes[12..]).map_err(corrupt)?;
         let mut r = WireReader::new(&body);
         let n = r.count(16).map_err(|e| corrupt(e.to_string()))?;
         let catalog = SeriesCatalog::default();

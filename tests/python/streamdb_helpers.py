@@ -17,6 +17,7 @@ import signal
 import socket
 import subprocess
 import time
+import urllib.error
 import urllib.request
 from pathlib import Path
 
@@ -238,6 +239,19 @@ def rows_of(table: pa.Table) -> list[tuple]:
                                        t.column("value").to_pylist()):
         out.append((ts, metric, tuple(sorted(dict(tags or []).items())), value))
     return sorted(out)
+
+
+# ---- plain HTTP ------------------------------------------------------------------
+
+def http_call(server: Server, method: str, path: str, body: bytes | None = None,
+              headers: dict | None = None) -> tuple[int, bytes]:
+    """One HTTP request to the server; returns (status, body) for errors too."""
+    req = urllib.request.Request(server.http + path, data=body, method=method, headers=headers or {})
+    try:
+        with urllib.request.urlopen(req, timeout=30, context=server.ssl_context()) as r:
+            return r.status, r.read()
+    except urllib.error.HTTPError as e:
+        return e.code, e.read()
 
 
 # ---- /metrics ------------------------------------------------------------------

@@ -9,15 +9,13 @@ from __future__ import annotations
 
 import json
 import socket
-import urllib.error
 import urllib.parse
-import urllib.request
 
 import pyarrow as pa
 import pyarrow.flight as fl
 import pytest
 
-from streamdb_helpers import do_put, server_message
+from streamdb_helpers import do_put, http_call as http, server_message
 
 T0 = 1_705_276_800_000_000  # 2024-01-15T00:00:00Z
 
@@ -29,15 +27,6 @@ def good_batch(n: int = 20) -> pa.RecordBatch:
         "host": ["web-1"] * n,
         "value": [float(i) for i in range(n)],
     })
-
-
-def http(srv, method: str, path: str, body: bytes | None = None, headers: dict | None = None):
-    req = urllib.request.Request(srv.http + path, data=body, method=method, headers=headers or {})
-    try:
-        with urllib.request.urlopen(req, timeout=30) as r:
-            return r.status, r.read()
-    except urllib.error.HTTPError as e:
-        return e.code, e.read()
 
 
 def state(srv) -> tuple:

@@ -6,15 +6,13 @@ from __future__ import annotations
 
 import json
 import threading
-import urllib.error
 import urllib.parse
-import urllib.request
 
 import pyarrow as pa
 import pyarrow.flight as fl
 import pytest
 
-from streamdb_helpers import do_put, metric, scrape, server_message
+from streamdb_helpers import do_put, http_call as http, metric, scrape, server_message
 
 T0 = 1_705_276_800_000_000  # 2024-01-15T00:00:00Z
 
@@ -26,15 +24,6 @@ def batch(n: int, start: int = 0, pad: int = 0) -> pa.RecordBatch:
         "host": ["h" + "x" * pad] * n,
         "value": [float(i) for i in range(n)],
     })
-
-
-def http(server, method: str, path: str, body: bytes | None = None, headers: dict | None = None):
-    req = urllib.request.Request(server.http + path, data=body, method=method, headers=headers or {})
-    try:
-        with urllib.request.urlopen(req, timeout=30) as r:
-            return r.status, r.read()
-    except urllib.error.HTTPError as e:
-        return e.code, e.read()
 
 
 def points_ndjson(n: int) -> bytes:

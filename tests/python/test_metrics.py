@@ -6,15 +6,13 @@ from __future__ import annotations
 
 import json
 import time
-import urllib.error
 import urllib.parse
-import urllib.request
 
 import pyarrow as pa
 import pyarrow.flight as fl
 import pytest
 
-from streamdb_helpers import do_put, metric, scrape
+from streamdb_helpers import do_put, http_call, metric, scrape
 
 T0 = 1_705_276_800_000_000  # 2024-01-15T00:00:00Z
 
@@ -29,12 +27,7 @@ def batch(n: int, start: int = 0) -> pa.RecordBatch:
 
 
 def http_get(server, path: str) -> int:
-    try:
-        with urllib.request.urlopen(server.http + path, timeout=10) as r:
-            r.read()
-            return r.status
-    except urllib.error.HTTPError as e:
-        return e.code
+    return http_call(server, "GET", path)[0]
 
 
 def wait_for(cond, what: str, timeout: float = 15.0):
@@ -145,9 +138,9 @@ def test_slow_query_log_in_json(streamdb_factory, tmp_path):
 def test_metrics_needs_the_token_when_auth_is_on(streamdb_factory):
     srv = streamdb_factory(extra_args=["--auth-token", "s3cret"])
     assert http_get(srv, "/metrics") == 401
-    req = urllib.request.Request(srv.http + "/metrics", headers={"Authorization": "Bearer s3cret"})
-    with urllib.request.urlopen(req, timeout=10) as r:
-        text = r.read().decode()
+    status, body = http_call(srv, "GET", "/metrics", headers={"Authorization": "Bearer s3cret"})
+    assert status == 200
+    text = body.decode()
     # The refusal above was counted as an error answered.
     assert 'streamdb_errors_total{kind="unauthenticated",protocol="http"} 1' in text
     assert "s3cret" not in text
