@@ -10,6 +10,9 @@
 //! - DoAction `status` returns the engine status as JSON.
 //! - DoExchange `SUBSCRIBE TO SELECT ...` streams a continuous query.
 //!
+//! Client Arrow IPC (DoPut batches, parameters, prepared handles) is decoded
+//! through [`ipc`], which checks each message and contains decoder panics.
+//!
 //! May depend on every layer below it.
 
 pub mod auth;

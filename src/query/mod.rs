@@ -8,6 +8,11 @@
 //! - `convert`: point batches to `metrics` rows.
 //! - `functions`, `duration`, `dialect`: `time_bucket`, duration strings.
 //! - [`subscribe`]: continuous queries (`SUBSCRIBE TO SELECT ...`).
+//! - `complexity`: the bound on operator chains, checked before parsing.
+//! - `running`: [`Admission`], a running query's slot, metrics and
+//!   slow-query log line.
+//!
+//! Plans are read-only: DDL, DML and `SET` are refused in [`QueryEngine::plan`].
 //!
 //! May depend on `model`, `storage` and `ingest` (read only).
 

@@ -1,5 +1,6 @@
 //! Wiring: one TCP port serving gRPC (Flight, health, reflection) and HTTP
 //! side by side, startup, and graceful shutdown that flushes the buffer.
+//! `auth` and `observe` (error counting, `/metrics`) wrap every route.
 //!
 //! May depend on every layer below it.
 
