@@ -6,18 +6,14 @@
 use std::sync::Arc;
 
 use arrow::array::{ArrayRef, Float64Array, RecordBatch, StringArray, TimestampMicrosecondArray};
-use arrow::datatypes::{DataType, Field, Schema, TimeUnit};
+use arrow::datatypes::{DataType, Field, Schema};
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
 use streamdb::ingest::{normalize, Engine, EngineConfig};
 use streamdb::storage::SeriesCatalog;
 
 /// `rows` points: 100 hosts × 10 metrics per timestamp, 10 s apart.
 fn tsbs_batch(rows: usize) -> RecordBatch {
-    let mut fields = vec![Field::new(
-        "time",
-        DataType::Timestamp(TimeUnit::Microsecond, Some("UTC".into())),
-        false,
-    )];
+    let mut fields = vec![Field::new("time", streamdb::model::time_type(), false)];
     let mut cols: Vec<ArrayRef> = vec![Arc::new(
         TimestampMicrosecondArray::from(
             (0..rows)

@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context, Result};
 use arrow::array::RecordBatch;
-use arrow::datatypes::{DataType, Field, Schema, TimeUnit};
+use arrow::datatypes::{DataType, Field, Schema};
 use indicatif::{ProgressBar, ProgressStyle};
 use streamdb_client::{Client, ConnectOptions};
 
@@ -265,25 +265,10 @@ fn read_file(path: &Path, batch_size: usize) -> Result<Batches> {
 /// NDJSON point messages (`{"time", "metric", "tags", "value"}`; `time` an
 /// RFC 3339 string or Unix microseconds). Unknown fields are errors.
 fn ndjson(input: Box<dyn std::io::BufRead>, batch_size: usize) -> Result<Batches> {
-    let entries = Field::new(
-        "entries",
-        DataType::Struct(
-            vec![
-                Field::new("keys", DataType::Utf8, false),
-                Field::new("values", DataType::Utf8, true),
-            ]
-            .into(),
-        ),
-        false,
-    );
     let schema = Schema::new(vec![
-        Field::new(
-            "time",
-            DataType::Timestamp(TimeUnit::Microsecond, Some("UTC".into())),
-            false,
-        ),
+        Field::new("time", crate::model::time_type(), false),
         Field::new("metric", DataType::Utf8, false),
-        Field::new("tags", DataType::Map(Arc::new(entries), false), true),
+        Field::new("tags", crate::model::tags_type(), true),
         Field::new("value", DataType::Float64, false),
     ]);
     let reader = arrow::json::ReaderBuilder::new(Arc::new(schema))

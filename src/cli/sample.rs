@@ -7,7 +7,7 @@
 use std::sync::Arc;
 
 use arrow::array::{Float64Array, RecordBatch, StringArray, TimestampMicrosecondArray};
-use arrow::datatypes::{DataType, Field, Schema, SchemaRef, TimeUnit};
+use arrow::datatypes::{DataType, Field, Schema, SchemaRef};
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 
@@ -106,11 +106,7 @@ impl Sample {
             }
         }
         let schema = Arc::new(Schema::new(vec![
-            Field::new(
-                "time",
-                DataType::Timestamp(TimeUnit::Microsecond, Some("UTC".into())),
-                false,
-            ),
+            Field::new("time", crate::model::time_type(), false),
             Field::new("metric", DataType::Utf8, false),
             Field::new("host", DataType::Utf8, false),
             Field::new("region", DataType::Utf8, false),

@@ -9,7 +9,7 @@ use std::sync::Arc;
 
 use arrow::array::{AsArray, TimestampMicrosecondArray};
 use arrow::compute::cast;
-use arrow::datatypes::{DataType, IntervalMonthDayNano, TimeUnit, TimestampMicrosecondType};
+use arrow::datatypes::{DataType, IntervalMonthDayNano, TimestampMicrosecondType};
 use datafusion::common::{exec_err, plan_err, Result, ScalarValue};
 use datafusion::logical_expr::{
     ColumnarValue, ScalarFunctionArgs, ScalarUDF, ScalarUDFImpl, Signature, Volatility,
@@ -29,7 +29,7 @@ pub fn time_bucket() -> ScalarUDF {
 }
 
 fn out_type() -> DataType {
-    DataType::Timestamp(TimeUnit::Microsecond, Some("UTC".into()))
+    crate::model::time_type()
 }
 
 /// The bucket width in microseconds from the first argument's value.

@@ -1,7 +1,7 @@
 use std::sync::Arc;
 
 use arrow::array::{Float64Array, RecordBatch, StringArray, TimestampMicrosecondArray};
-use arrow::datatypes::{DataType, Field, Schema, TimeUnit};
+use arrow::datatypes::{DataType, Field, Schema};
 use arrow::util::pretty::pretty_format_batches;
 
 use super::*;
@@ -11,11 +11,7 @@ const T0: i64 = 1_705_276_800_000_000; // 2024-01-15T00:00:00Z
 
 pub(crate) fn batch(rows: &[(i64, &str, &str, f64)]) -> RecordBatch {
     let schema = Schema::new(vec![
-        Field::new(
-            "time",
-            DataType::Timestamp(TimeUnit::Microsecond, Some("UTC".into())),
-            false,
-        ),
+        Field::new("time", crate::model::time_type(), false),
         Field::new("metric", DataType::Utf8, false),
         Field::new("host", DataType::Utf8, true),
         Field::new("value", DataType::Float64, false),

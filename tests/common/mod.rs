@@ -5,7 +5,7 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 
 use arrow::array::{Float64Array, RecordBatch, StringArray, TimestampMicrosecondArray};
-use arrow::datatypes::{DataType, Field, Schema, TimeUnit};
+use arrow::datatypes::{DataType, Field, Schema};
 use streamdb::ingest::EngineConfig;
 use streamdb::query::QueryConfig;
 use streamdb::server::ServerConfig;
@@ -31,11 +31,7 @@ pub fn config(dir: &std::path::Path) -> ServerConfig {
 /// Row `i` is `(T0 + i * step_us, "cpu_usage", hosts[i], values[i])`.
 pub fn cpu_batch(hosts: &[&str], values: &[f64], step_us: i64) -> RecordBatch {
     let schema = Schema::new(vec![
-        Field::new(
-            "time",
-            DataType::Timestamp(TimeUnit::Microsecond, Some("UTC".into())),
-            false,
-        ),
+        Field::new("time", streamdb::model::time_type(), false),
         Field::new("metric", DataType::Utf8, false),
         Field::new("host", DataType::Utf8, false),
         Field::new("value", DataType::Float64, false),

@@ -241,6 +241,20 @@ def rows_of(table: pa.Table) -> list[tuple]:
     return sorted(out)
 
 
+# ---- waiting -------------------------------------------------------------------
+
+def wait_for(cond, what: str, timeout: float = 15.0):
+    """Polls `cond` until it returns something truthy (returned); fails the test after `timeout` s."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = cond()
+        if value:
+            return value
+        time.sleep(0.05)
+    pytest.fail(f"timed out waiting for {what}")
+
+
+
 # ---- plain HTTP ------------------------------------------------------------------
 
 def http_call(server: Server, method: str, path: str, body: bytes | None = None,

@@ -12,7 +12,7 @@ import pyarrow as pa
 import pyarrow.flight as fl
 import pytest
 
-from streamdb_helpers import do_put, http_call as http, metric, scrape, server_message
+from streamdb_helpers import do_put, http_call as http, metric, scrape, server_message, wait_for
 
 T0 = 1_705_276_800_000_000  # 2024-01-15T00:00:00Z
 
@@ -75,11 +75,7 @@ def test_concurrent_queries(streamdb_factory):
     t = threading.Thread(target=run_hog)
     t.start()
     try:
-        deadline = 50
-        while metric(scrape(srv), "streamdb_queries_running") < 1 and deadline:
-            deadline -= 1
-            threading.Event().wait(0.05)
-        assert metric(scrape(srv), "streamdb_queries_running") == 1, "the long query never started"
+        wait_for(lambda: metric(scrape(srv), "streamdb_queries_running") == 1, "the long query to start")
 
         status, body = http(srv, "GET", "/v1/query?sql=" + urllib.parse.quote("SELECT 1"))
         assert status == 429, body

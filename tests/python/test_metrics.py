@@ -5,14 +5,13 @@ the test did. Also the slow-query log and JSON logs."""
 from __future__ import annotations
 
 import json
-import time
 import urllib.parse
 
 import pyarrow as pa
 import pyarrow.flight as fl
 import pytest
 
-from streamdb_helpers import do_put, http_call, metric, scrape
+from streamdb_helpers import do_put, http_call, metric, scrape, wait_for
 
 T0 = 1_705_276_800_000_000  # 2024-01-15T00:00:00Z
 
@@ -28,16 +27,6 @@ def batch(n: int, start: int = 0) -> pa.RecordBatch:
 
 def http_get(server, path: str) -> int:
     return http_call(server, "GET", path)[0]
-
-
-def wait_for(cond, what: str, timeout: float = 15.0):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = cond()
-        if value:
-            return value
-        time.sleep(0.05)
-    pytest.fail(f"timed out waiting for {what}")
 
 
 def test_counters_move_with_writes_flushes_and_queries(streamdb_factory):

@@ -5,7 +5,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use arrow::array::{Float64Array, StringArray, TimestampMicrosecondArray};
-use arrow::datatypes::{DataType, Field, Schema, TimeUnit};
+use arrow::datatypes::{DataType, Field, Schema};
 use object_store::local::LocalFileSystem;
 
 use super::*;
@@ -13,11 +13,7 @@ use crate::storage::faults::FaultyStore;
 
 fn batch(n: usize, base: i64) -> RecordBatch {
     let schema = Schema::new(vec![
-        Field::new(
-            "time",
-            DataType::Timestamp(TimeUnit::Microsecond, Some("UTC".into())),
-            false,
-        ),
+        Field::new("time", crate::model::time_type(), false),
         Field::new("metric", DataType::Utf8, false),
         Field::new("value", DataType::Float64, false),
     ]);
