@@ -192,12 +192,72 @@ async fn status(server: &str, json: bool, opts: ConnectOptions) -> Result<()> {
         units::count(n(&s["buffer"]["rows"])),
         units::bytes(n(&s["buffer"]["bytes"]))
     );
+    let st = &s["storage"];
     println!(
-        "  storage         {} chunk(s), {} rows, {}, manifest v{}",
-        n(&s["storage"]["chunks"]),
-        units::count(n(&s["storage"]["rows"])),
-        units::bytes(n(&s["storage"]["bytes"])),
-        n(&s["storage"]["manifest_version"])
+        "  storage         {} chunk(s) ({} compacted), {} rows, {}, manifest v{}",
+        n(&st["chunks"]),
+        n(&st["compacted_chunks"]),
+        units::count(n(&st["rows"])),
+        units::bytes(n(&st["bytes"])),
+        n(&st["manifest_version"])
+    );
+    println!(
+        "  location        {}",
+        st["location"].as_str().unwrap_or("?")
+    );
+    if let Some(w) = st["writer"].as_object() {
+        println!(
+            "  writer lease    node {}, epoch {}{}",
+            w["node"].as_str().unwrap_or("?"),
+            w["epoch"],
+            if w["lease_held"].as_bool() == Some(true) {
+                ""
+            } else {
+                " (LOST: not writing to storage)"
+            }
+        );
+    }
+    let m = &st["maintenance"];
+    let running = m["compacting"]
+        .as_str()
+        .map(|h| format!(", compacting the hour of {h}"))
+        .unwrap_or_default();
+    println!(
+        "  compaction      backlog {} chunk(s) in {} partition(s){running}; done {} merge(s) of {} chunk(s), {} -> {}",
+        n(&m["backlog_chunks"]),
+        n(&m["backlog_partitions"]),
+        n(&m["compactions"]),
+        n(&m["chunks_merged"]),
+        units::bytes(n(&m["bytes_before"])),
+        units::bytes(n(&m["bytes_after"]))
+    );
+    let retention = match st["retention_seconds"].as_u64() {
+        Some(secs) => format!("keep {}", units::duration(secs)),
+        None => "keep forever".to_string(),
+    };
+    println!(
+        "  retention       {retention}; oldest data kept {}; {} chunk(s) expired, {} series removed",
+        s["time_range"]["min"].as_str().unwrap_or("-"),
+        n(&m["expired_chunks"]),
+        n(&m["series_removed"])
+    );
+    println!(
+        "  garbage         {} file(s) awaiting deletion, {} deleted",
+        n(&m["garbage_pending"]),
+        n(&m["files_deleted"])
+    );
+    if let Some(err) = m["last_error"].as_str() {
+        println!("  last error      {err}");
+    }
+    let c = &st["cache"];
+    println!(
+        "  chunk cache     {} of {} in {} chunk(s); {} hit(s), {} miss(es), {} ranged read(s)",
+        units::bytes(n(&c["bytes"])),
+        units::bytes(n(&c["capacity_bytes"])),
+        n(&c["chunks"]),
+        n(&c["hits"]),
+        n(&c["misses"]),
+        n(&c["ranged_reads"])
     );
     Ok(())
 }

@@ -72,7 +72,37 @@ pub struct StartArgs {
     #[arg(long, default_value = "1s", value_parser = parse_duration)]
     slow_query_threshold: Duration,
     #[command(flatten)]
+    storage: StorageArgs,
+    #[command(flatten)]
     limits: LimitArgs,
+}
+
+/// Where chunks live and how they are maintained.
+#[derive(clap::Args, Debug)]
+#[command(next_help_heading = "Storage")]
+struct StorageArgs {
+    /// Keep chunks, the manifest and the series catalog in an S3-compatible
+    /// bucket (s3://bucket/prefix) instead of --data-dir; the stream log
+    /// stays on local disk. Configured from the environment: AWS_ENDPOINT,
+    /// AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY, AWS_REGION, AWS_ALLOW_HTTP.
+    /// One server writes a prefix at a time.
+    #[arg(long, value_name = "URL")]
+    object_store: Option<String>,
+    /// Drop data older than this (whole hour chunks, e.g. 30d); kept
+    /// forever if unset.
+    #[arg(long, value_parser = parse_duration)]
+    retention: Option<Duration>,
+    /// How often compaction, retention and garbage collection run; 0 turns
+    /// them off.
+    #[arg(long, default_value = "30s", value_parser = parse_duration)]
+    compaction_interval: Duration,
+    /// How long files dropped by compaction or retention stay readable for
+    /// queries that started before (at least --query-timeout is used).
+    #[arg(long, default_value = "10m", value_parser = parse_duration)]
+    gc_grace: Duration,
+    /// Memory for decoded chunks, so repeated queries skip fetch and decode.
+    #[arg(long, default_value = "1GiB", value_parser = parse_bytes)]
+    chunk_cache_bytes: usize,
 }
 
 fn at_least_one(s: &str) -> Result<usize, String> {
@@ -124,6 +154,17 @@ pub async fn run(a: StartArgs) -> Result<()> {
     engine.segment_bytes = a.segment_bytes as u64;
     let limits = a.limits;
     engine.max_batch_rows = limits.max_batch_rows;
+    let storage = a.storage;
+    if let Some(url) = &storage.object_store {
+        engine.store = Some(crate::storage::Store::from_url(url)?);
+    }
+    if storage.retention.is_some_and(|r| r.is_zero()) {
+        anyhow::bail!("--retention 0 would drop every chunk as it is written; leave it out to keep data forever");
+    }
+    engine.retention = storage.retention;
+    engine.compaction_interval = storage.compaction_interval;
+    engine.gc_grace = storage.gc_grace.max(limits.query_timeout);
+    engine.chunk_cache_bytes = storage.chunk_cache_bytes;
     let config = ServerConfig {
         addr: SocketAddr::new(a.host, a.port),
         engine,
@@ -155,9 +196,13 @@ pub async fn run(a: StartArgs) -> Result<()> {
     };
     let srv = server::start(config).await.context("starting the server")?;
     let data_dir = a.data_dir.canonicalize().unwrap_or(a.data_dir.clone());
-    tracing::info!(addr = %srv.addr, data_dir = %data_dir.display(), "StreamDB listening (gRPC Flight SQL and HTTP on one port)");
+    let chunks = match &storage.object_store {
+        Some(url) => format!(", chunks in {url}"),
+        None => String::new(),
+    };
+    tracing::info!(addr = %srv.addr, data_dir = %data_dir.display(), object_store = storage.object_store.as_deref().unwrap_or("-"), "StreamDB listening (gRPC Flight SQL and HTTP on one port)");
     eprintln!(
-        "StreamDB {} listening on {} (Flight SQL: grpc://{}, HTTP: http://{}), data in {}",
+        "StreamDB {} listening on {} (Flight SQL: grpc://{}, HTTP: http://{}), data in {}{chunks}",
         env!("CARGO_PKG_VERSION"),
         srv.addr,
         srv.addr,

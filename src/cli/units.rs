@@ -50,6 +50,16 @@ pub fn bytes(n: u64) -> String {
     }
 }
 
+/// Whole seconds in the largest unit that divides them: `30d`, `90m`, `45s`.
+pub fn duration(secs: u64) -> String {
+    for (unit, size) in [("d", 86_400), ("h", 3_600), ("m", 60)] {
+        if secs >= size && secs.is_multiple_of(size) {
+            return format!("{}{unit}", secs / size);
+        }
+    }
+    format!("{secs}s")
+}
+
 pub fn count(n: u64) -> String {
     let s = n.to_string();
     let mut out = String::new();
@@ -76,5 +86,8 @@ mod tests {
         assert!(parse_duration("soon").is_err());
         assert_eq!(bytes(1536), "1.5 KiB");
         assert_eq!(count(1234567), "1,234,567");
+        assert_eq!(duration(30 * 86_400), "30d");
+        assert_eq!(duration(5400), "90m");
+        assert_eq!(duration(61), "61s");
     }
 }

@@ -68,6 +68,7 @@ async fn follow(engine: Weak<Engine>, url: String, long_poll: Duration) {
             }
         };
         let Some(e) = engine.upgrade() else { return };
+        let gate = e.series_guard().await;
         let mut points = match json::parse(&body, false, e.catalog()) {
             Ok(p) => p,
             Err(err) => {
@@ -94,6 +95,7 @@ async fn follow(engine: Weak<Engine>, url: String, long_poll: Duration) {
                 }
             }
         }
+        drop(gate);
         offset = next;
     }
 }

@@ -1,7 +1,7 @@
 //! [`Engine`]: the write path end to end, and the state readers snapshot.
 
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -12,11 +12,15 @@ use tokio::sync::{broadcast, watch, Notify};
 use tokio::time::Instant;
 
 use super::buffer::{BufferedBatch, Snapshot, State};
+use super::compactor::{self, MaintenanceStatus};
 use super::flusher;
 use super::normalize::{normalize, BatchError, PointBatch};
 use super::record;
 use crate::model::format_micros;
-use crate::storage::{ChunkMeta, ManifestStore, SeriesCatalog, StorageError, Store};
+use crate::storage::{
+    CacheStats, ChunkMeta, ChunkReader, Lease, Manifest, ManifestStore, SeriesCatalog,
+    StorageError, Store,
+};
 use crate::stream::{DurableSink, Log, LogConfig, LogError, Offset};
 
 /// Batches a continuous query may fall behind ingest before it is dropped.
@@ -39,6 +43,19 @@ pub struct EngineConfig {
     pub max_batch_rows: usize,
     /// Where chunks, manifests and catalogs live; local `data_dir` if `None`.
     pub store: Option<Store>,
+    /// Drop chunks whose newest point is older than this.
+    pub retention: Option<Duration>,
+    /// How often compaction, retention and garbage collection run (zero:
+    /// never).
+    pub compaction_interval: Duration,
+    /// A partition is merged whole once its hour ended this long ago.
+    pub compaction_cold_after: Duration,
+    /// How long files dropped from the manifest are kept for queries that
+    /// started before, and how old an unreferenced file must be to count
+    /// as an orphan.
+    pub gc_grace: Duration,
+    /// Bytes of decoded chunks kept for queries.
+    pub chunk_cache_bytes: usize,
 }
 
 impl EngineConfig {
@@ -53,6 +70,11 @@ impl EngineConfig {
             fsync: true,
             max_batch_rows: 4 << 20,
             store: None,
+            retention: None,
+            compaction_interval: Duration::from_secs(30),
+            compaction_cold_after: Duration::from_secs(600),
+            gc_grace: Duration::from_secs(600),
+            chunk_cache_bytes: 1 << 30,
         }
     }
 }
@@ -124,9 +146,23 @@ pub struct Engine {
     pub(crate) log: Log<PointBatch>,
     /// Signalled whenever a flush frees buffer space.
     pub(crate) space: Notify,
+    /// Held by whoever commits a manifest version (flusher, compactor,
+    /// retention), so commits never race.
     pub(crate) flush_lock: tokio::sync::Mutex<()>,
+    /// Writers hold it shared from normalising a batch until it is applied;
+    /// retention takes it to remove series (see `compactor`).
+    pub(crate) series_gate: tokio::sync::RwLock<()>,
+    /// The next chunk id to hand out; never reused, even for chunks whose
+    /// commit failed.
+    next_chunk_id: AtomicU64,
+    /// The catalog generation the newest committed snapshot holds.
+    catalog_persisted: AtomicU64,
+    pub(crate) reader: Arc<ChunkReader>,
+    pub(crate) maintenance: parking_lot::Mutex<MaintenanceStatus>,
+    /// The writer lease, on a store other servers can reach.
+    lease: Option<Arc<Lease>>,
     pub(crate) shutdown: watch::Sender<bool>,
-    flusher: parking_lot::Mutex<Option<tokio::task::JoinHandle<()>>>,
+    tasks: parking_lot::Mutex<Vec<tokio::task::JoinHandle<()>>>,
 }
 
 impl std::fmt::Debug for Engine {
@@ -144,6 +180,20 @@ impl Engine {
             Some(s) => s.clone(),
             None => Store::local(&config.data_dir)?,
         };
+        // Before reading anything: the lease decides whether we may write.
+        let lease = if store.is_shared() {
+            let node = crate::storage::node_id(&config.data_dir)?;
+            let lease = Lease::acquire(&store, &node).await?;
+            tracing::info!(
+                store = store.location(),
+                node,
+                epoch = lease.epoch(),
+                "holding the writer lease"
+            );
+            Some(lease)
+        } else {
+            None
+        };
         let manifests = ManifestStore::new(store.clone());
         let mut manifest = manifests.load_latest().await?;
         let catalog = match &manifest.catalog {
@@ -155,6 +205,7 @@ impl Engine {
         };
         load_chunk_series(&store, &mut manifest.chunks).await?;
         let manifest = Arc::new(manifest);
+        let catalog_persisted = AtomicU64::new(catalog.generation());
 
         let shared = Arc::new(Shared {
             state: RwLock::new(State::new(manifest.clone())),
@@ -162,7 +213,13 @@ impl Engine {
             reserved: AtomicUsize::new(0),
             fanout: broadcast::channel(FANOUT_BATCHES).0,
         });
-        let mut log_config = LogConfig::new(config.data_dir.join("stream").join("metrics"));
+        let log_dir = config.data_dir.join("stream").join("metrics");
+        if let (Some(lease), Some(writer)) = (&lease, &manifest.writer) {
+            if *writer != lease.node() {
+                retire_stale_log(&log_dir, &manifest, writer)?;
+            }
+        }
+        let mut log_config = LogConfig::new(&log_dir);
         log_config.segment_bytes = config.segment_bytes;
         log_config.fsync = config.fsync;
         log_config.initial_offset = Offset(manifest.stream_offset);
@@ -171,6 +228,8 @@ impl Engine {
 
         let (shutdown, _) = watch::channel(false);
         let engine = Arc::new(Self {
+            reader: Arc::new(ChunkReader::new(store.clone(), config.chunk_cache_bytes)),
+            next_chunk_id: AtomicU64::new(manifest.next_chunk_id.max(1)),
             config,
             store,
             manifests,
@@ -178,14 +237,113 @@ impl Engine {
             log,
             space: Notify::new(),
             flush_lock: tokio::sync::Mutex::new(()),
+            series_gate: tokio::sync::RwLock::new(()),
+            catalog_persisted,
+            maintenance: Default::default(),
+            lease,
             shutdown,
-            flusher: parking_lot::Mutex::new(None),
+            tasks: Default::default(),
         });
-        *engine.flusher.lock() = Some(tokio::spawn(flusher::run(
-            Arc::downgrade(&engine),
+        let weak = Arc::downgrade(&engine);
+        let mut tasks = vec![tokio::spawn(flusher::run(
+            weak.clone(),
             engine.shutdown.subscribe(),
-        )));
+        ))];
+        if !engine.config.compaction_interval.is_zero() {
+            tasks.push(tokio::spawn(compactor::run(
+                weak,
+                engine.shutdown.subscribe(),
+            )));
+        }
+        if let Some(lease) = &engine.lease {
+            tasks.push(tokio::spawn(heartbeat(
+                lease.clone(),
+                engine.shutdown.subscribe(),
+            )));
+        }
+        *engine.tasks.lock() = tasks;
         Ok(engine)
+    }
+
+    /// Hands out `n` consecutive chunk ids and returns the first.
+    pub(crate) fn allocate_chunk_ids(&self, n: u64) -> u64 {
+        self.next_chunk_id.fetch_add(n, Ordering::AcqRel)
+    }
+
+    /// Commits `next` on top of `current` (the manifest in effect; the
+    /// caller holds `flush_lock`), with a new catalog snapshot if the
+    /// catalog changed, and installs it for readers.
+    pub(crate) async fn commit_manifest(
+        &self,
+        current: &Manifest,
+        mut next: Manifest,
+    ) -> Result<Arc<Manifest>, EngineError> {
+        if let Some(lease) = self.lease.as_ref().filter(|l| l.is_lost()) {
+            return Err(lease.lost_error().into());
+        }
+        let generation = self.catalog().generation();
+        let old_catalog = next.catalog.clone();
+        if generation != self.catalog_persisted.load(Ordering::Acquire) {
+            let path = object_store::path::Path::from(format!(
+                "catalog/series_{:020}.bin",
+                current.version + 1
+            ));
+            next.catalog_series = self.catalog().len() as u64;
+            self.store
+                .put(&path, self.catalog().encode_snapshot())
+                .await?;
+            self.store.sync(std::slice::from_ref(&path))?;
+            next.catalog = Some(path.to_string());
+        }
+        next.next_chunk_id = next
+            .next_chunk_id
+            .max(self.next_chunk_id.load(Ordering::Acquire));
+        next.writer = self.lease.as_ref().map(|l| l.node());
+        let committed = match self.manifests.commit(current, next).await {
+            Ok(m) => m,
+            Err(StorageError::AlreadyExists { path }) => {
+                return Err(StorageError::Fenced(format!(
+                    "manifest {path} was committed by another server: this one is fenced out of the object-store prefix and stops writing to it; stop the other server and restart this one"
+                ))
+                .into())
+            }
+            Err(e) => return Err(e.into()),
+        };
+        self.store
+            .sync(&[ManifestStore::path_of(committed.version)])?;
+        self.shared.state.write().commit(committed.clone());
+        self.catalog_persisted.store(generation, Ordering::Release);
+        if self.lease.is_some() && committed.stream_offset != current.stream_offset {
+            let marker = committed_marker(&self.config.data_dir);
+            if let Err(e) = std::fs::write(&marker, committed.stream_offset.to_string()) {
+                tracing::warn!(error = %e, path = %marker.display(), "recording the committed offset failed");
+            }
+        }
+        if let Some(old) = old_catalog.filter(|o| committed.catalog.as_ref() != Some(o)) {
+            // Best effort: a leftover is swept as an orphan later.
+            let _ = self.store.delete(&old.as_str().into()).await;
+        }
+        Ok(committed)
+    }
+
+    /// Held from normalising a batch against the catalog until the batch is
+    /// written, by every write path that normalises outside
+    /// [`Engine::write`] (JSON); see `compactor` for why.
+    pub async fn series_guard(&self) -> tokio::sync::RwLockReadGuard<'_, ()> {
+        self.series_gate.read().await
+    }
+
+    /// Reads chunks for queries, through the decoded-chunk cache.
+    pub fn chunk_reader(&self) -> &Arc<ChunkReader> {
+        &self.reader
+    }
+
+    /// Runs one compaction, retention and garbage-collection pass now
+    /// (tests; the background loop does this every interval).
+    pub async fn maintain(&self) -> Result<(), EngineError> {
+        let result = compactor::pass(self, true).await;
+        self.maintenance.lock().compacting = None;
+        result
     }
 
     /// Where a `--source` consumer of `source` left off: the newest
@@ -228,6 +386,7 @@ impl Engine {
     pub async fn write(&self, batch: &RecordBatch) -> Result<WriteReceipt, EngineError> {
         // Checked before normalising: an oversized batch costs nothing more.
         self.check_rows(batch.num_rows())?;
+        let _gate = self.series_guard().await;
         let points = normalize(batch, &self.shared.catalog)?;
         self.write_points(points).await
     }
@@ -299,18 +458,32 @@ impl Engine {
         flusher::flush_once(self).await
     }
 
-    /// Stops the flusher, flushes the buffer and refuses further writes.
+    /// Stops the background tasks, flushes the buffer, refuses further
+    /// writes and gives up the writer lease.
     pub async fn shutdown(&self) -> Result<(), EngineError> {
         self.shutdown.send_replace(true);
-        let handle = self.flusher.lock().take();
-        if let Some(h) = handle {
-            let _ = h.await;
+        let tasks = std::mem::take(&mut *self.tasks.lock());
+        for t in tasks {
+            let _ = t.await;
         }
-        self.flush().await.map(|_| ())
+        self.flush().await?;
+        if let Some(lease) = &self.lease {
+            lease.release().await?;
+        }
+        Ok(())
     }
 
     pub fn status(&self) -> Status {
+        let mut maintenance = self.maintenance.lock().clone();
         let st = self.shared.state.read();
+        let backlog = compactor::plan(
+            &st.manifest,
+            chrono::Utc::now().timestamp_micros(),
+            self.config.compaction_cold_after,
+        );
+        maintenance.backlog_partitions = backlog.len();
+        maintenance.backlog_chunks = backlog.iter().map(|j| j.inputs.len()).sum();
+        maintenance.garbage_pending = st.manifest.garbage.len();
         let log = self.log.stats();
         let m = &st.manifest;
         let mut min = m.chunks.iter().map(|c| c.min_time).min();
@@ -333,12 +506,22 @@ impl Engine {
                 bytes: st.bytes as u64,
             },
             storage: StorageStatus {
+                location: self.store.location().to_string(),
                 manifest_version: m.version,
                 covered_offset: Offset(m.stream_offset).to_string(),
                 chunks: m.chunks.len(),
-                compaction_backlog: m.compaction_backlog(),
+                compacted_chunks: m.chunks.iter().filter(|c| c.is_compacted()).count(),
+                compaction_backlog: maintenance.backlog_chunks,
                 rows: m.rows(),
                 bytes: m.bytes(),
+                retention_seconds: self.config.retention.map(|r| r.as_secs()),
+                maintenance,
+                cache: self.reader.stats(),
+                writer: self.lease.as_ref().map(|l| WriterStatus {
+                    node: l.node(),
+                    epoch: l.epoch(),
+                    lease_held: !l.is_lost(),
+                }),
             },
             series: self.shared.catalog.len(),
             rows: m.rows() + st.rows as u64,
@@ -348,6 +531,63 @@ impl Engine {
             },
         }
     }
+}
+
+/// Where a node on a shared store records the stream offset its last
+/// manifest commit covered: how it tells, after another node wrote the
+/// manifest, whether its own log holds writes never flushed.
+fn committed_marker(data_dir: &std::path::Path) -> PathBuf {
+    data_dir.join("stream").join("metrics.committed")
+}
+
+/// Discards what the manifest says nothing about.
+struct Discard;
+
+impl DurableSink<PointBatch> for Discard {
+    fn on_durable(&self, _: Offset, _: PointBatch) {}
+}
+
+/// Another node (`writer`) committed the manifest last, so its
+/// `stream_offset` counts that node's log, not ours. Our log may go if
+/// every record in it was flushed by us before we let go of the prefix
+/// (a clean stop, or a failover after one); if it holds writes we never
+/// flushed, starting would lose or misnumber them, so refuse with what to
+/// do.
+fn retire_stale_log(
+    dir: &std::path::Path,
+    manifest: &Manifest,
+    writer: &str,
+) -> Result<(), EngineError> {
+    if !dir.exists() {
+        return Ok(());
+    }
+    let (first, next) = {
+        let mut cfg = LogConfig::new(dir);
+        cfg.initial_offset = Offset(manifest.stream_offset);
+        let log: Log<PointBatch> = Log::open(cfg, Arc::new(Discard))?;
+        (log.first_offset(), log.next_offset())
+    };
+    let data_dir = dir.parent().and_then(|p| p.parent()).unwrap_or(dir);
+    let committed = std::fs::read_to_string(committed_marker(data_dir))
+        .ok()
+        .and_then(|s| s.trim().parse::<u64>().ok());
+    let flushed = first == next || committed.is_some_and(|c| next.0 <= c);
+    if !flushed {
+        return Err(StorageError::Other(format!(
+            "{} holds acknowledged writes (stream offsets {} to {}) this node never flushed to the object store, and node {writer} has written to it since; starting would lose them. Start this node on its previous object-store prefix to flush them, or move {} aside to give them up",
+            dir.display(),
+            Offset(committed.unwrap_or(first.0).max(first.0)),
+            next,
+            dir.display()
+        ))
+        .into());
+    }
+    if first != next || next.0 != manifest.stream_offset {
+        tracing::info!(dir = %dir.display(), writer, "another node wrote the object store since this node's last flush; starting a fresh stream log at its offset");
+        std::fs::remove_dir_all(dir)
+            .map_err(|e| StorageError::Other(format!("removing {}: {e}", dir.display())))?;
+    }
+    Ok(())
 }
 
 /// Re-applies log records the manifest does not cover.
@@ -428,14 +668,48 @@ pub struct BufferStatus {
 
 #[derive(Debug, Clone, Serialize)]
 pub struct StorageStatus {
+    /// The data directory, or `s3://bucket/prefix`.
+    pub location: String,
     pub manifest_version: u64,
     pub covered_offset: String,
     pub chunks: usize,
-    /// Chunks that share an hour partition with another chunk: what a
-    /// compaction pass would merge.
+    /// Chunks in the compacted (Parquet) format.
+    pub compacted_chunks: usize,
+    /// Chunks the compactor would merge now.
     pub compaction_backlog: usize,
     pub rows: u64,
     pub bytes: u64,
+    /// `--retention`, if set.
+    pub retention_seconds: Option<u64>,
+    pub maintenance: MaintenanceStatus,
+    pub cache: CacheStats,
+    /// This server's writer lease on a shared object store.
+    pub writer: Option<WriterStatus>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct WriterStatus {
+    pub node: String,
+    pub epoch: u64,
+    pub lease_held: bool,
+}
+
+/// Renews the writer lease until shutdown, or until it is lost.
+async fn heartbeat(lease: Arc<Lease>, mut shutdown: watch::Receiver<bool>) {
+    loop {
+        tokio::select! {
+            _ = shutdown.changed() => return,
+            _ = tokio::time::sleep(crate::storage::LEASE_HEARTBEAT) => {}
+        }
+        match lease.renew().await {
+            Ok(()) => {}
+            Err(e) if lease.is_lost() => {
+                tracing::error!(error = %e, "lost the writer lease: no more flushes or compactions; writes stay in the local stream log");
+                return;
+            }
+            Err(e) => tracing::warn!(error = %e, "renewing the writer lease failed; retrying"),
+        }
+    }
 }
 
 #[derive(Debug, Clone, Serialize)]

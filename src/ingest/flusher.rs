@@ -1,9 +1,10 @@
 //! The flusher: turns the write buffer into chunk files and commits them.
 //!
-//! One flush: snapshot the buffer (and the offset it covers), then the
-//! catalog; sort the points by (hour, series_id, time) and write one chunk
-//! per hour partition; make chunks and catalog durable; commit a manifest
-//! version covering the offset; swap it in and drop the flushed batches;
+//! One flush: snapshot the buffer (and the offset it covers); sort the
+//! points by (hour, series_id, time) and write one chunk per hour
+//! partition; make the chunks durable; commit a manifest version covering
+//! the offset (with a catalog snapshot taken after the buffer's, so it
+//! defines every flushed series); swap it in and drop the flushed batches;
 //! finally let the log delete the segments the manifest now covers. A
 //! failure at any step before the commit leaves the buffer and log as they
 //! were (orphaned files are garbage); the flush is retried with backoff.
@@ -86,33 +87,32 @@ async fn write_buffer(e: &Engine) -> Result<u64, EngineError> {
     if snap.buffered.is_empty() {
         return Ok(0);
     }
-    // Taken after the buffer snapshot, so it defines every flushed series.
-    let catalog_len = e.catalog().len() as u64;
-    let catalog =
-        (catalog_len != snap.manifest.catalog_series).then(|| e.catalog().encode_snapshot());
-
     let batches: Vec<RecordBatch> = snap.buffered.iter().map(|b| b.points.clone()).collect();
     let rows: u64 = batches.iter().map(|b| b.num_rows() as u64).sum();
-    let mut next_id = snap.manifest.next_chunk_id.max(1);
-    let first_id = next_id;
+    let parts = tokio::task::spawn_blocking(move || partition_by_hour(&batches))
+        .await
+        .map_err(|e| StorageError::Other(format!("flush task failed: {e}")))??;
+    // Ids are never handed out twice, even if this flush fails.
+    let first_id = e.allocate_chunk_ids(parts.len() as u64);
     let encoded = tokio::task::spawn_blocking(move || -> Result<_, StorageError> {
-        partition_by_hour(&batches)?
-            .iter()
+        parts
+            .into_iter()
             .enumerate()
-            .map(|(i, part)| encode_chunk(first_id + i as u64, part))
-            .collect::<Result<Vec<_>, _>>()
+            .map(|(i, part)| Ok((encode_chunk(first_id + i as u64, &part)?, part)))
+            .collect::<Result<Vec<_>, StorageError>>()
     })
     .await
     .map_err(|e| StorageError::Other(format!("flush task failed: {e}")))??;
 
     let mut written = Vec::new();
     let mut chunks = Vec::with_capacity(encoded.len());
-    for (bytes, meta) in encoded {
+    let mut decoded = Vec::with_capacity(encoded.len());
+    for ((bytes, meta), part) in encoded {
         let path = Path::from(meta.path.as_str());
         e.store.put(&path, bytes).await?;
         written.push(path);
+        decoded.push((meta.path.clone(), part));
         chunks.push(meta);
-        next_id += 1;
     }
     let mut next = (*snap.manifest).clone();
     next.chunks.extend(chunks);
@@ -125,27 +125,14 @@ async fn write_buffer(e: &Engine) -> Result<u64, EngineError> {
     {
         next.source_checkpoint = Some(c);
     }
-    next.next_chunk_id = next_id;
-    let old_catalog = next.catalog.clone();
-    if let Some(bytes) = catalog {
-        let path = format!("catalog/series_{:020}.bin", snap.manifest.version + 1);
-        e.store.put(&Path::from(path.as_str()), bytes).await?;
-        written.push(Path::from(path.as_str()));
-        next.catalog = Some(path);
-        next.catalog_series = catalog_len;
-    }
     // Files must be durable before a manifest references them.
     e.store.sync(&written)?;
-    let committed = e.manifests.commit(&snap.manifest, next).await?;
-    e.store
-        .sync(&[crate::storage::ManifestStore::path_of(committed.version)])?;
-
-    e.shared.state.write().commit(committed.clone());
+    let committed = e.commit_manifest(&snap.manifest, next).await?;
+    for (path, part) in decoded {
+        e.reader.insert(&path, std::sync::Arc::new(vec![part]));
+    }
     e.space.notify_waiters();
     e.log.remove_before(upto)?;
-    if let Some(old) = old_catalog.filter(|o| committed.catalog.as_ref() != Some(o)) {
-        let _ = e.store.delete(&Path::from(old.as_str())).await;
-    }
     tracing::debug!(rows, upto = %upto, version = committed.version, "flushed");
     Ok(rows)
 }
@@ -179,7 +166,7 @@ fn partition_by_hour(batches: &[RecordBatch]) -> Result<Vec<RecordBatch>, Storag
 /// series compared with its rows, so rows are counting-sorted into
 /// (hour, series) groups in O(n); only a group whose rows arrived out of
 /// time order (late points) is sorted by time.
-fn sort_order(ids: &[u64], times: &[i64]) -> Vec<u32> {
+pub(super) fn sort_order(ids: &[u64], times: &[i64]) -> Vec<u32> {
     let n = ids.len();
     if n == 0 {
         return Vec::new();

@@ -1,6 +1,6 @@
 //! The write path above the log: validation, the log record format, the
-//! in-memory write buffer, and the flusher that turns the buffer into chunk
-//! files committed to the manifest.
+//! in-memory write buffer, the flusher that turns the buffer into chunk
+//! files committed to the manifest, and storage maintenance.
 //!
 //! # Data flow
 //! `Engine::write` normalises a batch ([`normalize`]), appends it to the
@@ -10,11 +10,14 @@
 //! writer is answered, so an acknowledged write is visible to the next query.
 //! The flusher writes the buffer out as chunks, commits a manifest that
 //! covers the stream up to the flushed offset, and only then lets the log
-//! delete the segments below it.
+//! delete the segments below it. The compactor (`compactor`) then merges
+//! an hour's chunks into one Parquet chunk, drops expired chunks and
+//! deletes files no manifest references any more.
 //!
 //! May depend on `model`, `stream` and `storage`.
 
 mod buffer;
+pub mod compactor;
 pub mod consumer;
 mod engine;
 mod flusher;
@@ -25,6 +28,6 @@ pub(crate) mod record;
 pub use buffer::{BufferedBatch, Snapshot};
 pub use engine::{
     BufferStatus, Engine, EngineConfig, EngineError, Status, StorageStatus, StreamStatus,
-    TimeRange, WriteReceipt,
+    TimeRange, WriteReceipt, WriterStatus,
 };
 pub use normalize::{normalize, BatchError, PointBatch};

@@ -17,12 +17,11 @@ use datafusion::physical_plan::{
     DisplayAs, DisplayFormatType, ExecutionPlan, Partitioning, PlanProperties,
 };
 use futures::{StreamExt, TryStreamExt};
-use object_store::path::Path;
 
 use super::convert::{filter_points, to_table_batch};
 use super::filters::TimeRange;
 use crate::ingest::BufferedBatch;
-use crate::storage::{decode_chunk, ChunkMeta, SeriesCatalog, Store};
+use crate::storage::{ChunkMeta, ChunkReader, SeriesCatalog};
 
 /// One unit of scan work.
 #[derive(Debug, Clone)]
@@ -42,7 +41,7 @@ pub struct PruneStats {
 
 #[derive(Debug)]
 pub struct MetricsScanExec {
-    pub(super) store: Store,
+    pub(super) reader: Arc<ChunkReader>,
     pub(super) catalog: Arc<SeriesCatalog>,
     pub(super) partitions: Vec<Vec<Work>>,
     pub(super) time: TimeRange,
@@ -135,15 +134,16 @@ impl ExecutionPlan for MetricsScanExec {
         _ctx: Arc<TaskContext>,
     ) -> Result<SendableRecordBatchStream> {
         let work = self.partitions.get(partition).cloned().unwrap_or_default();
-        let (store, catalog, time, series) = (
-            self.store.clone(),
+        let (reader, catalog, time, series) = (
+            self.reader.clone(),
             self.catalog.clone(),
             self.time,
             self.series.clone(),
         );
         let (projection, schema) = (self.projection.clone(), self.schema.clone());
+        let wanted = series.clone();
         let stream = futures::stream::iter(work)
-            .map(move |w| load(store.clone(), w))
+            .map(move |w| load(reader.clone(), w, wanted.clone()))
             .buffered(2)
             .map_ok(move |batches| {
                 futures::stream::iter(batches.into_iter().map(Ok::<_, DataFusionError>))
@@ -167,18 +167,18 @@ impl ExecutionPlan for MetricsScanExec {
 }
 
 /// Fetches and decodes one unit of work into point batches.
-async fn load(store: Store, w: Work) -> Result<Vec<arrow::array::RecordBatch>> {
+async fn load(
+    reader: Arc<ChunkReader>,
+    w: Work,
+    series: Option<Arc<BTreeSet<u64>>>,
+) -> Result<Vec<arrow::array::RecordBatch>> {
     match w {
         Work::Buffered(b) => Ok(vec![b.points.clone()]),
-        Work::Chunk(c) => {
-            let bytes = store
-                .get(&Path::from(c.path.as_str()))
-                .await
-                .map_err(|e| DataFusionError::External(Box::new(e)))?;
-            tokio::task::spawn_blocking(move || decode_chunk(&c.path, bytes))
-                .await
-                .map_err(|e| DataFusionError::External(Box::new(e)))?
-                .map_err(|e| DataFusionError::External(Box::new(e)))
-        }
+        Work::Chunk(c) => Ok(reader
+            .read(&c, series.as_deref())
+            .await
+            .map_err(|e| DataFusionError::External(Box::new(e)))?
+            .as_ref()
+            .clone()),
     }
 }

@@ -126,7 +126,7 @@ impl TableProvider for MetricsTable {
             .unwrap_or_else(|| (0..self.schema.fields().len()).collect());
         let schema = Arc::new(self.schema.project(&projection)?);
         Ok(Arc::new(MetricsScanExec {
-            store: self.engine.store().clone(),
+            reader: self.engine.chunk_reader().clone(),
             catalog: self.engine.catalog().clone(),
             properties: MetricsScanExec::properties_for(&schema, partitions.len()),
             partitions,

@@ -40,6 +40,14 @@ pub async fn scrape(State(s): State<ObserveState>) -> Response {
     m.stored_rows.set(st.storage.rows as i64);
     m.compaction_backlog
         .set(st.storage.compaction_backlog as i64);
+    let mt = &st.storage.maintenance;
+    m.compactions.set(mt.compactions as i64);
+    m.garbage_pending.set(mt.garbage_pending as i64);
+    m.expired_chunks.set(mt.expired_chunks as i64);
+    let c = &st.storage.cache;
+    m.cache_bytes.set(c.bytes as i64);
+    m.cache_hits.set(c.hits as i64);
+    m.cache_misses.set(c.misses as i64);
     m.series.set(st.series as i64);
     m.stream_log_bytes.set(st.stream.bytes as i64);
     m.subscriptions.set(s.subscriptions.active() as i64);

@@ -39,10 +39,14 @@ struct Inner {
     by_tag: HashMap<String, HashMap<String, Vec<u64>>>,
 }
 
-/// Thread-safe, append-only catalog of every series the database has seen.
+/// Thread-safe catalog of the series the database holds data for. Series
+/// are added by writes and removed only by retention, once no data of
+/// theirs is left.
 #[derive(Default)]
 pub struct SeriesCatalog {
     inner: RwLock<Inner>,
+    /// Bumped by every change, so the flusher knows when to persist it.
+    generation: std::sync::atomic::AtomicU64,
 }
 
 impl std::fmt::Debug for SeriesCatalog {
@@ -76,12 +80,47 @@ impl SeriesCatalog {
             .collect()
     }
 
+    /// Changes so far: equal generations mean equal contents.
+    pub fn generation(&self) -> u64 {
+        self.generation.load(std::sync::atomic::Ordering::Acquire)
+    }
+
     /// Adds a series; a no-op if the id is already known.
     pub fn insert(&self, id: SeriesId, key: SeriesKey) {
         let mut inner = self.inner.write();
         if inner.series.contains_key(&id.0) {
             return;
         }
+        self.generation
+            .fetch_add(1, std::sync::atomic::Ordering::AcqRel);
+        Self::index(&mut inner, id, key);
+    }
+
+    /// Removes every series `keep` says no to, and returns how many went.
+    pub fn retain(&self, keep: impl Fn(u64) -> bool) -> usize {
+        let mut inner = self.inner.write();
+        let before = inner.series.len();
+        let kept: Vec<(u64, Arc<SeriesKey>)> = inner
+            .series
+            .iter()
+            .filter(|(id, _)| keep(**id))
+            .map(|(id, k)| (*id, k.clone()))
+            .collect();
+        let removed = before - kept.len();
+        if removed == 0 {
+            return 0;
+        }
+        // Rebuilt rather than edited: removal is rare, the index is derived.
+        *inner = Inner::default();
+        for (id, key) in kept {
+            Self::index(&mut inner, SeriesId(id), Arc::unwrap_or_clone(key));
+        }
+        self.generation
+            .fetch_add(1, std::sync::atomic::Ordering::AcqRel);
+        removed
+    }
+
+    fn index(inner: &mut Inner, id: SeriesId, key: SeriesKey) {
         inner
             .by_metric
             .entry(key.metric.clone())
@@ -260,5 +299,29 @@ mod tests {
         let last = bad.len() - 1;
         bad[last] ^= 1;
         assert!(SeriesCatalog::decode_snapshot("c", &bad).is_err());
+    }
+
+    #[test]
+    fn retain_removes_series_from_the_index_too() {
+        let c = SeriesCatalog::default();
+        let a = key("cpu", &[("host", "a")]);
+        let b = key("cpu", &[("host", "b")]);
+        c.insert(a.id(), a.clone());
+        c.insert(b.id(), b.clone());
+        let g = c.generation();
+        assert_eq!(c.retain(|id| id != a.id().0), 1);
+        assert!(c.generation() > g);
+        assert_eq!(c.retain(|_| true), 0);
+        assert!(!c.contains(a.id()) && c.contains(b.id()));
+        let host = |v: &str| TagPredicate::Tag {
+            key: "host".into(),
+            values: vec![v.into()],
+        };
+        assert_eq!(c.resolve(&[host("a")]), Some(BTreeSet::new()));
+        assert_eq!(c.resolve(&[host("b")]), Some([b.id().0].into()));
+        assert_eq!(
+            c.resolve(&[TagPredicate::Metric(vec!["cpu".into()])]),
+            Some([b.id().0].into())
+        );
     }
 }

@@ -1,8 +1,13 @@
-//! Chunk files: Arrow IPC files of point batches (`series_id, time, value`)
-//! sorted by `(series_id, time)`, LZ4-compressed, one hour partition each,
-//! at `chunks/YYYY/MM/DD/HH/chunk_<id>.arrow`.
+//! Chunk files: point batches (`series_id, time, value`) sorted by
+//! `(series_id, time)`, one hour partition each, at
+//! `chunks/YYYY/MM/DD/HH/chunk_<id>.<ext>`, in one of two formats:
 //!
-//! The IPC footer carries what pruning needs without reading the body
+//! - `.arrow`: Arrow IPC with LZ4, what the flusher writes (cheap to write,
+//!   since flushing competes with ingest);
+//! - `.parquet`: what the compactor writes (`compacted`), about a third of
+//!   the bytes. See docs/STORAGE.md for the measurements behind the choice.
+//!
+//! Either file's footer carries what pruning needs without reading the body
 //! (format version, time range, value range, rows, the series covered), so
 //! a reader can fetch just the file's tail.
 
@@ -53,13 +58,31 @@ impl ChunkMeta {
         }
         self.series.is_empty() || self.series.binary_search(&id).is_ok()
     }
+
+    /// True for a file the compactor wrote (Parquet).
+    pub fn is_compacted(&self) -> bool {
+        self.path.ends_with(".parquet")
+    }
+
+    /// The hour partition the chunk belongs to.
+    pub fn partition(&self) -> i64 {
+        self.min_time.div_euclid(PARTITION_MICROS)
+    }
+
+    /// The chunk's id as written in its file name, for any path this module
+    /// produced (garbage collection reads it off listed objects).
+    pub fn id_of_path(path: &str) -> Option<u64> {
+        let name = path.rsplit('/').next()?.strip_prefix("chunk_")?;
+        let digits = name.split('.').next()?;
+        (digits.len() == 16).then(|| digits.parse().ok())?
+    }
 }
 
-/// `chunks/YYYY/MM/DD/HH/chunk_<id>.arrow` for the hour holding `time`.
-pub fn chunk_path(id: u64, time: i64) -> Path {
+/// `chunks/YYYY/MM/DD/HH/chunk_<id>.<ext>` for the hour holding `time`.
+pub fn chunk_path(id: u64, time: i64, ext: &str) -> Path {
     let t = DateTime::<Utc>::from_timestamp_micros(time).unwrap_or_default();
     Path::from(format!(
-        "chunks/{:04}/{:02}/{:02}/{:02}/chunk_{id:016}.arrow",
+        "chunks/{:04}/{:02}/{:02}/{:02}/chunk_{id:016}.{ext}",
         t.year(),
         t.month(),
         t.day(),
@@ -67,9 +90,16 @@ pub fn chunk_path(id: u64, time: i64) -> Path {
     ))
 }
 
-/// Encodes one sorted point batch as a chunk file. `batch` must use
-/// [`point_schema`] and be sorted by `(series_id, time)`.
-pub fn encode_chunk(id: u64, batch: &RecordBatch) -> Result<(Bytes, ChunkMeta), StorageError> {
+/// What every chunk's footer records about its rows, and the manifest entry
+/// built from it.
+pub(super) struct Described {
+    pub meta: ChunkMeta,
+    pub footer: Vec<(&'static str, String)>,
+}
+
+/// Checks `batch` is a non-empty point batch and describes it for a chunk
+/// of id `id` in the format with extension `ext`.
+pub(super) fn describe(id: u64, batch: &RecordBatch, ext: &str) -> Result<Described, StorageError> {
     if batch.num_rows() == 0 {
         return Err(StorageError::Other(
             "refusing to write an empty chunk".into(),
@@ -81,8 +111,41 @@ pub fn encode_chunk(id: u64, batch: &RecordBatch) -> Result<(Bytes, ChunkMeta), 
     let max_time = arrow::compute::max(times).expect("non-empty");
     let mut ids: Vec<u64> = series.values().to_vec();
     ids.dedup();
-    let path = chunk_path(id, min_time);
+    let footer = vec![
+        ("streamdb.format", FORMAT.to_string()),
+        ("streamdb.min_time", min_time.to_string()),
+        ("streamdb.max_time", max_time.to_string()),
+        ("streamdb.rows", batch.num_rows().to_string()),
+        ("streamdb.min_value", fmt_f64(arrow::compute::min(values))),
+        ("streamdb.max_value", fmt_f64(arrow::compute::max(values))),
+        (
+            "streamdb.series",
+            ids.iter()
+                .map(|s| format!("{s:x}"))
+                .collect::<Vec<_>>()
+                .join(","),
+        ),
+    ];
+    let meta = ChunkMeta {
+        id,
+        path: chunk_path(id, min_time, ext).to_string(),
+        min_time,
+        max_time,
+        rows: batch.num_rows() as u64,
+        bytes: 0,
+        min_series: ids[0],
+        max_series: *ids.last().expect("non-empty"),
+        series_count: ids.len() as u64,
+        series: Arc::new(ids),
+    };
+    Ok(Described { meta, footer })
+}
 
+/// Encodes one sorted point batch as an Arrow IPC chunk file (the flush
+/// format). `batch` must use [`point_schema`] and be sorted by
+/// `(series_id, time)`.
+pub fn encode_chunk(id: u64, batch: &RecordBatch) -> Result<(Bytes, ChunkMeta), StorageError> {
+    let Described { mut meta, footer } = describe(id, batch, "arrow")?;
     let opts = IpcWriteOptions::default().try_with_compression(Some(CompressionType::LZ4_FRAME))?;
     let mut buf = Vec::with_capacity(batch.get_array_memory_size() / 2);
     {
@@ -93,33 +156,12 @@ pub fn encode_chunk(id: u64, batch: &RecordBatch) -> Result<(Bytes, ChunkMeta), 
             w.write(&batch.slice(start, len))?;
             start += len;
         }
-        w.write_metadata("streamdb.format", FORMAT);
-        w.write_metadata("streamdb.min_time", min_time.to_string());
-        w.write_metadata("streamdb.max_time", max_time.to_string());
-        w.write_metadata("streamdb.rows", batch.num_rows().to_string());
-        w.write_metadata("streamdb.min_value", fmt_f64(arrow::compute::min(values)));
-        w.write_metadata("streamdb.max_value", fmt_f64(arrow::compute::max(values)));
-        w.write_metadata(
-            "streamdb.series",
-            ids.iter()
-                .map(|s| format!("{s:x}"))
-                .collect::<Vec<_>>()
-                .join(","),
-        );
+        for (k, v) in footer {
+            w.write_metadata(k, v);
+        }
         w.finish()?;
     }
-    let meta = ChunkMeta {
-        id,
-        path: path.to_string(),
-        min_time,
-        max_time,
-        rows: batch.num_rows() as u64,
-        bytes: buf.len() as u64,
-        min_series: ids[0],
-        max_series: *ids.last().expect("non-empty"),
-        series_count: ids.len() as u64,
-        series: Arc::new(ids),
-    };
+    meta.bytes = buf.len() as u64;
     Ok((Bytes::from(buf), meta))
 }
 
@@ -135,8 +177,12 @@ fn columns(b: &RecordBatch) -> Option<(&UInt64Array, &TimestampMicrosecondArray,
     ))
 }
 
-/// Decodes a whole chunk file into its record batches (point schema).
+/// Decodes a whole chunk file, of either format, into its record batches
+/// (point schema).
 pub fn decode_chunk(path: &str, bytes: Bytes) -> Result<Vec<RecordBatch>, StorageError> {
+    if path.ends_with(".parquet") {
+        return super::compacted::decode(path, bytes);
+    }
     let corrupt = |e: arrow::error::ArrowError| StorageError::Corrupt {
         path: path.to_string(),
         why: e.to_string(),
@@ -152,7 +198,27 @@ pub fn decode_chunk(path: &str, bytes: Bytes) -> Result<Vec<RecordBatch>, Storag
     reader.map(|b| b.map_err(corrupt)).collect()
 }
 
-/// Reads the series list from a chunk's footer metadata (the file's tail).
+/// Parses the footer's `streamdb.series` entry.
+pub(super) fn parse_series(
+    path: &str,
+    meta: &HashMap<String, String>,
+) -> Result<Vec<u64>, StorageError> {
+    let corrupt = |why: String| StorageError::Corrupt {
+        path: path.to_string(),
+        why,
+    };
+    check_format(path, meta)?;
+    let list = meta
+        .get("streamdb.series")
+        .ok_or_else(|| corrupt("footer has no series list".into()))?;
+    list.split(',')
+        .filter(|s| !s.is_empty())
+        .map(|s| u64::from_str_radix(s, 16).map_err(|e| corrupt(format!("series id {s:?}: {e}"))))
+        .collect()
+}
+
+/// Reads the series list from an Arrow chunk's footer metadata (the file's
+/// tail).
 pub fn decode_footer_series(path: &str, tail: &[u8]) -> Result<Vec<u64>, StorageError> {
     let corrupt = |why: String| StorageError::Corrupt {
         path: path.to_string(),
@@ -181,14 +247,7 @@ pub fn decode_footer_series(path: &str, tail: &[u8]) -> Result<Vec<u64>, Storage
                 .collect()
         })
         .unwrap_or_default();
-    check_format(path, &meta)?;
-    let list = meta
-        .get("streamdb.series")
-        .ok_or_else(|| corrupt("footer has no series list".into()))?;
-    list.split(',')
-        .filter(|s| !s.is_empty())
-        .map(|s| u64::from_str_radix(s, 16).map_err(|e| corrupt(format!("series id {s:?}: {e}"))))
-        .collect()
+    parse_series(path, &meta)
 }
 
 /// Loads a chunk's series list with ranged reads of the file's tail.
@@ -196,6 +255,9 @@ pub async fn read_footer_series(
     store: &Store,
     chunk: &ChunkMeta,
 ) -> Result<Vec<u64>, StorageError> {
+    if chunk.is_compacted() {
+        return super::compacted::read_series(store, chunk).await;
+    }
     let path = Path::from(chunk.path.as_str());
     let mut want = chunk.bytes.min(64 * 1024);
     loop {
@@ -217,7 +279,7 @@ fn footer_len(tail: &[u8]) -> Option<u64> {
         .then(|| i32::from_le_bytes(tail[n - 10..n - 6].try_into().expect("4 bytes")).max(0) as u64)
 }
 
-fn check_format(path: &str, meta: &HashMap<String, String>) -> Result<(), StorageError> {
+pub(super) fn check_format(path: &str, meta: &HashMap<String, String>) -> Result<(), StorageError> {
     match meta.get("streamdb.format").map(String::as_str) {
         Some(FORMAT) => Ok(()),
         other => Err(StorageError::Corrupt {

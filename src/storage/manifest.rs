@@ -48,6 +48,22 @@ pub struct Manifest {
     /// The `--source` position covered by `chunks` (see [`SourceCheckpoint`]).
     #[serde(default)]
     pub source_checkpoint: Option<SourceCheckpoint>,
+    /// Files this manifest no longer references (merged by compaction or
+    /// expired by retention), kept until queries that started on an older
+    /// version are done, then deleted.
+    #[serde(default)]
+    pub garbage: Vec<Garbage>,
+    /// The node that committed this version, on a shared object store:
+    /// `stream_offset` counts records of that node's local stream log.
+    #[serde(default)]
+    pub writer: Option<String>,
+}
+
+/// A file dropped from the manifest, and when (Unix micros).
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct Garbage {
+    pub path: String,
+    pub since: i64,
 }
 
 impl Manifest {
@@ -59,16 +75,13 @@ impl Manifest {
         self.chunks.iter().map(|c| c.bytes).sum()
     }
 
-    /// Chunks that share their hour partition with another chunk: what a
-    /// compaction pass would merge.
-    pub fn compaction_backlog(&self) -> usize {
-        let mut per_hour: std::collections::HashMap<i64, usize> = Default::default();
+    /// The chunks of each hour partition, oldest partition first.
+    pub fn partitions(&self) -> std::collections::BTreeMap<i64, Vec<&ChunkMeta>> {
+        let mut parts: std::collections::BTreeMap<i64, Vec<&ChunkMeta>> = Default::default();
         for c in &self.chunks {
-            *per_hour
-                .entry(c.min_time.div_euclid(super::chunk::PARTITION_MICROS))
-                .or_default() += 1;
+            parts.entry(c.partition()).or_default().push(c);
         }
-        per_hour.values().filter(|&&n| n > 1).sum()
+        parts
     }
 }
 

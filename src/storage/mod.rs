@@ -4,22 +4,32 @@
 //!
 //! # Layout
 //! - `store`: the object store handle and error type.
-//! - `chunk`: Arrow IPC chunk files with footer metadata.
+//! - `chunk`: chunk files, their footer metadata and the flush format
+//!   (Arrow IPC).
+//! - `compacted`: the compacted chunk format (Parquet) and ranged reads.
+//! - `cache`: the decoded-chunk cache queries read through.
 //! - `manifest`: versioned manifest objects committed by conditional create.
+//! - `lease`: the single-writer lease on a shared object-store prefix.
 //! - `catalog`: the series catalog (id → metric and tags) and tag index.
 //!
 //! May depend on `model` only.
 
+mod cache;
 mod catalog;
 mod chunk;
+mod compacted;
 #[cfg(test)]
 pub(crate) mod faults;
+mod lease;
 mod manifest;
 mod store;
 
+pub use cache::{CacheStats, ChunkReader};
 pub use catalog::{SeriesCatalog, TagPredicate};
 pub use chunk::{
     chunk_path, decode_chunk, encode_chunk, read_footer_series, ChunkMeta, PARTITION_MICROS,
 };
-pub use manifest::{Manifest, ManifestStore, SourceCheckpoint};
+pub use compacted::encode as encode_compacted;
+pub use lease::{node_id, Lease, HEARTBEAT as LEASE_HEARTBEAT};
+pub use manifest::{Garbage, Manifest, ManifestStore, SourceCheckpoint};
 pub use store::{StorageError, Store};

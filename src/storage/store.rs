@@ -5,9 +5,11 @@ use std::sync::Arc;
 
 use bytes::Bytes;
 use futures::TryStreamExt;
+use object_store::aws::AmazonS3Builder;
 use object_store::local::LocalFileSystem;
 use object_store::path::Path;
-use object_store::{ObjectStore, ObjectStoreExt, PutMode, PutOptions, PutPayload};
+use object_store::prefix::PrefixStore;
+use object_store::{ObjectStore, ObjectStoreExt, PutMode, PutOptions, PutPayload, RetryConfig};
 
 #[derive(Debug, thiserror::Error)]
 pub enum StorageError {
@@ -20,6 +22,8 @@ pub enum StorageError {
     #[error("arrow: {0}")]
     Arrow(#[from] arrow::error::ArrowError),
     #[error("{0}")]
+    Fenced(String),
+    #[error("{0}")]
     Other(String),
 }
 
@@ -30,14 +34,90 @@ pub struct Store {
     inner: Arc<dyn ObjectStore>,
     /// Set for the local file system, whose `put` does not fsync.
     local_root: Option<PathBuf>,
+    /// Where the objects live, for status and errors (never credentials).
+    location: String,
+    /// No other server can reach these objects (so no lease is needed).
+    exclusive: bool,
 }
 
 impl Store {
+    /// A store shared with other servers (so writers need the lease).
     pub fn new(inner: Arc<dyn ObjectStore>) -> Self {
+        let location = inner.to_string();
         Self {
             inner,
             local_root: None,
+            location,
+            exclusive: false,
         }
+    }
+
+    /// Declares that only this server will ever open these objects (a
+    /// test's wrapper around a private directory), so no lease is taken.
+    pub fn exclusive(mut self) -> Self {
+        self.exclusive = true;
+        self
+    }
+
+    /// `s3://bucket[/prefix]`, configured from the environment the way
+    /// `object_store`'s S3 builder reads it (`AWS_ENDPOINT`,
+    /// `AWS_ACCESS_KEY_ID`, `AWS_SECRET_ACCESS_KEY`, `AWS_REGION`,
+    /// `AWS_ALLOW_HTTP`, ...): AWS S3, Cloudflare R2, MinIO. Manifest
+    /// commits rely on S3 conditional writes (`If-None-Match`/`If-Match`),
+    /// which all three support.
+    pub fn from_url(url: &str) -> Result<Self, StorageError> {
+        let bad = |why: &str| {
+            StorageError::Other(format!(
+                "--object-store {url:?}: {why} (expected s3://bucket or s3://bucket/prefix)"
+            ))
+        };
+        let rest = url.strip_prefix("s3://").ok_or_else(|| {
+            bad("only s3:// URLs are supported; leave the flag out to store chunks in --data-dir")
+        })?;
+        let (bucket, prefix) = rest.split_once('/').unwrap_or((rest, ""));
+        if bucket.is_empty() {
+            return Err(bad("the bucket name is missing"));
+        }
+        let prefix = prefix.trim_matches('/');
+        // Fail a request within seconds rather than the crate's minutes: the
+        // flusher retries a failed flush with its own backoff anyway, and a
+        // prompt failure shows up in logs, status and metrics.
+        let retry = RetryConfig {
+            max_retries: 4,
+            retry_timeout: std::time::Duration::from_secs(15),
+            ..RetryConfig::default()
+        };
+        let s3 = AmazonS3Builder::from_env()
+            .with_url(format!("s3://{bucket}"))
+            .with_retry(retry)
+            .build()
+            .map_err(|e| bad(&e.to_string()))?;
+        let inner: Arc<dyn ObjectStore> = if prefix.is_empty() {
+            Arc::new(s3)
+        } else {
+            Arc::new(PrefixStore::new(
+                s3,
+                Path::parse(prefix).map_err(|e| bad(&e.to_string()))?,
+            ))
+        };
+        Ok(Self {
+            inner,
+            local_root: None,
+            location: format!("s3://{bucket}/{prefix}")
+                .trim_end_matches('/')
+                .to_string(),
+            exclusive: false,
+        })
+    }
+
+    /// True for a store other servers could open too (anything but the
+    /// data directory's own disk): writers must hold the lease.
+    pub fn is_shared(&self) -> bool {
+        !self.exclusive
+    }
+
+    pub fn location(&self) -> &str {
+        &self.location
     }
 
     /// Local file system rooted at `dir` (created if missing).
@@ -49,7 +129,9 @@ impl Store {
             .map_err(|e| StorageError::Other(format!("{}: {e}", dir.display())))?;
         Ok(Self {
             inner: Arc::new(LocalFileSystem::new_with_prefix(&root)?),
+            location: root.display().to_string(),
             local_root: Some(root),
+            exclusive: true,
         })
     }
 
@@ -129,7 +211,19 @@ impl Store {
 
     /// Every object under `prefix`, as (path, size).
     pub async fn list(&self, prefix: &Path) -> Result<Vec<(Path, u64)>, StorageError> {
-        let metas: Vec<_> = self.inner.list(Some(prefix)).try_collect().await?;
-        Ok(metas.into_iter().map(|m| (m.location, m.size)).collect())
+        Ok(self
+            .list_meta(prefix)
+            .await?
+            .into_iter()
+            .map(|m| (m.location, m.size))
+            .collect())
+    }
+
+    /// Every object under `prefix`, with its size and modification time.
+    pub async fn list_meta(
+        &self,
+        prefix: &Path,
+    ) -> Result<Vec<object_store::ObjectMeta>, StorageError> {
+        Ok(self.inner.list(Some(prefix)).try_collect().await?)
     }
 }

@@ -2,7 +2,7 @@
 
 - `streamdb_server`: a started server on a free 127.0.0.1 port with a fresh
   data dir; stopped (SIGTERM, then SIGKILL) at teardown.
-- `streamdb_factory`: `make(data_dir=None, extra_args=())` starts another
+- `streamdb_factory`: `make(data_dir=None, extra_args=(), env=None)` starts another
   server; tests restart one on the same data dir with `srv.restart()`
   (SIGTERM) or `srv.kill9()` + `srv.start()`.
 
@@ -28,10 +28,11 @@ def streamdb_factory(request, tmp_path):
     request.node.stash[_SERVERS_KEY] = servers
     log_path = tmp_path / "streamdb.log"
 
-    def make(data_dir: Path | None = None, extra_args=(), ca_file: Path | None = None) -> Server:
+    def make(data_dir: Path | None = None, extra_args=(), ca_file: Path | None = None,
+             env: dict | None = None) -> Server:
         data_dir = data_dir or tmp_path / f"data{len(servers)}"
         data_dir.mkdir(parents=True, exist_ok=True)
-        srv = Server(data_dir, log_path, list(extra_args), ca_file=ca_file)
+        srv = Server(data_dir, log_path, list(extra_args), ca_file=ca_file, env=env)
         servers.append(srv)
         return srv.start()
 

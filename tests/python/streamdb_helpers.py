@@ -50,9 +50,12 @@ def free_port() -> int:
 class Server:
     """One `streamdb start` process bound to a data dir; restartable."""
 
-    def __init__(self, data_dir: Path, log_path: Path, extra_args: list[str], ca_file: Path | None = None):
+    def __init__(self, data_dir: Path, log_path: Path, extra_args: list[str], ca_file: Path | None = None,
+                 env: dict | None = None):
         # With `ca_file`, the server runs TLS (its certificate names localhost).
         self.ca_file = ca_file
+        # Added to the environment (the object-store settings, for example).
+        self.env = dict(env or {})
         self.data_dir = data_dir
         self.log_path = log_path
         self.extra_args = list(extra_args)
@@ -88,7 +91,7 @@ class Server:
             log.write(f"\n===== {' '.join(cmd)}\n".encode())
             log.flush()
             self.proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL,
-                                         stdout=log, stderr=log)
+                                         stdout=log, stderr=log, env={**os.environ, **self.env})
         _LIVE.add(self)
         self._wait_ready()
         return self

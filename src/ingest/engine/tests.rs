@@ -42,7 +42,7 @@ fn faulty(dir: &std::path::Path) -> (Arc<FaultyStore>, EngineConfig) {
         LocalFileSystem::new_with_prefix(&objects).unwrap(),
     )));
     let mut cfg = EngineConfig::new(dir);
-    cfg.store = Some(Store::new(faults.clone()));
+    cfg.store = Some(Store::new(faults.clone()).exclusive());
     cfg.flush_interval = Duration::from_millis(20);
     (faults, cfg)
 }

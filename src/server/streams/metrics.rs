@@ -73,6 +73,7 @@ pub(super) async fn post(s: &StreamsState, headers: &HeaderMap, body: Bytes) -> 
             "empty body: send one point, an array of points, or NDJSON",
         );
     }
+    let _gate = s.engine.series_guard().await;
     let points = match json::parse(&body, ndjson, s.engine.catalog()) {
         Ok(p) => p,
         Err(e) => return error(StatusCode::BAD_REQUEST, e.to_string()),

@@ -1,0 +1,232 @@
+//! The single-writer lease on a shared object-store prefix.
+//!
+//! Any number of servers may read a prefix's chunks, manifests and catalog,
+//! but one at a time may write them. The writer holds `writer.json`
+//! (`{node, epoch, heartbeat_at}`) and renews it every [`HEARTBEAT`] with a
+//! conditional update on the object's ETag, so a renewal fails if anyone
+//! else wrote it meanwhile. A server starting on the prefix refuses to run
+//! while another's heartbeat is younger than [`TIMEOUT`], with an error that
+//! names the holder; a holder that loses the lease (its renewal is refused,
+//! or it could not renew for [`TIMEOUT`]) stops committing. Manifest commits
+//! are conditional creates as well, so even two writers that both believe
+//! they hold the lease cannot both commit one version.
+//!
+//! The local file system needs none of this: a data directory is one
+//! server's.
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use object_store::path::Path;
+use object_store::{ObjectStoreExt, PutMode, PutOptions, PutPayload, UpdateVersion};
+use parking_lot::Mutex;
+use serde::{Deserialize, Serialize};
+
+use super::store::{StorageError, Store};
+
+pub const HEARTBEAT: Duration = Duration::from_secs(5);
+pub const TIMEOUT: Duration = Duration::from_secs(20);
+const OBJECT: &str = "writer.json";
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+struct Holder {
+    node: String,
+    epoch: u64,
+    /// Unix micros of the last renewal.
+    heartbeat_at: i64,
+}
+
+pub struct Lease {
+    store: Store,
+    holder: Mutex<(Holder, UpdateVersion)>,
+    last_renewed: Mutex<Instant>,
+    lost: AtomicBool,
+}
+
+fn now_micros() -> i64 {
+    chrono::Utc::now().timestamp_micros()
+}
+
+impl Lease {
+    /// Takes the lease for `node`, or fails if another server renewed it
+    /// within [`TIMEOUT`].
+    pub async fn acquire(store: &Store, node: &str) -> Result<Arc<Self>, StorageError> {
+        let path = Path::from(OBJECT);
+        let (epoch, mode) = match store.inner().get(&path).await {
+            Ok(got) => {
+                let version = UpdateVersion {
+                    e_tag: got.meta.e_tag.clone(),
+                    version: got.meta.version.clone(),
+                };
+                let bytes = got.bytes().await?;
+                let held: Holder =
+                    serde_json::from_slice(&bytes).map_err(|e| StorageError::Corrupt {
+                        path: OBJECT.into(),
+                        why: e.to_string(),
+                    })?;
+                let age = Duration::from_micros((now_micros() - held.heartbeat_at).max(0) as u64);
+                if held.node != node && age < TIMEOUT {
+                    return Err(StorageError::Fenced(format!(
+                        "another StreamDB (node {}) is writing to this object-store prefix; its last heartbeat was {:.1} s ago. Stop it first, or start this one {} s after it stopped",
+                        held.node,
+                        age.as_secs_f64(),
+                        TIMEOUT.as_secs()
+                    )));
+                }
+                (held.epoch + 1, PutMode::Update(version))
+            }
+            Err(object_store::Error::NotFound { .. }) => (1, PutMode::Create),
+            Err(e) => return Err(e.into()),
+        };
+        let holder = Holder {
+            node: node.to_string(),
+            epoch,
+            heartbeat_at: now_micros(),
+        };
+        let version = put(store, &holder, mode).await.map_err(|e| match e {
+            StorageError::Fenced(_) => StorageError::Fenced(
+                "another StreamDB took the object-store prefix at the same moment; start again once it is stopped".into(),
+            ),
+            e => e,
+        })?;
+        Ok(Arc::new(Self {
+            store: store.clone(),
+            holder: Mutex::new((holder, version)),
+            last_renewed: Mutex::new(Instant::now()),
+            lost: AtomicBool::new(false),
+        }))
+    }
+
+    /// Renews the lease; an error other than a transient store failure
+    /// means it is lost for good.
+    pub async fn renew(&self) -> Result<(), StorageError> {
+        if self.is_lost() {
+            return Err(self.lost_error());
+        }
+        let (mut holder, version) = self.holder.lock().clone();
+        holder.heartbeat_at = now_micros();
+        match put(&self.store, &holder, PutMode::Update(version)).await {
+            Ok(version) => {
+                *self.holder.lock() = (holder, version);
+                *self.last_renewed.lock() = Instant::now();
+                Ok(())
+            }
+            Err(e @ StorageError::Fenced(_)) => {
+                self.lost.store(true, Ordering::Release);
+                Err(e)
+            }
+            Err(e) => {
+                // Unrenewed for TIMEOUT: another server may take over now.
+                if self.last_renewed.lock().elapsed() >= TIMEOUT {
+                    self.lost.store(true, Ordering::Release);
+                }
+                Err(e)
+            }
+        }
+    }
+
+    /// Gives the lease up on a clean stop, so the next server (this one
+    /// restarted, or another node) need not wait out [`TIMEOUT`].
+    pub async fn release(&self) -> Result<(), StorageError> {
+        if self.is_lost() {
+            return Ok(());
+        }
+        let (mut holder, version) = self.holder.lock().clone();
+        holder.heartbeat_at = 0;
+        put(&self.store, &holder, PutMode::Update(version)).await?;
+        self.lost.store(true, Ordering::Release);
+        Ok(())
+    }
+
+    pub fn epoch(&self) -> u64 {
+        self.holder.lock().0.epoch
+    }
+
+    pub fn node(&self) -> String {
+        self.holder.lock().0.node.clone()
+    }
+
+    pub fn is_lost(&self) -> bool {
+        self.lost.load(Ordering::Acquire) || self.last_renewed.lock().elapsed() >= TIMEOUT
+    }
+
+    pub fn lost_error(&self) -> StorageError {
+        let (node, epoch) = {
+            let h = self.holder.lock();
+            (h.0.node.clone(), h.0.epoch)
+        };
+        StorageError::Fenced(format!(
+            "this server no longer holds the writer lease on the object-store prefix (node {node}, epoch {epoch}): it was stopped, another server took over, or the store was unreachable for {} s; restart it to retake the lease",
+            TIMEOUT.as_secs()
+        ))
+    }
+}
+
+async fn put(store: &Store, holder: &Holder, mode: PutMode) -> Result<UpdateVersion, StorageError> {
+    let body = serde_json::to_vec(holder).expect("json");
+    let opts = PutOptions {
+        mode,
+        ..Default::default()
+    };
+    match store
+        .inner()
+        .put_opts(&Path::from(OBJECT), PutPayload::from(body), opts)
+        .await
+    {
+        Ok(r) => Ok(UpdateVersion {
+            e_tag: r.e_tag,
+            version: r.version,
+        }),
+        Err(
+            object_store::Error::Precondition { .. } | object_store::Error::AlreadyExists { .. },
+        ) => Err(StorageError::Fenced("writer.json changed under us".into())),
+        Err(e) => Err(e.into()),
+    }
+}
+
+/// This server's node id: generated once and kept in the data directory,
+/// so a restarted server retakes its own lease at once.
+pub fn node_id(data_dir: &std::path::Path) -> Result<String, StorageError> {
+    let file = data_dir.join("node-id");
+    let io = |e: std::io::Error| StorageError::Other(format!("{}: {e}", file.display()));
+    match std::fs::read_to_string(&file) {
+        Ok(id) if !id.trim().is_empty() => return Ok(id.trim().to_string()),
+        Ok(_) => {}
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+        Err(e) => return Err(io(e)),
+    }
+    std::fs::create_dir_all(data_dir).map_err(io)?;
+    let host = std::env::var("HOSTNAME").unwrap_or_else(|_| "node".into());
+    let id = format!("{host}-{}", uuid::Uuid::new_v4().simple());
+    std::fs::write(&file, &id).map_err(io)?;
+    Ok(id)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use object_store::memory::InMemory;
+
+    #[tokio::test]
+    async fn a_second_writer_is_refused_until_the_first_releases() {
+        let store = Store::new(Arc::new(InMemory::new()));
+        let a = Lease::acquire(&store, "a").await.unwrap();
+        assert_eq!(a.epoch(), 1);
+        let err = Lease::acquire(&store, "b").await.err().expect("refused");
+        assert!(
+            matches!(&err, StorageError::Fenced(m) if m.contains("node a")),
+            "{err}"
+        );
+        a.renew().await.unwrap();
+        // The same node restarting takes its lease back at once.
+        let a2 = Lease::acquire(&store, "a").await.unwrap();
+        assert_eq!(a2.epoch(), 2);
+        // The old incarnation's renewal is refused: the object changed.
+        assert!(matches!(a.renew().await, Err(StorageError::Fenced(_))));
+        assert!(a.is_lost());
+        a2.release().await.unwrap();
+        let b = Lease::acquire(&store, "b").await.unwrap();
+        assert_eq!((b.node(), b.epoch()), ("b".to_string(), 3));
+    }
+}
