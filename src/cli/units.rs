@@ -3,6 +3,10 @@
 use std::time::Duration;
 
 pub fn parse_duration(s: &str) -> Result<Duration, String> {
+    // A bare zero needs no unit (`--compaction-interval 0` turns it off).
+    if s.trim() == "0" {
+        return Ok(Duration::ZERO);
+    }
     crate::query::parse_duration_micros(s)
         .filter(|us| *us >= 0)
         .map(|us| Duration::from_micros(us as u64))
@@ -84,6 +88,11 @@ mod tests {
         assert!(parse_bytes("12 parsecs").is_err());
         assert_eq!(parse_duration("10s"), Ok(Duration::from_secs(10)));
         assert!(parse_duration("soon").is_err());
+        assert_eq!(parse_duration("0"), Ok(Duration::ZERO));
+        assert!(
+            parse_duration("5").is_err(),
+            "a unit is needed for anything else"
+        );
         assert_eq!(bytes(1536), "1.5 KiB");
         assert_eq!(count(1234567), "1,234,567");
         assert_eq!(duration(30 * 86_400), "30d");

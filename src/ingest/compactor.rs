@@ -27,16 +27,15 @@ use std::collections::HashSet;
 use std::sync::Weak;
 use std::time::Duration;
 
-use arrow::array::{AsArray, RecordBatch, UInt32Array};
-use arrow::compute::{concat_batches, take_record_batch};
-use arrow::datatypes::{TimestampMicrosecondType, UInt64Type};
+use arrow::array::{AsArray, RecordBatch};
+use arrow::datatypes::UInt64Type;
 use object_store::path::Path;
 use serde::Serialize;
 use tokio::sync::watch;
 
 use super::engine::{Engine, EngineError};
-use super::flusher::sort_order;
-use crate::model::{format_micros, point_schema};
+use super::flusher::sorted_points;
+use crate::model::format_micros;
 use crate::storage::{
     encode_compacted, ChunkMeta, Garbage, Manifest, StorageError, PARTITION_MICROS,
 };
@@ -130,10 +129,12 @@ pub(super) async fn run(engine: Weak<Engine>, mut shutdown: watch::Receiver<bool
     }
 }
 
-/// One maintenance pass: retention, compaction, garbage collection.
-pub async fn pass(e: &Engine, sweep_orphans: bool) -> Result<(), EngineError> {
+/// One maintenance pass: retention, compaction, garbage collection. With
+/// `thorough` (the first pass, then every few), also look for orphaned
+/// files and for series left without data by an earlier run.
+pub async fn pass(e: &Engine, thorough: bool) -> Result<(), EngineError> {
     if let Some(keep) = e.config.retention {
-        expire(e, keep).await?;
+        expire(e, keep, thorough).await?;
     }
     let jobs = plan(
         &e.snapshot().manifest,
@@ -146,7 +147,7 @@ pub async fn pass(e: &Engine, sweep_orphans: bool) -> Result<(), EngineError> {
         }
         compact(e, job).await?;
     }
-    collect_garbage(e, sweep_orphans).await
+    collect_garbage(e, thorough).await
 }
 
 fn now() -> i64 {
@@ -166,7 +167,7 @@ async fn compact(e: &Engine, job: Job) -> Result<(), EngineError> {
     }
     let id = e.allocate_chunk_ids(1);
     let (bytes, meta, merged) = tokio::task::spawn_blocking(move || -> Result<_, StorageError> {
-        let merged = merge(&batches)?;
+        let merged = sorted_points(&batches)?;
         let (bytes, meta) = encode_compacted(id, &merged)?;
         Ok((bytes, meta, merged))
     })
@@ -226,23 +227,11 @@ async fn compact(e: &Engine, job: Job) -> Result<(), EngineError> {
     Ok(())
 }
 
-/// Concatenates chunks of one partition, sorted by (series_id, time).
-fn merge(batches: &[RecordBatch]) -> Result<RecordBatch, StorageError> {
-    let all = concat_batches(&point_schema(), batches)?;
-    let ids = all.column(0).as_primitive::<UInt64Type>().values();
-    let times = all
-        .column(1)
-        .as_primitive::<TimestampMicrosecondType>()
-        .values();
-    Ok(take_record_batch(
-        &all,
-        &UInt32Array::from(sort_order(ids, times)),
-    )?)
-}
-
-/// Drops chunks older than `keep`, then series with no data left.
-async fn expire(e: &Engine, keep: Duration) -> Result<(), EngineError> {
+/// Drops chunks older than `keep`, then series with no data left (which
+/// only expiry makes: checked when chunks expired, or with `thorough`).
+async fn expire(e: &Engine, keep: Duration, thorough: bool) -> Result<(), EngineError> {
     let cutoff = now() - keep.as_micros() as i64;
+    let mut dropped = false;
     {
         let _commit = e.flush_lock.lock().await;
         let current = e.shared.state.read().manifest.clone();
@@ -264,10 +253,11 @@ async fn expire(e: &Engine, keep: Duration) -> Result<(), EngineError> {
                 e.reader.forget(&c.path);
             }
             e.maintenance.lock().expired_chunks += expired.len() as u64;
+            dropped = true;
             tracing::info!(chunks = expired.len(), cutoff = %format_micros(cutoff), "retention dropped expired chunks");
         }
     }
-    if dead_series(e).is_empty() {
+    if !(dropped || thorough) || dead_series(e).is_empty() {
         return Ok(());
     }
     // Writers normalise against the catalog before their batch is applied;

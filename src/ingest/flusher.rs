@@ -132,21 +132,31 @@ async fn write_buffer(e: &Engine) -> Result<u64, EngineError> {
         e.reader.insert(&path, std::sync::Arc::new(vec![part]));
     }
     e.space.notify_waiters();
+    e.log.seal_covered(upto).await?;
     e.log.remove_before(upto)?;
     tracing::debug!(rows, upto = %upto, version = committed.version, "flushed");
     Ok(rows)
 }
 
-/// Concatenates point batches and splits them into hour partitions, each
-/// sorted by (series_id, time).
-fn partition_by_hour(batches: &[RecordBatch]) -> Result<Vec<RecordBatch>, StorageError> {
+/// Concatenates point batches sorted by (hour, series_id, time): within
+/// one hour partition, by (series_id, time) as chunks are.
+pub(super) fn sorted_points(batches: &[RecordBatch]) -> Result<RecordBatch, StorageError> {
     let all = concat_batches(&point_schema(), batches)?;
     let ids = all.column(0).as_primitive::<UInt64Type>().values();
     let times = all
         .column(1)
         .as_primitive::<TimestampMicrosecondType>()
         .values();
-    let sorted = take_record_batch(&all, &UInt32Array::from(sort_order(ids, times)))?;
+    Ok(take_record_batch(
+        &all,
+        &UInt32Array::from(sort_order(ids, times)),
+    )?)
+}
+
+/// Concatenates point batches and splits them into hour partitions, each
+/// sorted by (series_id, time).
+fn partition_by_hour(batches: &[RecordBatch]) -> Result<Vec<RecordBatch>, StorageError> {
+    let sorted = sorted_points(batches)?;
     let times = sorted
         .column(1)
         .as_primitive::<TimestampMicrosecondType>()
@@ -166,7 +176,7 @@ fn partition_by_hour(batches: &[RecordBatch]) -> Result<Vec<RecordBatch>, Storag
 /// series compared with its rows, so rows are counting-sorted into
 /// (hour, series) groups in O(n); only a group whose rows arrived out of
 /// time order (late points) is sorted by time.
-pub(super) fn sort_order(ids: &[u64], times: &[i64]) -> Vec<u32> {
+fn sort_order(ids: &[u64], times: &[i64]) -> Vec<u32> {
     let n = ids.len();
     if n == 0 {
         return Vec::new();

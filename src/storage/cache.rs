@@ -6,8 +6,9 @@
 //! skip both the fetch from object storage and the decode. The cache is
 //! bounded in bytes (`--chunk-cache-bytes`) and evicts the least recently
 //! used chunk. A query that wants a few series of a compacted chunk not in
-//! the cache fetches just their row groups with range requests instead,
-//! and leaves the cache alone (a partial chunk cannot serve the next query).
+//! the cache fetches just their row groups with range requests, and the
+//! whole chunk is loaded into the cache in the background for the queries
+//! after it (a partial chunk could not serve them).
 
 use std::collections::{BTreeSet, HashMap};
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -35,6 +36,8 @@ struct Lru {
     entries: HashMap<String, Entry>,
     bytes: usize,
     tick: u64,
+    /// Chunks being loaded in the background.
+    loading: std::collections::HashSet<String>,
 }
 
 /// Cache counters, for status and `/metrics`.
@@ -80,7 +83,7 @@ impl ChunkReader {
     /// The chunk's point batches; with `series`, batches that hold at least
     /// those series' rows (callers still filter rows).
     pub async fn read(
-        &self,
+        self: &Arc<Self>,
         chunk: &ChunkMeta,
         series: Option<&BTreeSet<u64>>,
     ) -> Result<Decoded, StorageError> {
@@ -91,10 +94,30 @@ impl ChunkReader {
         self.misses.fetch_add(1, Ordering::Relaxed);
         if let Some(series) = series.filter(|s| narrow(chunk, s)) {
             self.ranged.fetch_add(1, Ordering::Relaxed);
-            return Ok(Arc::new(
-                compacted::read_series_rows(&self.store, chunk, series).await?,
-            ));
+            let rows = compacted::read_series_rows(&self.store, chunk, series).await?;
+            self.load_in_background(chunk);
+            return Ok(Arc::new(rows));
         }
+        self.load(chunk).await
+    }
+
+    /// Starts loading the whole chunk into the cache, unless that is under
+    /// way already or the cache is off.
+    fn load_in_background(self: &Arc<Self>, chunk: &ChunkMeta) {
+        if self.capacity == 0 || !self.lru.lock().loading.insert(chunk.path.clone()) {
+            return;
+        }
+        let (reader, chunk) = (self.clone(), chunk.clone());
+        tokio::spawn(async move {
+            if let Err(e) = reader.load(&chunk).await {
+                tracing::debug!(path = chunk.path, error = %e, "background chunk load failed");
+            }
+            reader.lru.lock().loading.remove(&chunk.path);
+        });
+    }
+
+    /// Fetches and decodes the whole chunk, and caches it.
+    async fn load(&self, chunk: &ChunkMeta) -> Result<Decoded, StorageError> {
         let bytes = self.store.get(&Path::from(chunk.path.as_str())).await?;
         let path = chunk.path.clone();
         let batches = tokio::task::spawn_blocking(move || decode_chunk(&path, bytes))
@@ -183,7 +206,6 @@ fn narrow(chunk: &ChunkMeta, series: &BTreeSet<u64>) -> bool {
 mod tests {
     use super::*;
     use crate::storage::encode_chunk;
-    use arrow::array::{Float64Array, TimestampMicrosecondArray, UInt64Array};
     use object_store::memory::InMemory;
 
     #[tokio::test]
@@ -191,18 +213,11 @@ mod tests {
         let store = Store::new(Arc::new(InMemory::new()));
         let mut metas = Vec::new();
         for id in 0..4u64 {
-            let b = RecordBatch::try_new(
-                crate::model::point_schema(),
-                vec![
-                    Arc::new(UInt64Array::from(vec![id; 1000])),
-                    Arc::new(
-                        TimestampMicrosecondArray::from((0..1000).collect::<Vec<i64>>())
-                            .with_timezone("UTC"),
-                    ),
-                    Arc::new(Float64Array::from(vec![1.0; 1000])),
-                ],
-            )
-            .unwrap();
+            let b = crate::storage::chunk::test_points(
+                vec![id; 1000],
+                (0..1000).collect(),
+                vec![1.0; 1000],
+            );
             let (bytes, meta) = encode_chunk(id + 1, &b).unwrap();
             store
                 .put(&Path::from(meta.path.as_str()), bytes)
@@ -211,12 +226,12 @@ mod tests {
             metas.push(meta);
         }
         let one = {
-            let r = ChunkReader::new(store.clone(), usize::MAX);
+            let r = Arc::new(ChunkReader::new(store.clone(), usize::MAX));
             r.read(&metas[0], None).await.unwrap();
             r.stats().bytes
         };
         // Room for two decoded chunks.
-        let r = ChunkReader::new(store.clone(), one * 2 + one / 2);
+        let r = Arc::new(ChunkReader::new(store.clone(), one * 2 + one / 2));
         let first = r.read(&metas[0], None).await.unwrap();
         let again = r.read(&metas[0], None).await.unwrap();
         assert!(Arc::ptr_eq(&first, &again), "second read is the cached one");
@@ -233,5 +248,38 @@ mod tests {
         assert_eq!(r.stats().misses, 5);
         r.forget(&metas[0].path);
         assert_eq!(r.stats().chunks, 1);
+    }
+
+    #[tokio::test]
+    async fn a_narrow_read_fetches_row_groups_then_the_chunk_is_cached() {
+        let store = Store::new(Arc::new(InMemory::new()));
+        // 8 series × 40k rows: more than one row group.
+        let n = 40_000usize;
+        let ids: Vec<u64> = (0..8u64)
+            .flat_map(|s| std::iter::repeat_n(s + 1, n))
+            .collect();
+        let times: Vec<i64> = (0..8).flat_map(|_| 0..n as i64).collect();
+        let b = crate::storage::chunk::test_points(ids, times, vec![0.5; 8 * n]);
+        let (bytes, meta) = compacted::encode(1, &b).unwrap();
+        store
+            .put(&Path::from(meta.path.as_str()), bytes)
+            .await
+            .unwrap();
+        let r = Arc::new(ChunkReader::new(store, usize::MAX));
+        let one: BTreeSet<u64> = [1].into();
+        let got = r.read(&meta, Some(&one)).await.unwrap();
+        let rows: usize = got.iter().map(|b| b.num_rows()).sum();
+        assert!(rows < 8 * n, "only some row groups were read ({rows} rows)");
+        assert_eq!(r.stats().ranged_reads, 1);
+        for _ in 0..200 {
+            if r.stats().chunks == 1 {
+                break;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+        }
+        assert_eq!(r.stats().chunks, 1, "loaded in the background");
+        let all = r.read(&meta, Some(&one)).await.unwrap();
+        assert_eq!(all.iter().map(|b| b.num_rows()).sum::<usize>(), 8 * n);
+        assert_eq!((r.stats().hits, r.stats().ranged_reads), (1, 1));
     }
 }

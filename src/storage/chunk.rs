@@ -289,21 +289,25 @@ pub(super) fn check_format(path: &str, meta: &HashMap<String, String>) -> Result
     }
 }
 
+/// A point batch from its columns (tests of this module and its users).
+#[cfg(test)]
+pub(crate) fn test_points(series: Vec<u64>, times: Vec<i64>, values: Vec<f64>) -> RecordBatch {
+    RecordBatch::try_new(
+        point_schema(),
+        vec![
+            Arc::new(UInt64Array::from(series)),
+            Arc::new(TimestampMicrosecondArray::from(times).with_timezone("UTC")),
+            Arc::new(Float64Array::from(values)),
+        ],
+    )
+    .unwrap()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
 
-    fn batch(series: Vec<u64>, times: Vec<i64>, values: Vec<f64>) -> RecordBatch {
-        RecordBatch::try_new(
-            point_schema(),
-            vec![
-                Arc::new(UInt64Array::from(series)),
-                Arc::new(TimestampMicrosecondArray::from(times).with_timezone("UTC")),
-                Arc::new(Float64Array::from(values)),
-            ],
-        )
-        .unwrap()
-    }
+    use super::test_points as batch;
 
     #[test]
     fn round_trip_with_footer() {

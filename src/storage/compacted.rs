@@ -235,7 +235,6 @@ pub fn row_groups(bytes: Bytes) -> Result<usize, StorageError> {
 
 #[cfg(test)]
 mod tests {
-    use arrow::array::{Float64Array, TimestampMicrosecondArray, UInt64Array};
     use object_store::memory::InMemory;
 
     use super::*;
@@ -251,15 +250,7 @@ mod tests {
                 values.push((s as f64) + (i as f64) / 100.0);
             }
         }
-        RecordBatch::try_new(
-            point_schema(),
-            vec![
-                Arc::new(UInt64Array::from(ids)),
-                Arc::new(TimestampMicrosecondArray::from(times).with_timezone("UTC")),
-                Arc::new(Float64Array::from(values)),
-            ],
-        )
-        .unwrap()
+        crate::storage::chunk::test_points(ids, times, values)
     }
 
     #[tokio::test]

@@ -123,11 +123,22 @@ struct Append<A> {
     reply: oneshot::Sender<Result<Offset, LogError>>,
 }
 
+/// What the writer thread is asked to do.
+enum Msg<A> {
+    Append(Append<A>),
+    /// Seal the active segment (if it holds records) and start the next.
+    Seal(oneshot::Sender<Result<(), LogError>>),
+}
+
+/// An active segment smaller than this is not sealed early: sealing tiny
+/// segments would only multiply files.
+const MIN_SEAL_BYTES: u64 = 1 << 20;
+
 /// A durable, segmented log. Cheap to share behind an `Arc`.
 pub struct Log<A: Send + 'static> {
     dir: PathBuf,
     state: Arc<Mutex<State>>,
-    tx: mpsc::Sender<Append<A>>,
+    tx: mpsc::Sender<Msg<A>>,
     next: watch::Receiver<Offset>,
 }
 
@@ -180,11 +191,11 @@ impl<A: Send + 'static> Log<A> {
         }
         let (reply, rx) = oneshot::channel();
         self.tx
-            .send(Append {
+            .send(Msg::Append(Append {
                 payload,
                 attachment,
                 reply,
-            })
+            }))
             .await
             .map_err(|_| LogError::Closed)?;
         rx.await.map_err(|_| LogError::Closed)?
@@ -263,6 +274,29 @@ impl<A: Send + 'static> Log<A> {
             s.reader.clone(),
             s.positions[(seq - s.base_seq) as usize],
         )))
+    }
+
+    /// Seals the active segment if every record in it lies before `before`
+    /// and it is big enough to matter, so that [`Log::remove_before`] can
+    /// delete it: otherwise a quiet log would keep up to a whole segment of
+    /// records the manifest already covers.
+    pub async fn seal_covered(&self, before: Offset) -> Result<(), LogError> {
+        let covered = {
+            let st = self.state.lock();
+            let active = st.segments.back().expect("active");
+            !active.positions.is_empty()
+                && st.next_seq() <= before.0
+                && active.len >= MIN_SEAL_BYTES
+        };
+        if !covered {
+            return Ok(());
+        }
+        let (reply, rx) = oneshot::channel();
+        self.tx
+            .send(Msg::Seal(reply))
+            .await
+            .map_err(|_| LogError::Closed)?;
+        rx.await.map_err(|_| LogError::Closed)?
     }
 
     /// Deletes whole sealed segments whose records all lie before `before`.
@@ -389,22 +423,60 @@ struct Writer<A> {
 }
 
 impl<A: Send + 'static> Writer<A> {
-    fn run(mut self, mut rx: mpsc::Receiver<Append<A>>) {
+    fn run(mut self, mut rx: mpsc::Receiver<Msg<A>>) {
         let mut buf = Vec::with_capacity(self.config.group_bytes);
-        while let Some(first) = rx.blocking_recv() {
+        let mut pending = None;
+        loop {
+            let msg = match pending.take() {
+                Some(m) => m,
+                None => match rx.blocking_recv() {
+                    Some(m) => m,
+                    None => return,
+                },
+            };
+            let first = match msg {
+                Msg::Append(a) => a,
+                Msg::Seal(reply) => {
+                    let _ = reply.send(self.seal());
+                    continue;
+                }
+            };
             let mut group = vec![first];
             let mut bytes = group[0].payload.len();
             while bytes < self.config.group_bytes {
                 match rx.try_recv() {
-                    Ok(next) => {
+                    Ok(Msg::Append(next)) => {
                         bytes += next.payload.len();
                         group.push(next);
+                    }
+                    Ok(other) => {
+                        pending = Some(other);
+                        break;
                     }
                     Err(_) => break,
                 }
             }
             self.commit(group, &mut buf);
         }
+    }
+
+    /// Seals the active segment now, if it holds any record.
+    fn seal(&mut self) -> Result<(), LogError> {
+        if let Some(why) = self.state.lock().failed.clone() {
+            return Err(LogError::Failed(why));
+        }
+        let empty = self
+            .state
+            .lock()
+            .segments
+            .back()
+            .expect("active")
+            .positions
+            .is_empty();
+        if empty {
+            return Ok(());
+        }
+        self.roll()
     }
 
     /// Writes and syncs one group, then publishes it.
@@ -480,10 +552,23 @@ impl<A: Send + 'static> Writer<A> {
         if len < self.config.segment_bytes {
             return Ok(());
         }
-        let file = segment::create(&self.config.dir, id + 1, next_seq)?;
+        self.roll_to(id + 1, next_seq)
+    }
+
+    /// Seals the active segment and starts the next one.
+    fn roll(&mut self) -> Result<(), LogError> {
+        let (id, next_seq) = {
+            let st = self.state.lock();
+            (st.segments.back().expect("active").id, st.next_seq())
+        };
+        self.roll_to(id + 1, next_seq)
+    }
+
+    fn roll_to(&mut self, id: u64, next_seq: u64) -> Result<(), LogError> {
+        let file = segment::create(&self.config.dir, id, next_seq)?;
         let info = segment_info(
             &self.config.dir,
-            id + 1,
+            id,
             next_seq,
             Vec::new(),
             segment::HEADER_LEN,

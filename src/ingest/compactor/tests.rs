@@ -270,3 +270,36 @@ async fn orphans_from_a_crash_are_deleted_and_files_being_written_are_not() {
     assert_eq!(e.status().storage.maintenance.files_deleted, 3);
     assert_eq!(files(dir.path(), "parquet"), 1);
 }
+
+#[tokio::test]
+async fn a_failing_store_fails_the_pass_and_changes_nothing_until_it_recovers() {
+    use crate::storage::faults::FaultyStore;
+    use crate::storage::Store;
+    let dir = tempfile::tempdir().unwrap();
+    let objects = dir.path().join("objects");
+    std::fs::create_dir_all(&objects).unwrap();
+    let faults = Arc::new(FaultyStore::new(Arc::new(
+        object_store::local::LocalFileSystem::new_with_prefix(&objects).unwrap(),
+    )));
+    let mut cfg = config(dir.path());
+    cfg.store = Some(Store::new(faults.clone()).exclusive());
+    let e = Engine::open(cfg).await.unwrap();
+    for k in 0..3 {
+        e.write(&points(3, 100, T0 + k * 1_000_000_000))
+            .await
+            .unwrap();
+        e.flush().await.unwrap();
+    }
+    let before = contents(&e).await;
+    let version = e.status().storage.manifest_version;
+    faults.fail_writes(true);
+    assert!(e.maintain().await.is_err());
+    let st = e.status().storage;
+    assert_eq!((st.manifest_version, st.chunks), (version, 3));
+    assert_eq!(contents(&e).await, before);
+    faults.fail_writes(false);
+    e.maintain().await.unwrap();
+    let st = e.status().storage;
+    assert_eq!((st.chunks, st.compacted_chunks), (1, 1));
+    assert_eq!(contents(&e).await, before);
+}

@@ -194,3 +194,30 @@ async fn reading_past_the_end_is_an_error_and_at_the_end_is_empty() {
         Err(LogError::BeyondEnd { .. })
     ));
 }
+
+#[tokio::test]
+async fn a_covered_active_segment_is_sealed_so_it_can_be_removed() {
+    let dir = tempfile::tempdir().unwrap();
+    let (log, _) = open(dir.path(), 64 << 20);
+    for i in 0..3u32 {
+        log.append(vec![7u8; 600 << 10], i).await.unwrap();
+    }
+    // Not all covered: nothing happens.
+    log.seal_covered(Offset(2)).await.unwrap();
+    assert_eq!(log.stats().segments, 1);
+    log.seal_covered(Offset(3)).await.unwrap();
+    assert_eq!(log.stats().segments, 2);
+    assert_eq!(log.remove_before(Offset(3)).unwrap(), 1);
+    assert_eq!(log.stats().segments, 1);
+    // A fresh, empty active segment is not sealed again.
+    log.seal_covered(Offset(3)).await.unwrap();
+    assert_eq!(log.stats().segments, 1);
+    assert_eq!(log.append(vec![1], 9).await.unwrap(), Offset(3));
+    drop(log);
+    let (log, _) = open(dir.path(), 64 << 20);
+    assert_eq!(
+        (log.first_offset(), log.next_offset()),
+        (Offset(3), Offset(4))
+    );
+    assert_eq!(log.read(Offset(3), usize::MAX).unwrap()[0].1, vec![1]);
+}
