@@ -574,7 +574,7 @@ fn retire_stale_log(
     let flushed = first == next || committed.is_some_and(|c| next.0 <= c);
     if !flushed {
         return Err(StorageError::Other(format!(
-            "{} holds acknowledged writes (stream offsets {} to {}) this node never flushed to the object store, and node {writer} has written to it since; starting would lose them. Start this node on its previous object-store prefix to flush them, or move {} aside to give them up",
+            "{} holds acknowledged writes (stream offsets {} to {}) this node never flushed to the object store, and node {writer} has written to the prefix since, so they can no longer be replayed into it. Move {} aside to start without them (keep the copy: the points are in it), or leave this node stopped",
             dir.display(),
             Offset(committed.unwrap_or(first.0).max(first.0)),
             next,
