@@ -98,7 +98,14 @@ async fn write_buffer(e: &Engine) -> Result<u64, EngineError> {
         parts
             .into_iter()
             .enumerate()
-            .map(|(i, part)| Ok((encode_chunk(first_id + i as u64, &part)?, part)))
+            .map(|(i, part)| {
+                let encoded = encode_chunk(first_id + i as u64, &part)?;
+                // Cached as a compact copy: the part is a slice of the
+                // whole flush, and a cached slice would keep (and be
+                // charged for) all of it.
+                let all = UInt32Array::from_iter_values(0..part.num_rows() as u32);
+                Ok((encoded, take_record_batch(&part, &all)?))
+            })
             .collect::<Result<Vec<_>, StorageError>>()
     })
     .await
