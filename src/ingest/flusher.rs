@@ -94,6 +94,7 @@ async fn write_buffer(e: &Engine) -> Result<u64, EngineError> {
         .map_err(|e| StorageError::Other(format!("flush task failed: {e}")))??;
     // Ids are never handed out twice, even if this flush fails.
     let first_id = e.allocate_chunk_ids(parts.len() as u64);
+    let cache = e.reader.enabled();
     let encoded = tokio::task::spawn_blocking(move || -> Result<_, StorageError> {
         parts
             .into_iter()
@@ -103,8 +104,13 @@ async fn write_buffer(e: &Engine) -> Result<u64, EngineError> {
                 // Cached as a compact copy: the part is a slice of the
                 // whole flush, and a cached slice would keep (and be
                 // charged for) all of it.
-                let all = UInt32Array::from_iter_values(0..part.num_rows() as u32);
-                Ok((encoded, take_record_batch(&part, &all)?))
+                let copy = cache
+                    .then(|| {
+                        let all = UInt32Array::from_iter_values(0..part.num_rows() as u32);
+                        take_record_batch(&part, &all)
+                    })
+                    .transpose()?;
+                Ok((encoded, copy))
             })
             .collect::<Result<Vec<_>, StorageError>>()
     })
@@ -136,7 +142,9 @@ async fn write_buffer(e: &Engine) -> Result<u64, EngineError> {
     e.store.sync(&written)?;
     let committed = e.commit_manifest(&snap.manifest, next).await?;
     for (path, part) in decoded {
-        e.reader.insert(&path, std::sync::Arc::new(vec![part]));
+        if let Some(part) = part {
+            e.reader.insert(&path, std::sync::Arc::new(vec![part]));
+        }
     }
     e.space.notify_waiters();
     e.log.seal_covered(upto).await?;

@@ -137,6 +137,11 @@ impl ChunkReader {
         Some(e.batches.clone())
     }
 
+    /// False when the cache is turned off (`--chunk-cache-bytes 0`).
+    pub fn enabled(&self) -> bool {
+        self.capacity > 0
+    }
+
     /// Caches a chunk this server just wrote (flushed or compacted), so
     /// the first queries over fresh data need not fetch it back.
     pub fn insert(&self, path: &str, batches: Decoded) {
