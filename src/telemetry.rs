@@ -207,7 +207,7 @@ impl Metrics {
             compaction_backlog: gauge(
                 &r,
                 "streamdb_compaction_backlog_chunks",
-                "Chunks sharing an hour partition with another chunk (work for the compactor)",
+                "Chunks the compactor would merge now",
             ),
             compactions: gauge(
                 &r,

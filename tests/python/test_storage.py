@@ -16,6 +16,7 @@ server (connections refused) without losing the bucket's contents. Covered:
 
 from __future__ import annotations
 
+import os
 import random
 import socket
 import subprocess
@@ -190,7 +191,7 @@ def test_a_new_node_on_the_bucket_sees_every_flushed_row_and_a_second_writer_is_
     other = tmp_path / "other"
     second = subprocess.run([str(streamdb_bin()), "start", "--data-dir", str(other), "--port",
                              str(free_port()), "--object-store", f"s3://{name}/prod/db1"],
-                            env={**__import__("os").environ, **env}, capture_output=True, text=True,
+                            env={**os.environ, **env}, capture_output=True, text=True,
                             timeout=60)
     assert second.returncode != 0
     assert "another StreamDB" in second.stderr and "writing to this object-store prefix" in second.stderr, \
