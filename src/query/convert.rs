@@ -14,6 +14,7 @@ use arrow::datatypes::{SchemaRef, TimestampMicrosecondType, UInt64Type};
 use datafusion::common::{internal_err, Result};
 
 use super::filters::TimeRange;
+use super::rollup::Partials;
 use crate::storage::SeriesCatalog;
 
 /// Keeps the rows inside `time` whose series is in `series` (if given).
@@ -62,30 +63,99 @@ pub fn to_table_batch(
     schema: &SchemaRef,
 ) -> Result<RecordBatch> {
     let ids = points.column(0).as_primitive::<UInt64Type>();
-    let needs_series = projection.iter().any(|&i| i == 1 || i == 2);
-    let (keys, distinct) = if needs_series {
-        distinct_series(ids.values())
-    } else {
-        (Vec::new(), Vec::new())
-    };
-    let keys = UInt32Array::from(keys);
+    let series = SeriesColumns::new(ids.values(), catalog, projection, &[1, 2]);
     let mut columns: Vec<ArrayRef> = Vec::with_capacity(projection.len());
     for &i in projection {
         columns.push(match i {
             0 => points.column(1).clone(),
-            1 => take(&metric_array(&distinct, catalog)?, &keys, None)?,
-            2 => take(&tags_array(&distinct, catalog)?, &keys, None)?,
+            1 => series.metric()?,
+            2 => series.tags()?,
             3 => points.column(2).clone(),
             4 => points.column(0).clone(),
             _ => return internal_err!("metrics table has no column {i}"),
         });
     }
-    let opts = RecordBatchOptions::new().with_row_count(Some(points.num_rows()));
+    batch(schema, columns, points.num_rows())
+}
+
+/// Builds the projected columns of the rollup table
+/// ([`super::rollup::rollup_schema`]) from finished partials.
+pub fn to_rollup_batch(
+    partials: Partials,
+    catalog: &SeriesCatalog,
+    projection: &[usize],
+    schema: &SchemaRef,
+) -> Result<RecordBatch> {
+    let cols = partials.finish();
+    let rows = cols[0].len();
+    let ids = cols[0].as_primitive::<UInt64Type>();
+    let series = SeriesColumns::new(ids.values(), catalog, projection, &[1, 2]);
+    let mut columns: Vec<ArrayRef> = Vec::with_capacity(projection.len());
+    for &i in projection {
+        columns.push(match i {
+            0 => cols[0].clone(),
+            1 => series.metric()?,
+            2 => series.tags()?,
+            i if i - 2 < cols.len() => cols[i - 2].clone(),
+            _ => return internal_err!("rollup table has no column {i}"),
+        });
+    }
+    batch(schema, columns, rows)
+}
+
+fn batch(schema: &SchemaRef, columns: Vec<ArrayRef>, rows: usize) -> Result<RecordBatch> {
+    let opts = RecordBatchOptions::new().with_row_count(Some(rows));
     Ok(RecordBatch::try_new_with_options(
         schema.clone(),
         columns,
         &opts,
     )?)
+}
+
+/// The `metric` and `tags` columns for rows of the given series: built
+/// once per distinct series, then taken per row.
+struct SeriesColumns<'a> {
+    keys: UInt32Array,
+    distinct: Vec<u64>,
+    catalog: &'a SeriesCatalog,
+}
+
+impl<'a> SeriesColumns<'a> {
+    /// `series_at` are the projection indexes of the series columns: the
+    /// row mapping is only computed when one of them is projected.
+    fn new(
+        ids: &[u64],
+        catalog: &'a SeriesCatalog,
+        projection: &[usize],
+        series_at: &[usize],
+    ) -> Self {
+        let (keys, distinct) = if projection.iter().any(|i| series_at.contains(i)) {
+            distinct_series(ids)
+        } else {
+            (Vec::new(), Vec::new())
+        };
+        Self {
+            keys: UInt32Array::from(keys),
+            distinct,
+            catalog,
+        }
+    }
+
+    fn metric(&self) -> Result<ArrayRef> {
+        Ok(take(
+            &metric_array(&self.distinct, self.catalog)?,
+            &self.keys,
+            None,
+        )?)
+    }
+
+    fn tags(&self) -> Result<ArrayRef> {
+        Ok(take(
+            &tags_array(&self.distinct, self.catalog)?,
+            &self.keys,
+            None,
+        )?)
+    }
 }
 
 /// Maps each row to an index into the batch's distinct series.

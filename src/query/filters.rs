@@ -1,8 +1,9 @@
 //! What a query's filters tell the scan before it reads anything: a time
 //! range and series predicates (`metric`, `tags['k']`) to resolve through
 //! the tag index. Everything is conservative: an expression not understood
-//! here restricts nothing, and DataFusion still applies every filter
-//! (they are reported inexact).
+//! here restricts nothing. A filter this module captures completely
+//! ([`is_exact`]) is applied by the scan alone; DataFusion re-applies the
+//! rest.
 
 use datafusion::common::ScalarValue;
 use datafusion::logical_expr::{BinaryExpr, Expr, Operator};
@@ -147,6 +148,9 @@ fn compare(target: &Target, op: Operator, v: &ScalarValue, out: &mut ScanFilters
             let Some(t) = micros(v) else { return };
             let nanos_rem = matches!(v, ScalarValue::TimestampNanosecond(Some(n), _) if n.rem_euclid(1_000) != 0);
             match op {
+                // `time > t` on whole micros starts at t + 1, so the scan
+                // applies it exactly (a nanosecond literal stays inclusive).
+                Operator::Gt if !nanos(v) => out.time.min = out.time.min.max(t.saturating_add(1)),
                 Operator::Gt | Operator::GtEq => out.time.min = out.time.min.max(t),
                 Operator::Lt => out.time.max = out.time.max.min(if nanos_rem { t + 1 } else { t }),
                 Operator::LtEq => out.time.max = out.time.max.min(t.saturating_add(1)),
@@ -164,6 +168,74 @@ fn compare(target: &Target, op: Operator, v: &ScalarValue, out: &mut ScanFilters
         }
         _ => {}
     }
+}
+
+fn nanos(v: &ScalarValue) -> bool {
+    matches!(v, ScalarValue::TimestampNanosecond(..))
+}
+
+/// Whether [`analyze`] captures `e` completely, so the scan's time range
+/// and series set apply it with no further filtering: `time` compared
+/// with a timestamp in whole microseconds or coarser, `BETWEEN` such
+/// timestamps, and `metric` or `tags['k']` equal to or `IN` a list of
+/// strings, joined by AND. Casts, nanosecond literals, `OR`, `NOT` and
+/// everything else are inexact.
+pub fn is_exact(e: &Expr) -> bool {
+    match e {
+        Expr::BinaryExpr(BinaryExpr {
+            left,
+            op: Operator::And,
+            right,
+        }) => is_exact(left) && is_exact(right),
+        Expr::BinaryExpr(BinaryExpr { left, op, right }) => {
+            let (col, lit, op) = match (bare_target(left), literal(right)) {
+                (Some(c), Some(l)) => (c, l, *op),
+                _ => match (literal(left), bare_target(right), op.swap()) {
+                    (Some(l), Some(c), Some(op)) => (c, l, op),
+                    _ => return false,
+                },
+            };
+            match col {
+                Target::Time => {
+                    exact_time(lit)
+                        && matches!(
+                            op,
+                            Operator::Gt
+                                | Operator::GtEq
+                                | Operator::Lt
+                                | Operator::LtEq
+                                | Operator::Eq
+                        )
+                }
+                _ => op == Operator::Eq && string(lit).is_some(),
+            }
+        }
+        Expr::Between(b) => {
+            !b.negated
+                && matches!(bare_target(&b.expr), Some(Target::Time))
+                && literal(&b.low).is_some_and(exact_time)
+                && literal(&b.high).is_some_and(exact_time)
+        }
+        Expr::InList(l) => {
+            !l.negated
+                && matches!(bare_target(&l.expr), Some(Target::Metric | Target::Tag(_)))
+                && l.list.iter().all(|v| literal(v).and_then(string).is_some())
+        }
+        _ => false,
+    }
+}
+
+/// [`column_of`] without looking through casts: a cast can change what
+/// compares equal.
+fn bare_target(e: &Expr) -> Option<Target> {
+    match e {
+        Expr::Cast(_) => None,
+        e => column_of(e),
+    }
+}
+
+fn exact_time(v: &ScalarValue) -> bool {
+    micros(v).is_some() && !nanos(v)
 }
 
 fn clone_target(t: &Target) -> Target {

@@ -33,7 +33,7 @@ fn out_type() -> DataType {
 }
 
 /// The bucket width in microseconds from the first argument's value.
-fn width_micros(v: &ScalarValue) -> Result<i64> {
+pub(super) fn width_micros(v: &ScalarValue) -> Result<i64> {
     let us = match v {
         ScalarValue::Utf8(Some(s)) | ScalarValue::Utf8View(Some(s)) | ScalarValue::LargeUtf8(Some(s)) => {
             match parse_duration_micros(s) {

@@ -4,6 +4,8 @@
 //! # Layout
 //! - `table`: the `metrics` TableProvider (pruning, planning).
 //! - `scan`: the ExecutionPlan that reads chunks and the buffer.
+//! - `rollup`: aggregates computed per series inside the scan, merged by
+//!   DataFusion (an optimizer rule and its kernel).
 //! - `filters`: time range and series predicates from query filters.
 //! - `convert`: point batches to `metrics` rows.
 //! - `functions`, `duration`, `dialect`: `time_bucket`, duration strings.
@@ -22,6 +24,7 @@ mod dialect;
 mod duration;
 mod filters;
 mod functions;
+mod rollup;
 mod running;
 mod scan;
 pub mod subscribe;
@@ -34,6 +37,7 @@ use datafusion::common::DataFusionError;
 use datafusion::execution::context::SQLOptions;
 use datafusion::execution::memory_pool::FairSpillPool;
 use datafusion::execution::runtime_env::RuntimeEnvBuilder;
+use datafusion::execution::SessionStateBuilder;
 use datafusion::logical_expr::LogicalPlan;
 use datafusion::prelude::{DataFrame, SessionConfig, SessionContext};
 use datafusion::sql::parser::{DFParser, Statement};
@@ -186,7 +190,13 @@ impl QueryEngine {
         // Plain Utf8 strings: view types break some Flight SQL clients.
         cfg.options_mut().sql_parser.map_string_types_to_utf8view = false;
         cfg.options_mut().execution.parquet.schema_force_view_types = false;
-        let ctx = SessionContext::new_with_config_rt(cfg, runtime);
+        let state = SessionStateBuilder::new()
+            .with_config(cfg)
+            .with_runtime_env(runtime)
+            .with_default_features()
+            .with_optimizer_rule(Arc::new(rollup::SeriesRollup))
+            .build();
+        let ctx = SessionContext::new_with_state(state);
         ctx.register_table("metrics", table)
             .map_err(QueryError::from_datafusion)?;
         ctx.register_udf(functions::time_bucket());

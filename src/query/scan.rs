@@ -6,6 +6,7 @@ use std::collections::BTreeSet;
 use std::fmt;
 use std::sync::Arc;
 
+use arrow::array::RecordBatch;
 use arrow::datatypes::SchemaRef;
 use datafusion::common::tree_node::TreeNodeRecursion;
 use datafusion::common::{DataFusionError, Result};
@@ -16,10 +17,12 @@ use datafusion::physical_plan::stream::RecordBatchStreamAdapter;
 use datafusion::physical_plan::{
     DisplayAs, DisplayFormatType, ExecutionPlan, Partitioning, PlanProperties,
 };
+use futures::stream::BoxStream;
 use futures::{StreamExt, TryStreamExt};
 
-use super::convert::{filter_points, to_table_batch};
+use super::convert::{filter_points, to_rollup_batch, to_table_batch};
 use super::filters::TimeRange;
+use super::rollup::Partials;
 use crate::ingest::BufferedBatch;
 use crate::storage::{ChunkMeta, ChunkReader, SeriesCatalog};
 
@@ -51,6 +54,9 @@ pub struct MetricsScanExec {
     pub(super) schema: SchemaRef,
     pub(super) stats: PruneStats,
     pub(super) properties: Arc<PlanProperties>,
+    /// `Some(width)`: emit partial aggregates per series and bucket (the
+    /// rollup table, see [`super::rollup`]) instead of rows.
+    pub(super) rollup: Option<Option<i64>>,
 }
 
 impl MetricsScanExec {
@@ -80,6 +86,11 @@ impl DisplayAs for MetricsScanExec {
             s.buffered_total - s.buffered_scanned,
             self.series.as_ref().map_or("all".to_string(), |s| s.len().to_string()),
         )?;
+        match self.rollup {
+            Some(Some(w)) => write!(f, ", rollup=series,bucket({w}us)")?,
+            Some(None) => write!(f, ", rollup=series")?,
+            None => {}
+        }
         if !self.time.is_all() {
             write!(
                 f,
@@ -142,23 +153,43 @@ impl ExecutionPlan for MetricsScanExec {
         );
         let (projection, schema) = (self.projection.clone(), self.schema.clone());
         let wanted = series.clone();
-        let stream = futures::stream::iter(work)
+        let loaded = futures::stream::iter(work)
             .map(move |w| load(reader.clone(), w, wanted.clone()))
-            .buffered(2)
-            .map_ok(move |batches| {
-                futures::stream::iter(batches.into_iter().map(Ok::<_, DataFusionError>))
-            })
-            .try_flatten()
-            .try_filter_map(move |points| {
-                let out = (|| {
-                    let kept = filter_points(&points, &time, series.as_deref())?;
-                    if kept.num_rows() == 0 {
-                        return Ok(None);
-                    }
-                    to_table_batch(&kept, &catalog, &projection, &schema).map(Some)
-                })();
-                futures::future::ready(out)
-            });
+            .buffered(2);
+        let stream: BoxStream<'static, Result<RecordBatch>> = match self.rollup {
+            // One batch of partials per unit of work.
+            Some(width) => loaded
+                .try_filter_map(move |batches| {
+                    let out = (|| {
+                        let mut partials = Partials::new(width);
+                        for points in batches.iter() {
+                            partials.add(&filter_points(points, &time, series.as_deref())?);
+                        }
+                        if partials.is_empty() {
+                            return Ok(None);
+                        }
+                        to_rollup_batch(partials, &catalog, &projection, &schema).map(Some)
+                    })();
+                    futures::future::ready(out)
+                })
+                .boxed(),
+            None => loaded
+                .map_ok(move |batches| {
+                    futures::stream::iter(batches.into_iter().map(Ok::<_, DataFusionError>))
+                })
+                .try_flatten()
+                .try_filter_map(move |points| {
+                    let out = (|| {
+                        let kept = filter_points(&points, &time, series.as_deref())?;
+                        if kept.num_rows() == 0 {
+                            return Ok(None);
+                        }
+                        to_table_batch(&kept, &catalog, &projection, &schema).map(Some)
+                    })();
+                    futures::future::ready(out)
+                })
+                .boxed(),
+        };
         Ok(Box::pin(RecordBatchStreamAdapter::new(
             self.schema.clone(),
             stream,
@@ -171,7 +202,7 @@ async fn load(
     reader: Arc<ChunkReader>,
     w: Work,
     series: Option<Arc<BTreeSet<u64>>>,
-) -> Result<Vec<arrow::array::RecordBatch>> {
+) -> Result<Vec<RecordBatch>> {
     match w {
         Work::Buffered(b) => Ok(vec![b.points.clone()]),
         Work::Chunk(c) => Ok(reader

@@ -11,7 +11,8 @@ use datafusion::datasource::{TableProvider, TableType};
 use datafusion::logical_expr::{Expr, TableProviderFilterPushDown};
 use datafusion::physical_plan::ExecutionPlan;
 
-use super::filters::analyze;
+use super::filters::{analyze, is_exact};
+use super::rollup::rollup_schema;
 use super::scan::{MetricsScanExec, PruneStats, Work};
 use crate::ingest::{Engine, Snapshot};
 use crate::model::sql_schema;
@@ -23,6 +24,17 @@ pub struct MetricsTable {
     /// Read this snapshot instead of the engine's current one (continuous
     /// queries start from a snapshot whose offset they know).
     fixed: Option<Snapshot>,
+    /// Set on the table the series rollup rule scans instead (see
+    /// [`super::rollup`]): partial aggregates, not rows.
+    rollup: Option<RollupScan>,
+}
+
+#[derive(Debug, Clone)]
+struct RollupScan {
+    /// Bucket width in microseconds, or one bucket per series.
+    width: Option<i64>,
+    /// The original scan's filters, all exact.
+    filters: Vec<Expr>,
 }
 
 impl MetricsTable {
@@ -31,7 +43,23 @@ impl MetricsTable {
             engine,
             schema: sql_schema(),
             fixed: None,
+            rollup: None,
         }
+    }
+
+    /// The rollup of `table`'s rows per series and bucket, filtered by
+    /// `filters` (which must all be exact).
+    pub fn rollup_of(table: &MetricsTable, width: Option<i64>, filters: Vec<Expr>) -> Self {
+        Self {
+            engine: table.engine.clone(),
+            schema: rollup_schema(),
+            fixed: table.fixed.clone(),
+            rollup: Some(RollupScan { width, filters }),
+        }
+    }
+
+    pub fn is_rollup(&self) -> bool {
+        self.rollup.is_some()
     }
 
     pub fn at(engine: Arc<Engine>, snapshot: Snapshot) -> Self {
@@ -56,7 +84,19 @@ impl TableProvider for MetricsTable {
         &self,
         filters: &[&Expr],
     ) -> Result<Vec<TableProviderFilterPushDown>> {
-        Ok(vec![TableProviderFilterPushDown::Inexact; filters.len()])
+        // Exact filters are applied by the scan alone, so DataFusion neither
+        // re-evaluates them per row nor makes the scan build the `tags`
+        // and `metric` columns just to test them.
+        Ok(filters
+            .iter()
+            .map(|f| {
+                if is_exact(f) {
+                    TableProviderFilterPushDown::Exact
+                } else {
+                    TableProviderFilterPushDown::Inexact
+                }
+            })
+            .collect())
     }
 
     async fn scan(
@@ -66,12 +106,18 @@ impl TableProvider for MetricsTable {
         filters: &[Expr],
         _limit: Option<usize>,
     ) -> Result<Arc<dyn ExecutionPlan>> {
-        let f = analyze(filters);
-        let series = self.engine.catalog().resolve(&f.series).map(Arc::new);
+        let f = match &self.rollup {
+            Some(r) => analyze(&r.filters),
+            None => analyze(filters),
+        };
+        // Snapshot first: every series in it is in the catalog by then, so
+        // the series set resolved next cannot miss one (exact filters rely
+        // on the scan alone).
         let snap = match &self.fixed {
             Some(s) => s.clone(),
             None => self.engine.snapshot(),
         };
+        let series = self.engine.catalog().resolve(&f.series).map(Arc::new);
 
         let chunks: Vec<_> = snap
             .manifest
@@ -135,6 +181,7 @@ impl TableProvider for MetricsTable {
             projection,
             schema,
             stats,
+            rollup: self.rollup.as_ref().map(|r| r.width),
         }))
     }
 }
