@@ -85,6 +85,7 @@ pub struct StreamDbFlight {
     query: Arc<QueryEngine>,
     subscriptions: Arc<Subscriptions>,
     tokens: auth::Tokens,
+    schemas: Arc<statement::SchemaCache>,
 }
 
 impl StreamDbFlight {
@@ -99,6 +100,7 @@ impl StreamDbFlight {
             query,
             subscriptions,
             tokens,
+            schemas: Arc::default(),
         }
     }
 
@@ -237,7 +239,7 @@ impl FlightSqlService for StreamDbFlight {
             sql: cmd.query.clone(),
             params: None,
         };
-        let schema = statement::schema(&self.query, &p).await?;
+        let schema = self.schemas.schema(&self.query, &p).await?;
         let ticket = TicketStatementQuery {
             statement_handle: cmd.query.into_bytes().into(),
         };
@@ -268,7 +270,7 @@ impl FlightSqlService for StreamDbFlight {
             sql: req.query,
             params: None,
         };
-        let schema = statement::schema(&self.query, &p).await?;
+        let schema = self.schemas.schema(&self.query, &p).await?;
         Ok(ActionCreatePreparedStatementResult {
             prepared_statement_handle: p.encode()?.into(),
             dataset_schema: schema_bytes(&schema)?,
@@ -310,7 +312,7 @@ impl FlightSqlService for StreamDbFlight {
         request: Request<FlightDescriptor>,
     ) -> Result<Response<FlightInfo>, Status> {
         let p = Prepared::decode(&cmd.prepared_statement_handle)?;
-        let schema = statement::schema(&self.query, &p).await?;
+        let schema = self.schemas.schema(&self.query, &p).await?;
         self.command_info(&schema, &cmd, request)
     }
 

@@ -5,6 +5,7 @@
 //! SQL and, once bound, the parameter batch as Arrow IPC), so the server
 //! keeps no per-statement state and any node can answer it.
 
+use std::collections::HashMap;
 use std::sync::Arc;
 
 use arrow::array::RecordBatch;
@@ -17,6 +18,7 @@ use datafusion::common::{ParamValues, ScalarValue};
 use datafusion::physical_plan::{execute_stream, ExecutionPlan};
 use datafusion::prelude::DataFrame;
 use futures::{Stream, StreamExt, TryStreamExt};
+use parking_lot::Mutex;
 use tonic::Status;
 
 use super::error::query_status;
@@ -120,10 +122,49 @@ pub async fn physical_plan(
     Ok((plan, task))
 }
 
+/// Schemas of recently planned statements without bound parameters.
+///
+/// A Flight SQL client asks for a statement's schema before it runs it
+/// (ADBC: CreatePreparedStatement, then GetFlightInfo, then DoGet), and
+/// each answer used to cost a full plan. The schema depends on the SQL
+/// text alone (the `metrics` table's schema is fixed and nothing else in
+/// a plan changes its output types), so it is remembered by text.
+#[derive(Debug, Default)]
+pub struct SchemaCache {
+    entries: Mutex<HashMap<String, SchemaRef>>,
+}
+
+impl SchemaCache {
+    /// Entries kept; the cache starts over when full (dashboards repeat a
+    /// small set of statements, so a full reset is rare and cheap).
+    const CAPACITY: usize = 1024;
+    /// Longer statements are planned every time rather than kept.
+    const MAX_SQL_BYTES: usize = 4096;
+
+    /// The schema `p` will produce, planned at most once per SQL text.
+    pub async fn schema(&self, q: &QueryEngine, p: &Prepared) -> Result<SchemaRef, Status> {
+        let cacheable = p.params.is_none() && p.sql.len() <= Self::MAX_SQL_BYTES;
+        if cacheable {
+            if let Some(s) = self.entries.lock().get(&p.sql) {
+                return Ok(s.clone());
+            }
+        }
+        let schema = schema(q, p).await?;
+        if cacheable {
+            let mut entries = self.entries.lock();
+            if entries.len() >= Self::CAPACITY {
+                entries.clear();
+            }
+            entries.insert(p.sql.clone(), schema.clone());
+        }
+        Ok(schema)
+    }
+}
+
 /// The schema a statement will produce. Statements with unbound
 /// parameters cannot be planned physically yet: their logical schema is
 /// announced instead.
-pub async fn schema(q: &QueryEngine, p: &Prepared) -> Result<SchemaRef, Status> {
+async fn schema(q: &QueryEngine, p: &Prepared) -> Result<SchemaRef, Status> {
     match physical_plan(q, p).await {
         Ok((plan, _)) => Ok(plan.schema()),
         Err(e) if p.params.is_none() => {

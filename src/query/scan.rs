@@ -162,8 +162,14 @@ impl ExecutionPlan for MetricsScanExec {
                 .try_filter_map(move |batches| {
                     let out = (|| {
                         let mut partials = Partials::new(width);
+                        let (batches, sorted) = batches;
                         for points in batches.iter() {
-                            partials.add(&filter_points(points, &time, series.as_deref())?);
+                            partials.add(&filter_points(
+                                points,
+                                &time,
+                                series.as_deref(),
+                                sorted,
+                            )?);
                         }
                         if partials.is_empty() {
                             return Ok(None);
@@ -174,13 +180,17 @@ impl ExecutionPlan for MetricsScanExec {
                 })
                 .boxed(),
             None => loaded
-                .map_ok(move |batches| {
-                    futures::stream::iter(batches.into_iter().map(Ok::<_, DataFusionError>))
+                .map_ok(move |(batches, sorted)| {
+                    futures::stream::iter(
+                        batches
+                            .into_iter()
+                            .map(move |b| Ok::<_, DataFusionError>((b, sorted))),
+                    )
                 })
                 .try_flatten()
-                .try_filter_map(move |points| {
+                .try_filter_map(move |(points, sorted)| {
                     let out = (|| {
-                        let kept = filter_points(&points, &time, series.as_deref())?;
+                        let kept = filter_points(&points, &time, series.as_deref(), sorted)?;
                         if kept.num_rows() == 0 {
                             return Ok(None);
                         }
@@ -197,19 +207,24 @@ impl ExecutionPlan for MetricsScanExec {
     }
 }
 
-/// Fetches and decodes one unit of work into point batches.
+/// Fetches and decodes one unit of work into point batches, and whether
+/// they are sorted by `(series_id, time)` (chunk bodies are; the write
+/// buffer holds batches in arrival order).
 async fn load(
     reader: Arc<ChunkReader>,
     w: Work,
     series: Option<Arc<BTreeSet<u64>>>,
-) -> Result<Vec<RecordBatch>> {
+) -> Result<(Vec<RecordBatch>, bool)> {
     match w {
-        Work::Buffered(b) => Ok(vec![b.points.clone()]),
-        Work::Chunk(c) => Ok(reader
-            .read(&c, series.as_deref())
-            .await
-            .map_err(|e| DataFusionError::External(Box::new(e)))?
-            .as_ref()
-            .clone()),
+        Work::Buffered(b) => Ok((vec![b.points.clone()], false)),
+        Work::Chunk(c) => Ok((
+            reader
+                .read(&c, series.as_deref())
+                .await
+                .map_err(|e| DataFusionError::External(Box::new(e)))?
+                .as_ref()
+                .clone(),
+            true,
+        )),
     }
 }

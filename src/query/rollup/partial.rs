@@ -184,26 +184,7 @@ impl Partials {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::model::point_schema;
-
-    fn points(rows: &[(u64, i64, f64)]) -> RecordBatch {
-        RecordBatch::try_new(
-            point_schema(),
-            vec![
-                Arc::new(UInt64Array::from(
-                    rows.iter().map(|r| r.0).collect::<Vec<_>>(),
-                )),
-                Arc::new(
-                    TimestampMicrosecondArray::from(rows.iter().map(|r| r.1).collect::<Vec<_>>())
-                        .with_timezone("UTC"),
-                ),
-                Arc::new(Float64Array::from(
-                    rows.iter().map(|r| r.2).collect::<Vec<_>>(),
-                )),
-            ],
-        )
-        .unwrap()
-    }
+    use crate::query::convert::tests::points;
 
     #[test]
     fn groups_by_series_and_bucket_whatever_the_row_order() {
