@@ -220,3 +220,43 @@ pub async fn execute(
         .build(limited)
         .map_err(Status::from))
 }
+
+#[cfg(test)]
+mod tests {
+    use arrow::datatypes::DataType;
+
+    use super::*;
+    use crate::ingest::{Engine, EngineConfig};
+    use crate::query::QueryConfig;
+
+    fn sql(text: &str) -> Prepared {
+        Prepared {
+            sql: text.to_string(),
+            params: None,
+        }
+    }
+
+    #[tokio::test]
+    async fn schemas_are_remembered_by_text_and_errors_are_not() {
+        let dir = tempfile::tempdir().unwrap();
+        let engine = Engine::open(EngineConfig::new(dir.path())).await.unwrap();
+        let q = QueryEngine::new(engine.clone(), QueryConfig::default());
+        let cache = SchemaCache::default();
+
+        let a = "SELECT metric, count(*) AS n FROM metrics GROUP BY metric";
+        let first = cache.schema(&q, &sql(a)).await.unwrap();
+        assert_eq!(first.field(1).data_type(), &DataType::Int64);
+        // The second answer is the remembered one, and equals a fresh plan.
+        let again = cache.schema(&q, &sql(a)).await.unwrap();
+        assert!(Arc::ptr_eq(&first, &again));
+        assert_eq!(again, schema(&q, &sql(a)).await.unwrap());
+
+        let bad = "SELECT nope FROM metrics";
+        for _ in 0..2 {
+            let e = cache.schema(&q, &sql(bad)).await.unwrap_err();
+            assert_eq!(e.code(), tonic::Code::InvalidArgument, "{e}");
+        }
+        assert_eq!(cache.entries.lock().len(), 1);
+        engine.shutdown().await.unwrap();
+    }
+}

@@ -61,7 +61,7 @@ pub fn filter_points(
     Ok(filter_record_batch(points, &keep)?)
 }
 
-/// [`filter_points`] over a batch sorted by `(series_id, time)`: two binary
+/// [`filter_points`] over a batch sorted by `(series_id, time)`: two
 /// searches per wanted series, then one copy of the kept runs (none when a
 /// single run is kept: a slice shares the buffers).
 fn filter_sorted(
@@ -80,12 +80,23 @@ fn filter_sorted(
     let mut runs = Vec::new();
     let mut from = 0;
     for &id in series.range(*first..=*last) {
-        let start = from + ids[from..].partition_point(|x| *x < id);
-        let end = start + ids[start..].partition_point(|x| *x == id);
+        let start = from + gallop(&ids[from..], |x| *x < id);
+        let end = start + gallop(&ids[start..], |x| *x == id);
         from = end;
+        if start == end {
+            continue;
+        }
+        // Usually the range covers the whole run: its two ends say so
+        // without searching (each search step is a likely cache miss).
         let run = &times[start..end];
-        let lo = start + run.partition_point(|t| *t < time.min);
-        let hi = start + run.partition_point(|t| *t < time.max);
+        let lo = match run[0] >= time.min {
+            true => start,
+            false => start + run.partition_point(|t| *t < time.min),
+        };
+        let hi = match run[run.len() - 1] < time.max {
+            true => end,
+            false => start + run.partition_point(|t| *t < time.max),
+        };
         if lo < hi {
             runs.push(points.slice(lo, hi - lo));
         }
@@ -95,6 +106,23 @@ fn filter_sorted(
         1 => Ok(runs.pop().expect("one run")),
         _ => Ok(concat_batches(&points.schema(), &runs)?),
     }
+}
+
+/// The length of the prefix of `xs` on which `keep` holds (`keep` holds on
+/// a prefix and fails after it). Probes at doubling distances from the
+/// start, then bisects the last gap: the wanted series come in id order,
+/// so each search starts where the last ended and its first probes touch
+/// memory already in cache, where a plain binary search over the whole
+/// batch misses the cache at nearly every step.
+fn gallop<T>(xs: &[T], keep: impl Fn(&T) -> bool) -> usize {
+    // Everything before `lo` keeps.
+    let (mut lo, mut step) = (0, 1);
+    while lo + step <= xs.len() && keep(&xs[lo + step - 1]) {
+        lo += step;
+        step *= 2;
+    }
+    let hi = (lo + step).min(xs.len());
+    lo + xs[lo..hi].partition_point(keep)
 }
 
 /// Builds the projected `metrics` columns (`projection` indexes the full
@@ -297,6 +325,12 @@ pub(crate) mod tests {
             let fast = filter_points(&batch, &time, Some(&wanted), true).unwrap();
             let slow = filter_points(&batch, &time, Some(&wanted), false).unwrap();
             prop_assert_eq!(fast, slow);
+        }
+
+        #[test]
+        fn gallop_finds_the_prefix(mut xs in prop::collection::vec(0u32..50, 0..300), cut in 0u32..52) {
+            xs.sort();
+            prop_assert_eq!(gallop(&xs, |x| *x < cut), xs.partition_point(|x| *x < cut));
         }
     }
 }

@@ -164,12 +164,7 @@ impl ExecutionPlan for MetricsScanExec {
                         let mut partials = Partials::new(width);
                         let (batches, sorted) = batches;
                         for points in batches.iter() {
-                            partials.add(&filter_points(
-                                points,
-                                &time,
-                                series.as_deref(),
-                                sorted,
-                            )?);
+                            partials.add(&filter_points(points, &time, series.as_deref(), sorted)?);
                         }
                         if partials.is_empty() {
                             return Ok(None);
