@@ -127,22 +127,7 @@ mod tests {
     use crate::model::SeriesKey;
 
     fn point_batch(points: &[(u64, i64, f64)], series: &[(&str, &str)]) -> PointBatch {
-        let points = RecordBatch::try_new(
-            point_schema(),
-            vec![
-                Arc::new(UInt64Array::from(
-                    points.iter().map(|p| p.0).collect::<Vec<_>>(),
-                )),
-                Arc::new(
-                    TimestampMicrosecondArray::from(points.iter().map(|p| p.1).collect::<Vec<_>>())
-                        .with_timezone("UTC"),
-                ),
-                Arc::new(Float64Array::from(
-                    points.iter().map(|p| p.2).collect::<Vec<_>>(),
-                )),
-            ],
-        )
-        .unwrap();
+        let points = crate::model::points_of(points);
         let new_series = series
             .iter()
             .map(|(m, h)| {

@@ -9,6 +9,8 @@ mod series;
 mod time;
 pub mod wire;
 
+#[cfg(test)]
+pub use schema::points_of;
 pub use schema::{
     point_schema, sql_schema, tags_type, time_type, POINT_SERIES_ID, POINT_TIME, POINT_VALUE,
 };

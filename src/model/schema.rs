@@ -23,6 +23,24 @@ pub fn point_schema() -> SchemaRef {
     ]))
 }
 
+/// A point batch of `(series_id, time, value)` rows, for tests.
+#[cfg(test)]
+pub fn points_of(rows: &[(u64, i64, f64)]) -> arrow::array::RecordBatch {
+    use arrow::array::{Float64Array, TimestampMicrosecondArray, UInt64Array};
+    arrow::array::RecordBatch::try_new(
+        point_schema(),
+        vec![
+            Arc::new(UInt64Array::from_iter_values(rows.iter().map(|r| r.0))),
+            Arc::new(
+                TimestampMicrosecondArray::from_iter_values(rows.iter().map(|r| r.1))
+                    .with_timezone("UTC"),
+            ),
+            Arc::new(Float64Array::from_iter_values(rows.iter().map(|r| r.2))),
+        ],
+    )
+    .expect("points match the point schema")
+}
+
 /// The `tags` column type: a map of string keys to string values, with the
 /// field names DataFusion and pyarrow use (`entries`, `keys`, `values`).
 pub fn tags_type() -> DataType {

@@ -283,35 +283,14 @@ fn tags_array(distinct: &[u64], catalog: &SeriesCatalog) -> Result<ArrayRef> {
 }
 
 #[cfg(test)]
-pub(crate) mod tests {
-    use arrow::array::{Float64Array, TimestampMicrosecondArray, UInt64Array};
+mod tests {
     use proptest::prelude::*;
 
     use super::*;
-    use crate::model::point_schema;
-
-    /// A point batch of `(series_id, time, value)` rows.
-    pub(crate) fn points(rows: &[(u64, i64, f64)]) -> RecordBatch {
-        RecordBatch::try_new(
-            point_schema(),
-            vec![
-                Arc::new(UInt64Array::from(
-                    rows.iter().map(|r| r.0).collect::<Vec<_>>(),
-                )),
-                Arc::new(
-                    TimestampMicrosecondArray::from(rows.iter().map(|r| r.1).collect::<Vec<_>>())
-                        .with_timezone("UTC"),
-                ),
-                Arc::new(Float64Array::from(
-                    rows.iter().map(|r| r.2).collect::<Vec<_>>(),
-                )),
-            ],
-        )
-        .unwrap()
-    }
+    use crate::model::points_of as points;
 
     proptest! {
-        /// The binary-search path keeps exactly the rows the row-by-row
+        /// The search path keeps exactly the rows the row-by-row
         /// path keeps.
         #[test]
         fn sorted_filter_equals_row_filter(

@@ -184,7 +184,7 @@ impl Partials {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::query::convert::tests::points;
+    use crate::model::points_of as points;
 
     #[test]
     fn groups_by_series_and_bucket_whatever_the_row_order() {
