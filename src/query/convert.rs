@@ -93,9 +93,9 @@ fn filter_sorted(
             true => start,
             false => start + run.partition_point(|t| *t < time.min),
         };
-        let hi = match run[run.len() - 1] < time.max {
+        let hi = match time.before_end(run[run.len() - 1]) {
             true => end,
-            false => start + run.partition_point(|t| *t < time.max),
+            false => start + run.partition_point(|t| time.before_end(*t)),
         };
         if lo < hi {
             runs.push(points.slice(lo, hi - lo));

@@ -29,11 +29,18 @@ impl Default for TimeRange {
 impl TimeRange {
     /// Whether `[lo, hi]` (inclusive, as stored in chunk stats) overlaps.
     pub fn overlaps(&self, lo: i64, hi: i64) -> bool {
-        lo < self.max && hi >= self.min
+        self.before_end(lo) && hi >= self.min
     }
 
     pub fn contains(&self, t: i64) -> bool {
-        t >= self.min && t < self.max
+        t >= self.min && self.before_end(t)
+    }
+
+    /// Whether `t` is below the end. `i64::MAX` as the end means none, so
+    /// a point stamped with the last representable instant is not lost to
+    /// a range that only bounds the start.
+    pub fn before_end(&self, t: i64) -> bool {
+        self.max == i64::MAX || t < self.max
     }
 
     pub fn is_all(&self) -> bool {
@@ -234,8 +241,11 @@ fn bare_target(e: &Expr) -> Option<Target> {
     }
 }
 
+/// A time literal the scan's range captures exactly: whole microseconds
+/// or coarser, and far enough from the end of time that no bound derived
+/// from it becomes `i64::MAX` (which [`TimeRange`] reads as no end).
 fn exact_time(v: &ScalarValue) -> bool {
-    micros(v).is_some() && !nanos(v)
+    micros(v).is_some_and(|t| t < i64::MAX - 1) && !nanos(v)
 }
 
 fn clone_target(t: &Target) -> Target {
@@ -251,5 +261,37 @@ fn push_series(target: Target, values: Vec<String>, out: &mut ScanFilters) {
         Target::Metric => out.series.push(TagPredicate::Metric(values)),
         Target::Tag(key) => out.series.push(TagPredicate::Tag { key, values }),
         Target::Time => {}
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use datafusion::prelude::{col, lit};
+
+    use super::*;
+
+    fn at(t: i64) -> Expr {
+        lit(ScalarValue::TimestampMicrosecond(
+            Some(t),
+            Some("UTC".into()),
+        ))
+    }
+
+    #[test]
+    fn the_last_instant_is_kept_and_never_filtered_exactly() {
+        let after = analyze(&[col("time").gt_eq(at(0))]);
+        assert!(after.time.contains(i64::MAX) && after.time.overlaps(i64::MAX, i64::MAX));
+        // `time < MAX` ends the range at MAX, which reads as no end: the
+        // scan keeps the row at MAX and DataFusion must drop it.
+        for e in [
+            col("time").lt(at(i64::MAX)),
+            col("time").lt_eq(at(i64::MAX - 1)),
+            col("time").eq(at(i64::MAX - 1)),
+        ] {
+            assert!(!is_exact(&e), "{e}");
+        }
+        assert!(is_exact(&col("time").lt(at(i64::MAX - 2))));
+        let r = analyze(&[col("time").lt(at(i64::MAX - 2))]);
+        assert!(r.time.contains(i64::MAX - 3) && !r.time.contains(i64::MAX - 2));
     }
 }
