@@ -10,7 +10,10 @@ use clap::Parser;
 const THREAD_STACK_BYTES: usize = 32 << 20;
 
 fn main() {
-    let cli = streamdb::cli::Cli::parse();
+    let cli = match streamdb::cli::Cli::try_parse() {
+        Ok(cli) => cli,
+        Err(e) => exit_on_usage_error(e),
+    };
     cli.init_logging();
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
@@ -21,4 +24,25 @@ fn main() {
         eprintln!("error: {e:#}");
         std::process::exit(1);
     }
+}
+
+/// `--help` and `--version` print as clap renders them; a usage mistake is
+/// one line (clap's first, without its usage block) and exit status 2.
+fn exit_on_usage_error(e: clap::Error) -> ! {
+    use clap::error::ErrorKind;
+    if matches!(
+        e.kind(),
+        ErrorKind::DisplayHelp
+            | ErrorKind::DisplayVersion
+            | ErrorKind::DisplayHelpOnMissingArgumentOrSubcommand
+    ) {
+        e.exit();
+    }
+    let rendered = e.render().to_string();
+    let first = rendered
+        .lines()
+        .next()
+        .unwrap_or("error: invalid arguments");
+    eprintln!("{first} (see 'streamdb --help')");
+    std::process::exit(2);
 }

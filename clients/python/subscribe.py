@@ -26,7 +26,9 @@ def apply_updates(reader: fl.FlightStreamReader, view: dict, key=KEY, until=None
     """Reads messages into `view` ({key tuple: row dict}).
 
     Stops when a message's watermark offset reaches `until` (if given) or
-    the stream ends. Yields each message's metadata after applying it.
+    the stream ends. A large snapshot comes in parts: all but the last say
+    `"more": true`, and the view equals the SELECT at `offset` only after
+    the last. Yields each message's metadata after applying it.
     """
     while True:
         try:
@@ -38,7 +40,7 @@ def apply_updates(reader: fl.FlightStreamReader, view: dict, key=KEY, until=None
             for row in chunk.data.to_pylist():
                 view[tuple(row[k] for k in key)] = row
         yield meta
-        if until is not None and meta.get("offset", "") >= until:
+        if until is not None and meta.get("offset", "") >= until and not meta.get("more"):
             return
 
 

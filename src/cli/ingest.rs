@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 use anyhow::{bail, Context, Result};
 use arrow::array::RecordBatch;
 use arrow::datatypes::{DataType, Field, Schema};
-use indicatif::{ProgressBar, ProgressStyle};
+use indicatif::{ProgressBar, ProgressState, ProgressStyle};
 use streamdb_client::{Client, ConnectOptions};
 
 use super::sample::Sample;
@@ -25,20 +25,20 @@ pub struct IngestArgs {
     #[arg(long)]
     generate_sample: bool,
     /// Points per second for --generate-sample (1000/s, 50k/s, 2M/s).
-    #[arg(long, default_value = "1000/s", value_parser = parse_rate)]
+    #[arg(long, default_value = "1000/s", value_parser = parse_rate, conflicts_with = "files")]
     rate: f64,
     /// How long to generate (60s, 5m); until Ctrl-C if neither this nor --count.
-    #[arg(long, value_parser = parse_duration)]
+    #[arg(long, value_parser = parse_duration, conflicts_with = "files")]
     duration: Option<Duration>,
     /// Stop after this many points.
-    #[arg(long)]
+    #[arg(long, conflicts_with_all = ["duration", "files"])]
     count: Option<u64>,
     /// Machines in the sample fleet (each reports 6 metrics).
-    #[arg(long, default_value_t = 10)]
+    #[arg(long, default_value_t = 10, conflicts_with = "files")]
     hosts: usize,
     /// A file to ingest (repeatable): Parquet, Arrow IPC, CSV or NDJSON,
     /// told apart by content and extension; `-` reads NDJSON from stdin.
-    #[arg(long = "file")]
+    #[arg(long = "file", conflicts_with = "generate_sample")]
     files: Vec<PathBuf>,
     /// Rows per DoPut batch.
     #[arg(long, default_value_t = 10_000)]
@@ -83,11 +83,17 @@ impl Progress {
                 None => ProgressBar::new_spinner(),
             };
             let template = if total.is_some() {
-                "{spinner} [{elapsed_precise}] {bar:30.cyan/blue} {human_pos}/{human_len} points ({per_sec}) {msg}"
+                "{spinner} [{elapsed_precise}] {bar:30.cyan/blue} {human_pos}/{human_len} points ({rate}) {msg}"
             } else {
-                "{spinner} [{elapsed_precise}] {human_pos} points ({per_sec}) {msg}"
+                "{spinner} [{elapsed_precise}] {human_pos} points ({rate}) {msg}"
             };
-            bar.set_style(ProgressStyle::with_template(template).expect("valid template"));
+            // indicatif's own {per_sec} prints four decimals.
+            let style = ProgressStyle::with_template(template)
+                .expect("valid template")
+                .with_key("rate", |s: &ProgressState, w: &mut dyn std::fmt::Write| {
+                    let _ = write!(w, "{}/s", units::count(s.per_sec().round() as u64));
+                });
+            bar.set_style(style);
             bar.enable_steady_tick(Duration::from_millis(200));
             bar
         });
@@ -158,6 +164,7 @@ pub async fn run(a: IngestArgs, opts: ConnectOptions) -> Result<()> {
         } else {
             a.files.clone()
         };
+        let stdin_only = a.files.is_empty();
         let mut progress = Progress::new(None);
         for f in &files {
             let batches =
@@ -168,6 +175,9 @@ pub async fn run(a: IngestArgs, opts: ConnectOptions) -> Result<()> {
                 let summary = client.write(vec![batch]).await?;
                 progress.add(rows, summary.last_offset);
             }
+        }
+        if stdin_only && progress.points == 0 {
+            bail!("nothing to ingest: stdin held no points (use --generate-sample, --file PATH, or pipe NDJSON points in)");
         }
         progress.finish();
         Ok(())
@@ -189,6 +199,8 @@ async fn generate(
     // count the rate says should have been sent by then, so the rate holds
     // over the whole run instead of drifting with write latency.
     let per_tick = ((a.rate * 0.1).ceil() as usize).clamp(1, a.batch_size);
+    // Points in a batch are stamped 1/rate apart, as they would be sampled.
+    let spacing_us = ((1e6 / a.rate).round() as i64).max(1);
     let start = Instant::now();
     let mut sent: u64 = 0;
     loop {
@@ -204,7 +216,9 @@ async fn generate(
         }
         let n = total.map_or(per_tick, |t| per_tick.min((t - sent) as usize));
         let now_us = chrono::Utc::now().timestamp_micros();
-        let summary = client.write(vec![sample.batch(n, now_us)]).await?;
+        let summary = client
+            .write(vec![sample.batch(n, now_us, spacing_us)])
+            .await?;
         sent += n as u64;
         progress.add(n as u64, summary.last_offset);
     }
@@ -234,13 +248,15 @@ fn read_file(path: &Path, batch_size: usize) -> Result<Batches> {
             .build()?;
         return Ok(Box::new(reader));
     }
+    // Arrow IPC batches are whatever size the writer chose: re-sliced
+    // (zero-copy) so no DoPut exceeds --batch-size.
     if n >= 6 && &magic == b"ARROW1" {
-        return Ok(Box::new(arrow::ipc::reader::FileReader::try_new(f, None)?));
+        let reader = arrow::ipc::reader::FileReader::try_new(f, None)?;
+        return Ok(rechunk(Box::new(reader), batch_size));
     }
     if n >= 4 && magic[..4] == [0xff; 4] {
-        return Ok(Box::new(arrow::ipc::reader::StreamReader::try_new(
-            f, None,
-        )?));
+        let reader = arrow::ipc::reader::StreamReader::try_new(f, None)?;
+        return Ok(rechunk(Box::new(reader), batch_size));
     }
     match ext.as_str() {
         "csv" => {
@@ -260,6 +276,20 @@ fn read_file(path: &Path, batch_size: usize) -> Result<Batches> {
             path.display()
         ),
     }
+}
+
+/// Splits batches longer than `batch_size` into slices of at most that.
+fn rechunk(batches: Batches, batch_size: usize) -> Batches {
+    Box::new(batches.flat_map(move |b| {
+        let parts: Vec<_> = match b {
+            Ok(b) => (0..b.num_rows())
+                .step_by(batch_size)
+                .map(|at| Ok(b.slice(at, batch_size.min(b.num_rows() - at))))
+                .collect(),
+            Err(e) => vec![Err(e)],
+        };
+        parts
+    }))
 }
 
 /// NDJSON point messages (`{"time", "metric", "tags", "value"}`; `time` an
@@ -290,6 +320,23 @@ mod tests {
         for bad in ["", "fast", "-5/s", "0/s"] {
             assert!(parse_rate(bad).is_err(), "{bad}");
         }
+    }
+
+    #[test]
+    fn arrow_ipc_batches_are_cut_to_the_batch_size() {
+        let b = crate::model::points_of(&[(1, 0, 1.0); 25]);
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("points.arrow");
+        let mut w =
+            arrow::ipc::writer::FileWriter::try_new(File::create(&path).unwrap(), &b.schema())
+                .unwrap();
+        w.write(&b).unwrap();
+        w.finish().unwrap();
+        let sizes: Vec<usize> = read_file(&path, 10)
+            .unwrap()
+            .map(|b| b.unwrap().num_rows())
+            .collect();
+        assert_eq!(sizes, [10, 10, 5]);
     }
 
     #[test]

@@ -9,6 +9,7 @@ mod units;
 use std::path::PathBuf;
 
 use anyhow::{Context, Result};
+use arrow::array::RecordBatch;
 use clap::{Parser, Subcommand, ValueEnum};
 use streamdb_client::{Client, ConnectOptions};
 
@@ -128,6 +129,7 @@ pub async fn run(cli: Cli) -> Result<()> {
     let opts = ConnectOptions {
         token: cli.token,
         ca_pem,
+        ..ConnectOptions::default()
     };
     match cli.command {
         Command::Start(args) => start::run(args).await,
@@ -264,17 +266,27 @@ async fn status(server: &str, json: bool, opts: ConnectOptions) -> Result<()> {
 
 async fn subscribe(server: &str, sql: &str, no_snapshot: bool, opts: ConnectOptions) -> Result<()> {
     let mut client = Client::connect_with(server, opts).await?;
-    let statement = if no_snapshot {
-        let select = sql.trim().trim_end_matches(';');
-        format!("SUBSCRIBE TO {select} WITH (snapshot = false)")
-    } else {
-        sql.to_string()
+    let is_subscribe = sql
+        .trim_start()
+        .get(..9)
+        .is_some_and(|w| w.eq_ignore_ascii_case("subscribe"));
+    let statement = match (no_snapshot, is_subscribe) {
+        (true, true) => anyhow::bail!(
+            "--no-snapshot takes a plain SELECT; in SUBSCRIBE TO text write WITH (snapshot = false)"
+        ),
+        (true, false) => {
+            let select = sql.trim().trim_end_matches(';');
+            format!("SUBSCRIBE TO {select} WITH (snapshot = false)")
+        }
+        (false, _) => sql.to_string(),
     };
     let mut sub = client.subscribe(&statement).await?;
     let schema = sub.schema.clone();
     // One listener for the whole run, so a Ctrl-C between two updates is
     // not missed.
     let mut ctrl_c = std::pin::pin!(tokio::signal::ctrl_c());
+    // A large snapshot arrives in parts; it is printed as one table.
+    let mut snapshot_parts = Vec::new();
     loop {
         let update = tokio::select! {
             u = sub.next() => u,
@@ -285,20 +297,54 @@ async fn subscribe(server: &str, sql: &str, no_snapshot: bool, opts: ConnectOpti
         };
         let update = update?;
         let Some(batch) = update.batch else { continue };
-        if update.kind != "snapshot" && batch.num_rows() == 0 {
+        let batches = if update.kind == "snapshot" {
+            snapshot_parts.push(batch);
+            if update.more {
+                continue;
+            }
+            std::mem::take(&mut snapshot_parts)
+        } else if batch.num_rows() == 0 {
             continue;
-        }
+        } else {
+            vec![batch]
+        };
+        let rows: usize = batches.iter().map(|b| b.num_rows()).sum();
         let when = update.max_time.as_deref().unwrap_or("-");
         println!(
-            "-- {} at offset {} (data up to {when}): {} row(s)",
-            update.kind,
-            update.offset,
-            batch.num_rows()
+            "-- {} at offset {} (data up to {when}): {rows} row(s)",
+            update.kind, update.offset,
         );
         let table =
-            arrow::util::pretty::pretty_format_batches_with_schema(schema.clone(), &[batch])?;
+            arrow::util::pretty::pretty_format_batches_with_schema(schema.clone(), &batches)?;
         println!("{table}");
     }
+}
+
+/// CSV has no nested values: `tags` maps (and lists, structs) become their
+/// display text, `{host: web-1}`, as in the table format.
+fn flat_for_csv(b: &RecordBatch) -> Result<RecordBatch> {
+    use arrow::array::{ArrayRef, StringArray};
+    use arrow::datatypes::{Field, Schema};
+    use arrow::util::display::{ArrayFormatter, FormatOptions};
+    let mut fields = Vec::new();
+    let mut columns: Vec<ArrayRef> = Vec::new();
+    for (f, c) in b.schema().fields().iter().zip(b.columns()) {
+        if f.data_type().is_nested() {
+            let fmt = ArrayFormatter::try_new(c.as_ref(), &FormatOptions::default())?;
+            let text: StringArray = (0..c.len())
+                .map(|i| c.is_valid(i).then(|| fmt.value(i).to_string()))
+                .collect();
+            fields.push(Field::new(f.name(), arrow::datatypes::DataType::Utf8, true));
+            columns.push(std::sync::Arc::new(text));
+        } else {
+            fields.push(f.as_ref().clone());
+            columns.push(c.clone());
+        }
+    }
+    Ok(RecordBatch::try_new(
+        std::sync::Arc::new(Schema::new(fields)),
+        columns,
+    )?)
 }
 
 async fn query(server: &str, sql: &str, format: Format, opts: ConnectOptions) -> Result<()> {
@@ -313,8 +359,16 @@ async fn query(server: &str, sql: &str, format: Format, opts: ConnectOptions) ->
         }
         Format::Csv => {
             let mut w = arrow::csv::Writer::new(&mut out);
-            for b in &batches {
-                w.write(b)?;
+            // The header is written with the first batch: an empty result
+            // still gets one.
+            let empty = [RecordBatch::new_empty(schema.clone())];
+            let batches = if batches.is_empty() {
+                &empty[..]
+            } else {
+                &batches[..]
+            };
+            for b in batches {
+                w.write(&flat_for_csv(b)?)?;
             }
         }
         Format::Json => {

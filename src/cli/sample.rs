@@ -121,7 +121,12 @@ impl Sample {
     }
 
     /// `n` points stamped `now_us`, cycling through the series.
-    pub fn batch(&mut self, n: usize, now_us: i64) -> RecordBatch {
+    /// `n` points, the last at `now_us` and each `spacing_us` after the one
+    /// before, as a fleet reporting at the ingest rate would send them.
+    pub fn batch(&mut self, n: usize, now_us: i64, spacing_us: i64) -> RecordBatch {
+        let times: Vec<i64> = (0..n as i64)
+            .map(|k| now_us - (n as i64 - 1 - k) * spacing_us)
+            .collect();
         let (mut metrics, mut hosts, mut regions, mut values) = (
             Vec::with_capacity(n),
             Vec::with_capacity(n),
@@ -150,7 +155,7 @@ impl Sample {
         RecordBatch::try_new(
             self.schema.clone(),
             vec![
-                Arc::new(TimestampMicrosecondArray::from(vec![now_us; n]).with_timezone("UTC")),
+                Arc::new(TimestampMicrosecondArray::from(times).with_timezone("UTC")),
                 Arc::new(StringArray::from(metrics)),
                 Arc::new(StringArray::from(hosts)),
                 Arc::new(StringArray::from(regions)),
@@ -172,7 +177,7 @@ mod tests {
     fn values_stay_in_their_ranges() {
         let mut s = Sample::new(9, 1);
         for _ in 0..50 {
-            let b = s.batch(540, 0);
+            let b = s.batch(540, 0, 1);
             let metrics = b.column(1).as_string::<i32>();
             let values = b.column(4).as_primitive::<Float64Type>();
             for i in 0..b.num_rows() {
@@ -185,7 +190,11 @@ mod tests {
             }
         }
         // 9 hosts × 6 metrics, spread over 3 regions.
-        let b = s.batch(54, 0);
+        let b = s.batch(54, 1_000, 10);
+        let times = b
+            .column(0)
+            .as_primitive::<arrow::datatypes::TimestampMicrosecondType>();
+        assert_eq!((times.value(0), times.value(53)), (1_000 - 530, 1_000));
         let hosts: std::collections::HashSet<_> =
             b.column(2).as_string::<i32>().iter().flatten().collect();
         assert_eq!(hosts.len(), 9);

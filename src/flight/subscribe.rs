@@ -89,7 +89,8 @@ impl StreamDbFlight {
         // are ignored.
         let client_done = async move { while let Ok(Some(_)) = input.message().await {} };
         let head = futures::stream::once(async move { Ok(schema_message(&schema)) });
-        let body = tokio_stream::wrappers::ReceiverStream::new(updates)
+        let body = updates
+            .into_stream()
             .flat_map(|m| {
                 futures::stream::iter(match m {
                     Ok(m) => encode(m),

@@ -97,6 +97,9 @@ pub struct Update {
     pub offset: String,
     /// The largest point time seen so far (RFC 3339).
     pub max_time: Option<String>,
+    /// A snapshot part with more parts to follow: the result at `offset`
+    /// is complete only after the part where this is `false`.
+    pub more: bool,
 }
 
 /// A running continuous query; dropping it ends the subscription.
@@ -131,6 +134,7 @@ impl Subscription {
             batch,
             offset: meta["offset"].as_str().unwrap_or_default().to_string(),
             max_time: meta["max_time"].as_str().map(str::to_string),
+            more: meta["more"].as_bool().unwrap_or(false),
         }))
     }
 }
@@ -144,7 +148,19 @@ pub struct ConnectOptions {
     /// PEM CA certificate(s) to trust for `https://` URLs, in addition to
     /// the public web roots (a private CA or a self-signed server).
     pub ca_pem: Option<Vec<u8>>,
+    /// PEM certificate and key presented to servers that require client
+    /// certificates (mutual TLS, e.g. behind a proxy).
+    pub identity_pem: Option<(Vec<u8>, Vec<u8>)>,
+    /// The name to verify the server's certificate against, when it differs
+    /// from the URL's host (connecting by IP address).
+    pub tls_domain: Option<String>,
+    /// How long establishing the connection may take; `None` is 10 s.
+    pub connect_timeout: Option<std::time::Duration>,
 }
+
+/// The connect timeout when `ConnectOptions::connect_timeout` is `None`: a
+/// server that drops packets fails the call instead of hanging it.
+pub const DEFAULT_CONNECT_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
 
 /// A connection to one StreamDB server.
 pub struct Client {
@@ -166,19 +182,29 @@ impl Client {
             url: url.to_string(),
             reason,
         };
-        let mut endpoint =
-            Endpoint::from_shared(url.to_string()).map_err(|e| err(e.to_string()))?;
+        let mut endpoint = Endpoint::from_shared(url.to_string())
+            .map_err(|e| err(e.to_string()))?
+            .connect_timeout(options.connect_timeout.unwrap_or(DEFAULT_CONNECT_TIMEOUT));
+        let tls_settings = options.ca_pem.is_some()
+            || options.identity_pem.is_some()
+            || options.tls_domain.is_some();
         if url.starts_with("https://") {
             let mut tls = tonic::transport::ClientTlsConfig::new().with_webpki_roots();
             if let Some(pem) = &options.ca_pem {
                 tls = tls.ca_certificate(tonic::transport::Certificate::from_pem(pem));
             }
+            if let Some((cert, key)) = &options.identity_pem {
+                tls = tls.identity(tonic::transport::Identity::from_pem(cert, key));
+            }
+            if let Some(domain) = &options.tls_domain {
+                tls = tls.domain_name(domain.clone());
+            }
             endpoint = endpoint
                 .tls_config(tls)
                 .map_err(|e| err(source_chain(&e)))?;
-        } else if options.ca_pem.is_some() {
+        } else if tls_settings {
             return Err(err(
-                "a CA certificate was given but the URL is not https://".into(),
+                "TLS settings (CA, client certificate or domain) were given but the URL is not https://".into(),
             ));
         }
         let channel = endpoint
@@ -341,10 +367,16 @@ impl Client {
 
 fn source_chain(e: &dyn std::error::Error) -> String {
     let mut s = e.to_string();
+    let mut last = s.clone();
     let mut cur = e.source();
     while let Some(c) = cur {
-        s.push_str(": ");
-        s.push_str(&c.to_string());
+        // Wrappers often repeat their source's text word for word.
+        let text = c.to_string();
+        if text != last && !last.ends_with(&text) {
+            s.push_str(": ");
+            s.push_str(&text);
+        }
+        last = text;
         cur = c.source();
     }
     s

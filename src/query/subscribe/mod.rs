@@ -11,9 +11,10 @@
 //!
 //! Limits: at most `max_subscriptions` at once; a subscription that falls
 //! more than the fan-out's capacity behind ingest (1024 batches), or whose
-//! client does not take a message within `send_timeout`, is ended with an
-//! error rather than buffering without bound. Ingest never waits for
-//! subscribers. Dropping the receiver ends the task.
+//! client does not take a message within `send_timeout`, is ended with a
+//! `ResourcesExhausted` error (delivered after the queued messages) rather
+//! than buffering without bound. Ingest never waits for subscribers.
+//! Dropping the receiver ends the task.
 //!
 //! # Layout
 //! - `request`: the `SUBSCRIBE TO` text and its `WITH (...)` options.
@@ -69,6 +70,9 @@ pub struct Message {
     pub offset: Offset,
     /// The largest point time (Unix micros) seen so far, if any.
     pub max_time: Option<i64>,
+    /// A snapshot part with more parts to follow: the result at `offset`
+    /// is complete only after the part without it.
+    pub more: bool,
 }
 
 impl Message {
@@ -85,6 +89,9 @@ impl Message {
         }
         if let Some(b) = &self.batch {
             m.insert("rows".into(), b.num_rows().into());
+        }
+        if self.more {
+            m.insert("more".into(), true.into());
         }
         serde_json::Value::Object(m).to_string()
     }
@@ -159,7 +166,31 @@ impl Subscriptions {
     }
 }
 
-pub type Updates = mpsc::Receiver<Result<Message, QueryError>>;
+/// The messages of one subscription, ending with an error if the server
+/// ended it (too slow a client, an evaluation error, shutdown is a plain end).
+#[derive(Debug)]
+pub struct Updates {
+    rx: mpsc::Receiver<Result<Message, QueryError>>,
+    fate: Fate,
+}
+
+/// Why a subscription ended, for when the outbox had no room left to say it
+/// (the usual case for a client that stopped reading): delivered after the
+/// queued messages.
+type Fate = Arc<std::sync::Mutex<Option<QueryError>>>;
+
+impl Updates {
+    pub async fn recv(&mut self) -> Option<Result<Message, QueryError>> {
+        match self.rx.recv().await {
+            Some(m) => Some(m),
+            None => self.fate.lock().ok()?.take().map(Err),
+        }
+    }
+
+    pub fn into_stream(self) -> impl futures::Stream<Item = Result<Message, QueryError>> {
+        futures::stream::unfold(self, |mut u| async move { u.recv().await.map(|m| (m, u)) })
+    }
+}
 
 /// Starts a subscription: returns the result schema and the messages
 /// (snapshot first unless disabled). Errors in the SQL are returned here.
@@ -172,6 +203,7 @@ pub async fn subscribe(
     // The answer's schema is the SELECT's own (nullable: a group can have
     // no non-null values).
     let planned = query.sql(&req.select).await?;
+    shape::check_plan(&shape, planned.logical_plan())?;
     let schema: SchemaRef = Arc::new(Schema::new(
         planned
             .schema()
@@ -194,20 +226,26 @@ pub async fn subscribe(
         state: None,
         offset: snapshot.applied,
         max_time: max_time_of(&snapshot),
-        send_timeout: subs.config.send_timeout,
+        reported: (snapshot.applied, max_time_of(&snapshot)),
     };
     let (tx, rx) = mpsc::channel(OUTBOX);
+    let fate = Fate::default();
+    let outbox = Outbox {
+        tx,
+        fate: fate.clone(),
+        send_timeout: subs.config.send_timeout,
+    };
     let first = sub
         .start(MetricsTable::at(engine.clone(), snapshot), req.snapshot)
         .await?;
     tokio::spawn(async move {
         let _slot = slot;
         tokio::select! {
-            _ = sub.run(first, fanout, req.emit_interval, tx) => {}
+            _ = sub.run(first, fanout, req.emit_interval, outbox) => {}
             _ = closing.wait_for(|c| *c) => {}
         }
     });
-    Ok((schema, rx))
+    Ok((schema, Updates { rx, fate }))
 }
 
 fn max_time_of(s: &crate::ingest::Snapshot) -> Option<i64> {
@@ -222,9 +260,12 @@ struct Subscription {
     shape: Shape,
     select_sql: String,
     state: Option<AggState>,
+    /// Everything before `offset` has been received (some may be pending).
     offset: Offset,
     max_time: Option<i64>,
-    send_timeout: Duration,
+    /// The watermark of what the client has been sent: `offset` and
+    /// `max_time` when the pending batches were last folded in.
+    reported: (Offset, Option<i64>),
 }
 
 impl Subscription {
@@ -275,6 +316,10 @@ impl Subscription {
                 Some(RecordBatch::new_empty(self.schema.clone())),
             ));
         }
+        let parts = out.len();
+        for m in &mut out[..parts - 1] {
+            m.more = true;
+        }
         Ok(out)
     }
 
@@ -292,8 +337,9 @@ impl Subscription {
         Message {
             kind,
             batch,
-            offset: self.offset,
-            max_time: self.max_time,
+            offset: self.reported.0,
+            max_time: self.reported.1,
+            more: false,
         }
     }
 
@@ -323,17 +369,22 @@ impl Subscription {
         first: Vec<Message>,
         mut fanout: broadcast::Receiver<Arc<BufferedBatch>>,
         emit_interval: Duration,
-        tx: mpsc::Sender<Result<Message, QueryError>>,
+        out: Outbox,
     ) {
         for m in first {
-            if !self.send(&tx, Ok(m)).await {
+            if !out.send(m).await {
                 return;
             }
         }
-        let mut last_sent = Instant::now();
-        let mut pending: Vec<Arc<BufferedBatch>> = Vec::new();
-        let mut tick = tokio::time::interval(emit_interval);
+        // Ticks come at least every PROGRESS_EVERY, so an idle subscription
+        // reports progress on time even with a long emit interval; updates
+        // go out when an emit interval has passed.
+        let period = emit_interval.min(PROGRESS_EVERY);
+        let mut tick = tokio::time::interval(period);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let mut last_sent = Instant::now();
+        let mut next_emit = Instant::now() + emit_interval;
+        let mut pending: Vec<Arc<BufferedBatch>> = Vec::new();
         loop {
             tokio::select! {
                 got = fanout.recv() => match got {
@@ -352,35 +403,43 @@ impl Subscription {
                         );
                         tracing::warn!("{why}");
                         crate::telemetry::metrics().limited("slow_subscriber");
-                        let _ = tx.try_send(Err(QueryError::ResourcesExhausted(why)));
+                        out.fail(QueryError::ResourcesExhausted(why));
                         return;
                     }
                     Err(broadcast::error::RecvError::Closed) => return,
                 },
                 _ = tick.tick() => {
-                    let update = if pending.is_empty() {
+                    // Half a tick of slack: ticks and deadlines drift apart
+                    // by the time each update takes.
+                    let due = Instant::now() + period / 2 >= next_emit;
+                    let update = if pending.is_empty() || !due {
+                        if pending.is_empty() {
+                            self.reported = (self.offset, self.max_time);
+                        }
                         None
                     } else {
+                        next_emit = Instant::now() + emit_interval;
+                        self.reported = (self.offset, self.max_time);
                         match self.apply(std::mem::take(&mut pending)).await {
                             Ok(u) => u,
                             Err(e) => {
-                                let _ = self.send(&tx, Err(e)).await;
+                                out.fail(e);
                                 return;
                             }
                         }
                     };
                     let msg = match update {
                         Some(b) => self.message(Kind::Update, Some(b)),
-                        None if last_sent.elapsed() >= PROGRESS_EVERY => self.message(Kind::Progress, None),
+                        None if last_sent.elapsed() + period / 2 >= PROGRESS_EVERY => self.message(Kind::Progress, None),
                         None => continue,
                     };
-                    if !self.send(&tx, Ok(msg)).await {
+                    if !out.send(msg).await {
                         return;
                     }
                     crate::telemetry::metrics().subscription_updates.inc();
                     last_sent = Instant::now();
                 }
-                _ = tx.closed() => return,
+                _ = out.tx.closed() => return,
             }
         }
     }
@@ -443,20 +502,43 @@ impl Subscription {
             }
         }
     }
+}
 
+/// The sending side of a subscription.
+struct Outbox {
+    tx: mpsc::Sender<Result<Message, QueryError>>,
+    fate: Fate,
+    /// How long a message may wait for the client before the subscription
+    /// is dropped.
+    send_timeout: Duration,
+}
+
+impl Outbox {
     /// Sends within the timeout; `false` ends the subscription (the client
-    /// left or is not reading).
-    async fn send(
-        &self,
-        tx: &mpsc::Sender<Result<Message, QueryError>>,
-        m: Result<Message, QueryError>,
-    ) -> bool {
-        match tokio::time::timeout(self.send_timeout, tx.send(m)).await {
+    /// left, or is not reading and has been told why).
+    async fn send(&self, m: Message) -> bool {
+        match tokio::time::timeout(self.send_timeout, self.tx.send(Ok(m))).await {
             Ok(Ok(())) => true,
             Ok(Err(_)) => false,
             Err(_) => {
                 tracing::warn!(timeout = ?self.send_timeout, "subscriber is not reading; subscription dropped");
+                crate::telemetry::metrics().limited("slow_subscriber");
+                self.fail(QueryError::ResourcesExhausted(format!(
+                    "the client did not take an update within {:?}, so the subscription was \
+                     dropped rather than buffering without bound; read faster or subscribe again",
+                    self.send_timeout
+                )));
                 false
+            }
+        }
+    }
+
+    /// Ends the subscription with `e`: queued if there is room, otherwise
+    /// delivered after the queued messages.
+    fn fail(&self, e: QueryError) {
+        if let Err(mpsc::error::TrySendError::Full(Err(e))) = self.tx.try_send(Err(e)) {
+            if let Ok(mut fate) = self.fate.lock() {
+                *fate = Some(e);
             }
         }
     }

@@ -16,6 +16,8 @@
 
 use std::ops::ControlFlow;
 
+use datafusion::common::tree_node::TreeNode;
+use datafusion::logical_expr::LogicalPlan;
 use datafusion::sql::sqlparser::ast::{
     visit_expressions, Expr, FunctionArg, FunctionArgExpr, FunctionArguments, GroupByExpr, Query,
     Select, SelectItem, SetExpr, Statement, TableFactor, Value,
@@ -98,6 +100,15 @@ pub fn analyze(select: &str) -> Result<Shape, QueryError> {
             )));
         }
     }
+    // Updates replace rows by their group key, which the client can only
+    // see if every group expression is an output column.
+    if let Some(hidden) = (0..groups.len()).find(|j| !outputs.contains(&Output::Group(*j))) {
+        return Err(refuse(format!(
+            "GROUP BY `{}` is not a column of the SELECT, so updates could not be matched \
+             to rows; add it to the SELECT list",
+            groups[hidden]
+        )));
+    }
     let mut cols: Vec<String> = groups
         .iter()
         .enumerate()
@@ -129,6 +140,31 @@ pub fn analyze(select: &str) -> Result<Shape, QueryError> {
         aggs: aggs.len(),
         outputs,
     })
+}
+
+/// Checks the planned SELECT against its shape. The syntactic analysis
+/// knows only the aggregates it can maintain by name; DataFusion knows them
+/// all, so a Rows-shaped query whose plan aggregates (`approx_median(value)`
+/// without GROUP BY, a UDAF) is refused here instead of being answered per
+/// batch.
+pub fn check_plan(shape: &Shape, plan: &LogicalPlan) -> Result<(), QueryError> {
+    if *shape != Shape::Rows {
+        return Ok(());
+    }
+    let aggregates = plan
+        .exists(|node| {
+            Ok(matches!(
+                node,
+                LogicalPlan::Aggregate(_) | LogicalPlan::Window(_)
+            ))
+        })
+        .map_err(QueryError::from_datafusion)?;
+    if aggregates {
+        return Err(refuse(
+            "it aggregates with a function other than SUM, COUNT, AVG, MIN or MAX",
+        ));
+    }
+    Ok(())
 }
 
 /// A single SELECT from `metrics` without the clauses that need history.
@@ -421,6 +457,10 @@ mod tests {
             ("SELECT value, row_number() OVER () FROM metrics", "window"),
             ("SELECT count(DISTINCT metric) FROM metrics", "DISTINCT"),
             ("SELECT * FROM other", "metrics"),
+            (
+                "SELECT metric, avg(value) FROM metrics GROUP BY metric, tags['host']",
+                "not a column of the SELECT",
+            ),
         ] {
             let err = analyze(sql).unwrap_err().to_string();
             assert!(err.contains(why), "{sql}: {err}");

@@ -78,7 +78,7 @@ async fn apply_until(
                 view.insert(row[..keys].to_vec(), row);
             }
         }
-        if m.offset >= until {
+        if m.offset >= until && !m.more {
             return;
         }
     }
@@ -129,6 +129,150 @@ proptest! {
             prop_assert_eq!(view, select(&q, GROUPED).await);
             Ok(())
         })?;
+    }
+}
+
+/// Rows of a query as a sorted multiset, for comparing answers whose order
+/// is not defined.
+async fn select_rows(q: &QueryEngine, sql: &str) -> Vec<Vec<String>> {
+    let batches = q.sql(sql).await.unwrap().collect().await.unwrap();
+    let mut all: Vec<Vec<String>> = batches.iter().flat_map(rows).collect();
+    all.sort();
+    all
+}
+
+const ROWS: &str = "SELECT time, tags['host'] AS host, value FROM metrics WHERE value > 3";
+const TOTALS: &str = "SELECT count(*), sum(value), min(value), max(value), avg(value) FROM metrics";
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 12, ..ProptestConfig::default() })]
+
+    /// Subscriptions that start while a writer is running (so batches land
+    /// between the fan-out subscription and the snapshot) still end equal
+    /// to the SELECT: a plain SELECT's snapshot plus new rows, and a
+    /// whole-table aggregate without GROUP BY.
+    #[test]
+    fn rows_and_totals_equal_the_select_under_concurrent_writes(
+        batches in prop::collection::vec(prop::collection::vec((0i64..60, 0usize..3, 0u32..40), 1..15), 1..10),
+        flush_at in 0usize..10,
+        start_after in 0usize..10,
+    ) {
+        let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
+        rt.block_on(async {
+            let (_dir, engine, q, subs) = setup().await;
+            let hosts = ["a", "b", "c"];
+            let to_rows = |v: &[(i64, usize, u32)]| -> Vec<(i64, &str, f64)> {
+                v.iter().map(|(s, h, x)| (T0 + s * 1_000_000, hosts[*h], *x as f64 / 4.0)).collect()
+            };
+            let (early, late) = batches.split_at(start_after.min(batches.len()));
+            for b in early {
+                engine.write(&batch(&to_rows(b))).await.unwrap();
+            }
+            let writer = {
+                let engine = engine.clone();
+                let late: Vec<Vec<(i64, &'static str, f64)>> = late
+                    .iter()
+                    .map(|b| b.iter().map(|(s, h, x)| (T0 + s * 1_000_000, ["a", "b", "c"][*h], *x as f64 / 4.0)).collect())
+                    .collect();
+                tokio::spawn(async move {
+                    for (i, b) in late.iter().enumerate() {
+                        engine.write(&batch(b)).await.unwrap();
+                        if i == flush_at {
+                            engine.flush().await.unwrap();
+                        }
+                        tokio::task::yield_now().await;
+                    }
+                })
+            };
+            let (_, mut rows_rx) = subscribe(q.clone(), &subs, request(ROWS)).await.unwrap();
+            let (_, mut totals_rx) = subscribe(q.clone(), &subs, request(TOTALS)).await.unwrap();
+            writer.await.unwrap();
+            let until = engine.snapshot().applied;
+
+            let mut got_rows = BTreeMap::new();
+            let mut n = 0usize;
+            loop {
+                let m = tokio::time::timeout(Duration::from_secs(5), rows_rx.recv())
+                    .await.expect("a message within 5 s").expect("open").expect("no error");
+                for row in m.batch.as_ref().map(rows).unwrap_or_default() {
+                    // Keyed by arrival so duplicates stay distinct.
+                    got_rows.insert((row.clone(), n), ());
+                    n += 1;
+                }
+                if m.offset >= until && !m.more { break; }
+            }
+            let mut got: Vec<Vec<String>> = got_rows.into_keys().map(|(r, _)| r).collect();
+            got.sort();
+            prop_assert_eq!(got, select_rows(&q, ROWS).await);
+
+            let mut totals = BTreeMap::new();
+            apply_until(&mut totals_rx, 0, &mut totals, until).await;
+            let want = select_rows(&q, TOTALS).await;
+            prop_assert_eq!(totals.into_values().collect::<Vec<_>>(), want);
+            Ok(())
+        })?;
+    }
+}
+
+#[tokio::test]
+async fn aggregates_it_cannot_maintain_are_refused_from_the_plan() {
+    let (_dir, _engine, q, subs) = setup().await;
+    // Not in the syntactic list of aggregates, and no GROUP BY: only the
+    // plan shows these aggregate.
+    for sql in [
+        "SELECT approx_median(value) FROM metrics",
+        "SELECT var(value) FROM metrics",
+    ] {
+        let err = subscribe(q.clone(), &subs, request(sql))
+            .await
+            .err()
+            .unwrap_or_else(|| panic!("{sql} was accepted"));
+        assert!(
+            err.to_string()
+                .contains("aggregates with a function other than"),
+            "{sql}: {err}"
+        );
+    }
+    assert_eq!(subs.active(), 0);
+}
+
+#[tokio::test]
+async fn progress_comes_every_second_even_with_a_long_emit_interval() {
+    let (_dir, engine, q, subs) = setup().await;
+    let req = SubscribeRequest {
+        emit_interval: Duration::from_secs(5),
+        ..SubscribeRequest::new("SELECT count(*) FROM metrics")
+    };
+    let (_, mut rx) = subscribe(q, &subs, req).await.unwrap();
+    let snap = rx.recv().await.unwrap().unwrap();
+    assert_eq!(snap.kind, Kind::Snapshot);
+    // A write is pending (not yet due), so progress must not claim it.
+    let before = engine.snapshot().applied;
+    engine.write(&batch(&[(T0, "a", 1.0)])).await.unwrap();
+    let started = std::time::Instant::now();
+    let p = rx.recv().await.unwrap().unwrap();
+    assert_eq!(p.kind, Kind::Progress);
+    assert!(
+        started.elapsed() <= PROGRESS_EVERY + Duration::from_millis(700),
+        "progress after {:?}",
+        started.elapsed()
+    );
+    assert_eq!(
+        p.offset, before,
+        "progress does not cover the pending write"
+    );
+    // The update with the write arrives at the emit interval.
+    loop {
+        let m = tokio::time::timeout(Duration::from_secs(8), rx.recv())
+            .await
+            .expect("an update within the emit interval")
+            .unwrap()
+            .unwrap();
+        if m.kind == Kind::Update {
+            assert_eq!(rows(m.batch.as_ref().unwrap()), [["1"]]);
+            assert!(m.offset > before);
+            break;
+        }
     }
 }
 
@@ -230,12 +374,21 @@ async fn a_subscriber_that_stops_reading_is_dropped() {
     tokio::time::sleep(Duration::from_millis(600)).await;
     assert_eq!(subs.active(), 0);
     let mut received = 0;
+    let mut ended_with = None;
     while let Some(m) = rx.recv().await {
-        m.unwrap();
-        received += 1;
+        match m {
+            Ok(_) => received += 1,
+            Err(e) => ended_with = Some(e),
+        }
     }
     assert!(
         received <= OUTBOX + 1,
         "at most the outbox was buffered ({received})"
+    );
+    // The client is told why, after what was queued.
+    let err = ended_with.expect("a dropped subscriber gets an error");
+    assert!(
+        matches!(&err, QueryError::ResourcesExhausted(m) if m.contains("did not take an update")),
+        "{err}"
     );
 }
