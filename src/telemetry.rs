@@ -59,6 +59,9 @@ pub struct Metrics {
     pub compaction_backlog: IntGauge,
     pub compactions: IntGauge,
     pub garbage_pending: IntGauge,
+    /// 1 while a `--source` consumer follows its stream; 0 when it is
+    /// retrying, finished or stopped, or there is none.
+    pub source_following: IntGauge,
     pub expired_chunks: IntGauge,
     pub cache_bytes: IntGauge,
     pub cache_hits: IntGauge,
@@ -213,6 +216,11 @@ impl Metrics {
                 &r,
                 "streamdb_compactions",
                 "Partitions compacted since start",
+            ),
+            source_following: gauge(
+                &r,
+                "streamdb_source_following",
+                "1 while the --source consumer follows its stream; 0 when retrying, finished or stopped",
             ),
             garbage_pending: gauge(
                 &r,

@@ -229,6 +229,22 @@ async fn bad_input_gets_a_clear_error_and_changes_nothing() {
             "beyond the end",
         ),
         (
+            http.get(&s).query(&[
+                ("offset", "9999999999999999_0000000000000000"),
+                ("live", "sse"),
+            ]),
+            StatusCode::BAD_REQUEST,
+            "beyond the end",
+        ),
+        (
+            http.get(url(&srv, "metrics")).query(&[
+                ("offset", "9999999999999999_0000000000000000"),
+                ("live", "sse"),
+            ]),
+            StatusCode::BAD_REQUEST,
+            "beyond the end",
+        ),
+        (
             http.delete(url(&srv, "metrics")),
             StatusCode::METHOD_NOT_ALLOWED,
             "cannot be deleted",
@@ -244,5 +260,174 @@ async fn bad_input_gets_a_clear_error_and_changes_nothing() {
     let r = http.get(&s).send().await.unwrap();
     assert_eq!(header(&r, TAIL), tail);
     assert_eq!(r.text().await.unwrap(), "[1]");
+    srv.stop().await.unwrap();
+}
+
+/// Flushing puts the metrics stream's points in chunks; the log keeps the
+/// flushed records readable for `stream_retention`, so a reader from the
+/// start still gets everything. Without retention the flushed segments go,
+/// and their offsets answer 410 Gone.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_metrics_stream_stays_readable_after_a_flush_within_retention() {
+    for keep in [true, false] {
+        let dir = tempfile::tempdir().unwrap();
+        let mut config = common::config(dir.path());
+        config.engine.segment_bytes = 512;
+        config.engine.stream_retention = if keep {
+            streamdb::stream::Retention {
+                age: std::time::Duration::from_secs(3600),
+                bytes: 1 << 30,
+            }
+        } else {
+            streamdb::stream::Retention::NONE
+        };
+        let srv = server::start(config).await.unwrap();
+        let http = reqwest::Client::new();
+        let metrics = url(&srv, "metrics");
+        let mut first = None;
+        for i in 0..20 {
+            let body = format!(
+                r#"{{"time":{},"metric":"m","tags":{{"host":"h{i}"}},"value":{i}}}"#,
+                common::T0 + i
+            );
+            let r = http
+                .post(&metrics)
+                .header("content-type", "application/json")
+                .body(body)
+                .send()
+                .await
+                .unwrap();
+            assert_eq!(r.status(), StatusCode::NO_CONTENT);
+            first.get_or_insert(header(&r, TAIL));
+        }
+        srv.engine.flush().await.unwrap();
+        let mut values = Vec::new();
+        let mut offset = "-1".to_string();
+        loop {
+            let r = http
+                .get(&metrics)
+                .query(&[("offset", offset.as_str())])
+                .send()
+                .await
+                .unwrap();
+            assert_eq!(r.status(), StatusCode::OK);
+            offset = header(&r, TAIL);
+            let done = header(&r, "stream-up-to-date") == "true";
+            let got: Vec<serde_json::Value> =
+                serde_json::from_slice(&r.bytes().await.unwrap()).unwrap();
+            values.extend(got.iter().map(|p| p["value"].as_f64().unwrap()));
+            if done {
+                break;
+            }
+        }
+        let old = http
+            .get(&metrics)
+            .query(&[("offset", first.as_deref().unwrap())])
+            .send()
+            .await
+            .unwrap()
+            .status();
+        let old_sse = http
+            .get(&metrics)
+            .query(&[("offset", first.as_deref().unwrap()), ("live", "sse")])
+            .send()
+            .await
+            .unwrap()
+            .status();
+        assert_eq!(
+            old_sse, old,
+            "SSE answers a bad offset like a catch-up read"
+        );
+        if keep {
+            let want: Vec<f64> = (0..20).map(|i| i as f64).collect();
+            assert_eq!(values, want, "every point from the start");
+            assert_eq!(old, StatusCode::OK);
+        } else {
+            assert!(values.len() < 20, "flushed segments were removed");
+            assert_eq!(old, StatusCode::GONE);
+        }
+        srv.stop().await.unwrap();
+    }
+}
+
+/// The follower's reader against a real server: data, an idle long-poll,
+/// a closed stream, a stream that does not exist yet (worth retrying) and
+/// an offset past retention (not worth retrying).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_stream_reader_tells_every_answer_apart() {
+    use std::time::Duration;
+    use streamdb::stream::client::{ClientError, Poll, StreamReader};
+    let dir = tempfile::tempdir().unwrap();
+    let mut config = common::config(dir.path());
+    config.streams.long_poll_timeout = Duration::from_millis(200);
+    config.engine.segment_bytes = 256;
+    let srv = server::start(config).await.unwrap();
+    let http = reqwest::Client::new();
+    let events = url(&srv, "events");
+
+    let missing = StreamReader::new(&events, Duration::from_millis(200));
+    let err = missing.poll("-1").await.unwrap_err();
+    assert!(matches!(err, ClientError::NotFound { .. }), "{err}");
+    assert!(err.is_transient(), "a follower may start before its source");
+
+    let created = http
+        .put(&events)
+        .header("content-type", "application/json")
+        .send()
+        .await
+        .unwrap();
+    assert!(created.status().is_success(), "{}", created.status());
+    let r = http
+        .post(&events)
+        .header("content-type", "application/json")
+        .body(r#"{"a":1}"#)
+        .send()
+        .await
+        .unwrap();
+    assert!(r.status().is_success());
+    let reader = StreamReader::new(&events, Duration::from_millis(200));
+    let Poll::Data { body, next } = reader.poll("-1").await.unwrap() else {
+        panic!("data expected")
+    };
+    assert_eq!(
+        serde_json::from_slice::<serde_json::Value>(&body).unwrap(),
+        serde_json::json!([{"a": 1}])
+    );
+    assert!(matches!(reader.poll(&next).await.unwrap(), Poll::Idle { next: n } if n == next));
+    let closed = http
+        .post(&events)
+        .header("stream-closed", "true")
+        .send()
+        .await
+        .unwrap();
+    assert!(closed.status().is_success(), "{}", closed.status());
+    assert!(matches!(
+        reader.poll(&next).await.unwrap(),
+        Poll::Closed { .. }
+    ));
+
+    // Flushed metrics records with no retention are gone: 410, final.
+    let metrics = url(&srv, "metrics");
+    let mut first = None;
+    for i in 0..10 {
+        let r = http
+            .post(&metrics)
+            .header("content-type", "application/json")
+            .body(format!(
+                r#"{{"time":{},"metric":"m","value":{i}}}"#,
+                common::T0 + i
+            ))
+            .send()
+            .await
+            .unwrap();
+        first.get_or_insert(header(&r, TAIL));
+    }
+    srv.engine.flush().await.unwrap();
+    let reader = StreamReader::new(&metrics, Duration::from_millis(200));
+    let err = reader.poll(first.as_deref().unwrap()).await.unwrap_err();
+    assert!(
+        matches!(err, ClientError::Gone { .. }) && !err.is_transient(),
+        "{err}"
+    );
     srv.stop().await.unwrap();
 }

@@ -37,6 +37,14 @@ pub struct StartArgs {
     /// Size at which a stream log segment is sealed.
     #[arg(long, default_value = "64MiB", value_parser = parse_bytes)]
     segment_bytes: usize,
+    /// How long the metrics stream stays readable (GET /v1/stream/metrics
+    /// from an older offset, --source followers) after its points are
+    /// flushed; older offsets answer 410 Gone. The points stay queryable.
+    #[arg(long, default_value = "1h", value_parser = parse_duration)]
+    stream_retention: Duration,
+    /// ...and at most this many bytes of flushed log segments.
+    #[arg(long, default_value = "1GiB", value_parser = parse_bytes)]
+    stream_retention_bytes: usize,
     /// How long a Durable Streams long-poll read waits for new data.
     #[arg(long, default_value = "20s", value_parser = parse_duration)]
     long_poll_timeout: Duration,
@@ -152,6 +160,10 @@ pub async fn run(a: StartArgs) -> Result<()> {
     engine.max_buffer_bytes = a.max_buffer_bytes;
     engine.write_timeout = a.write_timeout;
     engine.segment_bytes = a.segment_bytes as u64;
+    engine.stream_retention = crate::stream::Retention {
+        age: a.stream_retention,
+        bytes: a.stream_retention_bytes as u64,
+    };
     let limits = a.limits;
     engine.max_batch_rows = limits.max_batch_rows;
     let storage = a.storage;

@@ -133,6 +133,9 @@ pub(super) async fn run(engine: Weak<Engine>, mut shutdown: watch::Receiver<bool
 /// `thorough` (the first pass, then every few), also look for orphaned
 /// files and for series left without data by an earlier run.
 pub async fn pass(e: &Engine, thorough: bool) -> Result<(), EngineError> {
+    // The stream's history ages out even when nothing is flushed.
+    let covered = crate::stream::Offset(e.snapshot().manifest.stream_offset);
+    e.log().remove_before(covered, e.config.stream_retention)?;
     if let Some(keep) = e.config.retention {
         expire(e, keep, thorough).await?;
     }

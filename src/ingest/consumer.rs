@@ -11,7 +11,7 @@
 use std::sync::{Arc, Weak};
 use std::time::Duration;
 
-use super::engine::{Engine, EngineError};
+use super::engine::{Engine, EngineError, SourceStatus};
 use super::json;
 use crate::storage::SourceCheckpoint;
 use crate::stream::client::{Poll, StreamReader};
@@ -32,6 +32,24 @@ pub fn spawn(
     })
 }
 
+/// Records what the consumer is doing where `/v1/status` shows it.
+fn report(
+    engine: &Weak<Engine>,
+    url: &str,
+    state: &'static str,
+    offset: &str,
+    error: Option<String>,
+) {
+    if let Some(e) = engine.upgrade() {
+        *e.source.lock() = Some(SourceStatus {
+            url: url.to_string(),
+            state,
+            offset: offset.to_string(),
+            error,
+        });
+    }
+}
+
 async fn follow(engine: Weak<Engine>, url: String, long_poll: Duration) {
     let reader = StreamReader::new(url.clone(), long_poll);
     let Some(mut offset) = engine
@@ -41,21 +59,30 @@ async fn follow(engine: Weak<Engine>, url: String, long_poll: Duration) {
         return;
     };
     tracing::info!(source = %url, offset = %offset, "following source stream");
+    report(&engine, &url, "following", &offset, None);
+    let stop = |offset: &str, why: String| {
+        tracing::error!(source = %url, offset = %offset, error = %why, "source consumer stopped");
+        report(&engine, &url, "stopped", offset, Some(why));
+    };
     let mut backoff = Duration::from_millis(200);
     loop {
         let poll = match reader.poll(&offset).await {
             Ok(p) => p,
             Err(e) if e.is_transient() => {
                 tracing::warn!(source = %url, error = %e, retry_in = ?backoff, "source unavailable; retrying");
+                report(&engine, &url, "retrying", &offset, Some(e.to_string()));
                 tokio::time::sleep(backoff).await;
                 backoff = (backoff * 2).min(Duration::from_secs(30));
                 continue;
             }
-            Err(e) => {
-                tracing::error!(source = %url, error = %e, "source consumer stopped");
-                return;
-            }
+            // 410: the source no longer holds our position. Continuing
+            // from its oldest offset would silently skip points, so stop
+            // and say so.
+            Err(e) => return stop(&offset, e.to_string()),
         };
+        if backoff > Duration::from_millis(200) {
+            report(&engine, &url, "following", &offset, None);
+        }
         backoff = Duration::from_millis(200);
         let (body, next) = match poll {
             Poll::Data { body, next } => (body, next),
@@ -64,6 +91,7 @@ async fn follow(engine: Weak<Engine>, url: String, long_poll: Duration) {
             Poll::Idle { .. } => continue,
             Poll::Closed { next } => {
                 tracing::info!(source = %url, offset = %next, "source stream closed; consumer finished");
+                report(&engine, &url, "finished", &next, None);
                 return;
             }
         };
@@ -71,12 +99,9 @@ async fn follow(engine: Weak<Engine>, url: String, long_poll: Duration) {
         let gate = e.series_guard().await;
         let mut points = match json::parse(&body, false, e.catalog()) {
             Ok(p) => p,
-            Err(err) => {
-                // Skipping would silently drop data and retrying cannot
-                // succeed: stop, loudly, at the offending position.
-                tracing::error!(source = %url, offset = %offset, error = %err, "source data is not valid points; consumer stopped");
-                return;
-            }
+            // Skipping would silently drop data and retrying cannot
+            // succeed: stop, loudly, at the offending position.
+            Err(err) => return stop(&offset, format!("source data is not valid points: {err}")),
         };
         points.checkpoint = Some(SourceCheckpoint {
             source: url.clone(),
@@ -89,13 +114,11 @@ async fn follow(engine: Weak<Engine>, url: String, long_poll: Duration) {
                     tokio::time::sleep(Duration::from_millis(100)).await
                 }
                 Err(EngineError::ShuttingDown) => return,
-                Err(err) => {
-                    tracing::error!(source = %url, offset = %offset, error = %err, "ingesting from source failed; consumer stopped");
-                    return;
-                }
+                Err(err) => return stop(&offset, format!("ingesting from source failed: {err}")),
             }
         }
         drop(gate);
         offset = next;
+        report(&engine, &url, "following", &offset, None);
     }
 }

@@ -21,7 +21,7 @@ use crate::storage::{
     CacheStats, ChunkMeta, ChunkReader, Lease, Manifest, ManifestStore, SeriesCatalog,
     StorageError, Store,
 };
-use crate::stream::{DurableSink, Log, LogConfig, LogError, Offset};
+use crate::stream::{DurableSink, Log, LogConfig, LogError, Offset, Retention};
 
 /// Batches a continuous query may fall behind ingest before it is dropped.
 const FANOUT_BATCHES: usize = 1024;
@@ -38,6 +38,9 @@ pub struct EngineConfig {
     /// How long a write waits for buffer space before RESOURCE_EXHAUSTED.
     pub write_timeout: Duration,
     pub segment_bytes: u64,
+    /// How long the metrics stream stays readable from older offsets after
+    /// its records are flushed (the log is trimmed past this).
+    pub stream_retention: Retention,
     pub fsync: bool,
     /// Largest batch one write may carry, in rows.
     pub max_batch_rows: usize,
@@ -67,6 +70,7 @@ impl EngineConfig {
             max_buffer_bytes: 1 << 30,
             write_timeout: Duration::from_secs(10),
             segment_bytes: 64 << 20,
+            stream_retention: Retention::NONE,
             fsync: true,
             max_batch_rows: 4 << 20,
             store: None,
@@ -159,6 +163,8 @@ pub struct Engine {
     catalog_persisted: AtomicU64,
     pub(crate) reader: Arc<ChunkReader>,
     pub(crate) maintenance: parking_lot::Mutex<MaintenanceStatus>,
+    /// The `--source` consumer's state, if one runs.
+    pub(crate) source: parking_lot::Mutex<Option<SourceStatus>>,
     /// The writer lease, on a store other servers can reach.
     lease: Option<Arc<Lease>>,
     pub(crate) shutdown: watch::Sender<bool>,
@@ -240,6 +246,7 @@ impl Engine {
             series_gate: tokio::sync::RwLock::new(()),
             catalog_persisted,
             maintenance: Default::default(),
+            source: Default::default(),
             lease,
             shutdown,
             tasks: Default::default(),
@@ -529,6 +536,7 @@ impl Engine {
                 min: min.map(format_micros),
                 max: max.map(format_micros),
             },
+            source: self.source.lock().clone(),
         }
     }
 }
@@ -650,6 +658,24 @@ pub struct Status {
     pub series: usize,
     pub rows: u64,
     pub time_range: TimeRange,
+    /// The `--source` consumer, when the server follows a remote stream.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub source: Option<SourceStatus>,
+}
+
+/// What a `--source` consumer is doing.
+#[derive(Debug, Clone, Serialize)]
+pub struct SourceStatus {
+    pub url: String,
+    /// `following`, `retrying` (the source is unreachable or missing; it
+    /// keeps trying), `finished` (the source stream was closed and fully
+    /// read) or `stopped` (it cannot continue without an operator: `error`
+    /// says why).
+    pub state: &'static str,
+    /// The next remote offset to read.
+    pub offset: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
 }
 
 #[derive(Debug, Clone, Serialize)]

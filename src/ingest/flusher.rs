@@ -148,7 +148,7 @@ async fn write_buffer(e: &Engine) -> Result<u64, EngineError> {
     }
     e.space.notify_waiters();
     e.log.seal_covered(upto).await?;
-    e.log.remove_before(upto)?;
+    e.log.remove_before(upto, e.config.stream_retention)?;
     tracing::debug!(rows, upto = %upto, version = committed.version, "flushed");
     Ok(rows)
 }

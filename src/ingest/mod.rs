@@ -27,7 +27,7 @@ pub(crate) mod record;
 
 pub use buffer::{BufferedBatch, Snapshot};
 pub use engine::{
-    BufferStatus, Engine, EngineConfig, EngineError, Status, StorageStatus, StreamStatus,
-    TimeRange, WriteReceipt, WriterStatus,
+    BufferStatus, Engine, EngineConfig, EngineError, SourceStatus, Status, StorageStatus,
+    StreamStatus, TimeRange, WriteReceipt, WriterStatus,
 };
 pub use normalize::{normalize, BatchError, PointBatch};

@@ -54,5 +54,8 @@ pub async fn require_token(State(tokens): State<Tokens>, request: Request, next:
     );
     r.headers_mut()
         .insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
+    // The check runs outside the router that adds these; without CORS
+    // headers a browser could not even read that the status is 401.
+    super::streams::security_headers(r.headers_mut());
     r
 }

@@ -43,6 +43,10 @@ pub async fn scrape(State(s): State<ObserveState>) -> Response {
     let mt = &st.storage.maintenance;
     m.compactions.set(mt.compactions as i64);
     m.garbage_pending.set(mt.garbage_pending as i64);
+    if let Some(source) = &st.source {
+        m.source_following
+            .set(i64::from(source.state == "following"));
+    }
     m.expired_chunks.set(mt.expired_chunks as i64);
     let c = &st.storage.cache;
     m.cache_bytes.set(c.bytes as i64);

@@ -35,11 +35,12 @@ pub enum ClientError {
 }
 
 impl ClientError {
-    /// Worth retrying (the network or the server may recover); a missing
-    /// stream or an offset that fell out of retention will not.
+    /// Worth retrying: the network or the server may recover, and a stream
+    /// that is missing may yet be created (a follower started before its
+    /// source). An offset that fell out of retention will not come back.
     pub fn is_transient(&self) -> bool {
         match self {
-            ClientError::Http { .. } => true,
+            ClientError::Http { .. } | ClientError::NotFound { .. } => true,
             ClientError::Status { status, .. } => *status >= 500 || *status == 429,
             _ => false,
         }
@@ -49,6 +50,10 @@ impl ClientError {
 pub struct StreamReader {
     http: reqwest::Client,
     url: String,
+    /// The last `Stream-Cursor` the server sent, echoed on the next live
+    /// read as the protocol requires (it keeps CDN caches from serving a
+    /// stale long-poll answer).
+    cursor: std::sync::Mutex<Option<String>>,
 }
 
 impl StreamReader {
@@ -64,6 +69,7 @@ impl StreamReader {
         Self {
             http,
             url: url.into(),
+            cursor: Default::default(),
         }
     }
 
@@ -78,10 +84,14 @@ impl StreamReader {
             url: self.url.clone(),
             source,
         };
+        let mut query = vec![("offset", offset.to_string()), ("live", "long-poll".into())];
+        if let Some(c) = self.cursor.lock().ok().and_then(|c| c.clone()) {
+            query.push(("cursor", c));
+        }
         let resp = self
             .http
             .get(&self.url)
-            .query(&[("offset", offset), ("live", "long-poll")])
+            .query(&query)
             .send()
             .await
             .map_err(http_err)?;
@@ -93,6 +103,11 @@ impl StreamReader {
                 .map(str::to_string)
         };
         let next = header("stream-next-offset");
+        if let Some(c) = header("stream-cursor") {
+            if let Ok(mut slot) = self.cursor.lock() {
+                *slot = Some(c);
+            }
+        }
         let closed = header("stream-closed").is_some_and(|v| v.eq_ignore_ascii_case("true"));
         let up_to_date =
             header("stream-up-to-date").is_some_and(|v| v.eq_ignore_ascii_case("true"));

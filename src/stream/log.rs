@@ -299,13 +299,31 @@ impl<A: Send + 'static> Log<A> {
         rx.await.map_err(|_| LogError::Closed)?
     }
 
-    /// Deletes whole sealed segments whose records all lie before `before`.
-    /// Called once the manifest covers those records. Returns segments removed.
-    pub fn remove_before(&self, before: Offset) -> Result<usize, LogError> {
+    /// Deletes whole sealed segments whose records all lie before `before`
+    /// (the manifest covers them) and that `keep` no longer holds: older
+    /// than `keep.age` (by when they were sealed) or beyond `keep.bytes` of
+    /// sealed segments, oldest first. Returns segments removed.
+    pub fn remove_before(&self, before: Offset, keep: Retention) -> Result<usize, LogError> {
         let mut removed = Vec::new();
         {
             let mut st = self.state.lock();
+            let sealed = st.segments.len().saturating_sub(1);
+            let mut sealed_bytes: u64 = st.segments.iter().take(sealed).map(|s| s.len).sum();
             while st.segments.len() > 1 && st.segments[1].base_seq <= before.0 {
+                let front = &st.segments[0];
+                // A sealed segment is never written again: its mtime is when
+                // it was sealed. Unknown age counts as old.
+                let aged = front
+                    .reader
+                    .metadata()
+                    .and_then(|m| m.modified())
+                    .ok()
+                    .and_then(|t| t.elapsed().ok())
+                    .is_none_or(|age| age >= keep.age);
+                if !aged && sealed_bytes <= keep.bytes {
+                    break;
+                }
+                sealed_bytes -= front.len;
                 removed.push(st.segments.pop_front().expect("len > 1").id);
             }
         }
@@ -318,6 +336,25 @@ impl<A: Send + 'static> Log<A> {
         }
         Ok(removed.len())
     }
+}
+
+/// How much of a log's history stays readable after the manifest covers it,
+/// so readers of the stream (Durable Streams clients, `--source` followers)
+/// can still catch up from older offsets.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Retention {
+    /// Sealed segments younger than this are kept...
+    pub age: std::time::Duration,
+    /// ...unless the sealed segments add up to more than this.
+    pub bytes: u64,
+}
+
+impl Retention {
+    /// Delete covered segments at once: the log is a write-ahead log only.
+    pub const NONE: Retention = Retention {
+        age: std::time::Duration::ZERO,
+        bytes: 0,
+    };
 }
 
 /// Scans every segment, cuts a torn tail off the newest one and returns the

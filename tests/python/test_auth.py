@@ -58,6 +58,14 @@ def test_http_needs_the_token_but_health_is_open(secured):
     point = b'{"time":1705276800000000,"metric":"cpu","value":1}'
     status, body = http(secured, "/v1/stream/metrics", data=point, method="POST")
     assert status == 401 and b"authentication required" in body
+    # A browser can read the refusal: it carries the CORS and security headers.
+    try:
+        urllib.request.urlopen(urllib.request.Request(secured.http + "/v1/stream/metrics"), timeout=10)
+        raise AssertionError("an unauthenticated read must be refused")
+    except urllib.error.HTTPError as e:
+        assert e.code == 401
+        assert e.headers["x-content-type-options"] == "nosniff"
+        assert e.headers["access-control-allow-origin"] == "*"
     status, _ = http(secured, "/v1/stream/metrics", token="wrong", data=point, method="POST")
     assert status == 401
     assert http(secured, "/v1/query?sql=SELECT%201")[0] == 401

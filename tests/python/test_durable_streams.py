@@ -126,7 +126,9 @@ def test_invalid_point_rejects_the_whole_body(streamdb_server):
 
 
 def test_source_consumer_is_exactly_once_across_kill9(streamdb_factory):
-    remote = streamdb_factory()
+    # The remote flushes often in small segments, so the follower reads
+    # records the remote has already flushed (kept by --stream-retention).
+    remote = streamdb_factory(extra_args=["--flush-interval", "1s", "--segment-bytes", "64KiB"])
     follower = streamdb_factory(extra_args=["--source", f"{remote.http}/v1/stream/metrics",
                                             "--flush-interval", "1s"])
     batches, size = 60, 500
@@ -135,13 +137,13 @@ def test_source_consumer_is_exactly_once_across_kill9(streamdb_factory):
     def write():
         for i in range(batches):
             do_put(remote, batch(size, i * size, f"h{i % 5}"))
-            time.sleep(0.02)
+            time.sleep(0.06)  # ~4 s of writing: both kills land mid-stream
         done.set()
 
     writer = threading.Thread(target=write)
     writer.start()
-    for _ in range(2):  # kill the follower mid-stream, twice
-        time.sleep(0.6)
+    for _ in range(2):  # kill the follower mid-stream, twice, after a flush
+        time.sleep(1.5)
         follower.kill9()
         follower.start()
     writer.join(60)
@@ -156,3 +158,8 @@ def test_source_consumer_is_exactly_once_across_kill9(streamdb_factory):
     follower.restart()
     time.sleep(1.0)
     assert follower.count() == batches * size
+    source = follower.status()["source"]
+    assert source["state"] == "following", source
+    assert source["offset"] == remote.status()["stream"]["next_offset"], source
+    scrape = urllib.request.urlopen(f"{follower.http}/metrics", timeout=10).read().decode()
+    assert "\nstreamdb_source_following 1\n" in scrape

@@ -37,6 +37,13 @@ pub(super) fn respond(
     from: Offset,
     client_cursor: Option<String>,
 ) -> Response {
+    // A bad offset (past the end: 400, out of retention: 410) must be the
+    // answer's status, not a 200 stream that ends at once: EventSource
+    // would reconnect to it forever. So the first read happens before the
+    // response starts (its one record is read again by the session).
+    if let Err(e) = src.read(from, 1) {
+        return super::stream_error(e);
+    }
     let (tx, rx) = mpsc::channel::<Result<Bytes, Infallible>>(FRAMES);
     let text = src.is_text();
     let cursor = cursor::next(client_cursor.as_deref());

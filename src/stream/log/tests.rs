@@ -165,7 +165,7 @@ async fn remove_before_drops_only_fully_covered_sealed_segments() {
     // One 100-byte record per segment: segment k holds offset k-1, the last
     // segment (active) holds offset 5.
     assert_eq!(log.stats().segments, 6);
-    assert_eq!(log.remove_before(Offset(3)).unwrap(), 3);
+    assert_eq!(log.remove_before(Offset(3), Retention::NONE).unwrap(), 3);
     assert_eq!(log.first_offset(), Offset(3));
     assert!(matches!(
         log.read(Offset(1), 10),
@@ -173,7 +173,7 @@ async fn remove_before_drops_only_fully_covered_sealed_segments() {
     ));
     assert_eq!(log.read(Offset(3), usize::MAX).unwrap().len(), 3);
     // The active segment is never removed, even when fully covered.
-    assert_eq!(log.remove_before(Offset(100)).unwrap(), 2);
+    assert_eq!(log.remove_before(Offset(100), Retention::NONE).unwrap(), 2);
     assert_eq!(log.stats().segments, 1);
     drop(log);
     let (log, _) = open(dir.path(), 64);
@@ -181,6 +181,36 @@ async fn remove_before_drops_only_fully_covered_sealed_segments() {
         (log.first_offset(), log.next_offset()),
         (Offset(5), Offset(6))
     );
+}
+
+#[tokio::test]
+async fn retention_keeps_covered_segments_readable_up_to_its_bytes() {
+    let dir = tempfile::tempdir().unwrap();
+    let (log, _) = open(dir.path(), 64);
+    for i in 0..6u32 {
+        log.append(vec![1u8; 100], i).await.unwrap();
+    }
+    let segment_len = log.stats().bytes / 6;
+    let keep = |segments: u64| Retention {
+        age: std::time::Duration::from_secs(3600),
+        bytes: segments * segment_len,
+    };
+    // Young segments within the byte budget stay, covered or not.
+    assert_eq!(log.remove_before(Offset(5), keep(5)).unwrap(), 0);
+    assert_eq!(log.read(Offset(0), usize::MAX).unwrap().len(), 6);
+    // Over the budget, the oldest go first, down to the budget.
+    assert_eq!(log.remove_before(Offset(5), keep(2)).unwrap(), 3);
+    assert_eq!(log.first_offset(), Offset(3));
+    // Never what the manifest does not cover, whatever the budget.
+    assert_eq!(log.remove_before(Offset(4), keep(0)).unwrap(), 1);
+    assert_eq!(log.first_offset(), Offset(4));
+    // Age alone: a zero age drops every covered sealed segment.
+    let aged = Retention {
+        age: std::time::Duration::ZERO,
+        bytes: u64::MAX,
+    };
+    assert_eq!(log.remove_before(Offset(6), aged).unwrap(), 1);
+    assert_eq!(log.first_offset(), Offset(5));
 }
 
 #[tokio::test]
@@ -207,7 +237,7 @@ async fn a_covered_active_segment_is_sealed_so_it_can_be_removed() {
     assert_eq!(log.stats().segments, 1);
     log.seal_covered(Offset(3)).await.unwrap();
     assert_eq!(log.stats().segments, 2);
-    assert_eq!(log.remove_before(Offset(3)).unwrap(), 1);
+    assert_eq!(log.remove_before(Offset(3), Retention::NONE).unwrap(), 1);
     assert_eq!(log.stats().segments, 1);
     // A fresh, empty active segment is not sealed again.
     log.seal_covered(Offset(3)).await.unwrap();
