@@ -23,10 +23,6 @@ pub struct BufferedBatch {
     pub max_time: i64,
     pub bytes: usize,
     pub checkpoint: Option<SourceCheckpoint>,
-    /// The batch as rows of the `metrics` table, filled once by the first
-    /// continuous query that needs it and shared by the others (converting
-    /// series ids to metric and tags is most of a subscription's cost).
-    pub table_rows: std::sync::OnceLock<RecordBatch>,
 }
 
 impl BufferedBatch {
@@ -42,7 +38,6 @@ impl BufferedBatch {
             max_time,
             bytes,
             checkpoint,
-            table_rows: std::sync::OnceLock::new(),
         }
     }
 }

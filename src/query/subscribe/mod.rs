@@ -31,7 +31,6 @@ use std::time::Duration;
 
 use arrow::array::RecordBatch;
 use arrow::datatypes::{Field, Schema, SchemaRef};
-use datafusion::datasource::MemTable;
 use futures::TryStreamExt;
 use tokio::sync::{broadcast, mpsc};
 use tokio::time::Instant;
@@ -40,10 +39,8 @@ pub use request::{is_subscribe, parse, SubscribeRequest, DEFAULT_EMIT_INTERVAL};
 use shape::Shape;
 use state::AggState;
 
-use super::convert::to_table_batch;
 use super::{MetricsTable, QueryEngine, QueryError};
 use crate::ingest::BufferedBatch;
-use crate::model::sql_schema;
 use crate::stream::Offset;
 
 /// An idle subscription still reports progress this often.
@@ -449,25 +446,16 @@ impl Subscription {
         &mut self,
         pending: Vec<Arc<BufferedBatch>>,
     ) -> Result<Option<RecordBatch>, QueryError> {
-        let engine = self.query.engine().clone();
-        let table_schema = sql_schema();
-        let all: Vec<usize> = (0..table_schema.fields().len()).collect();
-        let mut rows = Vec::with_capacity(pending.len());
-        for b in &pending {
-            let converted = match b.table_rows.get() {
-                Some(r) => r.clone(),
-                None => {
-                    let r = to_table_batch(&b.points, engine.catalog(), &all, &table_schema)
-                        .map_err(QueryError::from_datafusion)?;
-                    // Another subscription may have won the race; either
-                    // value is the same rows.
-                    b.table_rows.get_or_init(|| r).clone()
-                }
-            };
-            rows.push(converted);
-        }
-        let mem =
-            MemTable::try_new(table_schema, vec![rows]).map_err(QueryError::from_datafusion)?;
+        // The new batches as a table of their own: the same scan as any
+        // query, so only the columns the SELECT uses are built, exact
+        // filters skip non-matching series before any row is, and a
+        // series rollup applies as it would to the whole table.
+        let snapshot = crate::ingest::Snapshot {
+            manifest: Arc::new(crate::storage::Manifest::default()),
+            buffered: pending,
+            applied: self.offset,
+        };
+        let mem = MetricsTable::at(self.query.engine().clone(), snapshot);
         match &self.shape {
             Shape::Aggregate {
                 partial_sql,

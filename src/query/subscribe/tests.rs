@@ -318,7 +318,7 @@ async fn idle_subscriptions_report_progress() {
 
 #[tokio::test]
 async fn ended_subscriptions_free_their_task_and_slot() {
-    let (_dir, _engine, q, _) = setup().await;
+    let (_dir, engine, q, _) = setup().await;
     let subs = Subscriptions::new(SubscribeConfig {
         max_subscriptions: 2,
         ..SubscribeConfig::default()
@@ -335,6 +335,7 @@ async fn ended_subscriptions_free_their_task_and_slot() {
         .unwrap_err();
     assert!(err.to_string().contains("too many subscriptions"), "{err}");
     assert_eq!(subs.active(), 2);
+    assert_eq!(engine.shared.fanout.receiver_count(), 2);
     drop((rx1, rx2));
     for _ in 0..100 {
         if subs.active() == 0 {
@@ -347,6 +348,9 @@ async fn ended_subscriptions_free_their_task_and_slot() {
         0,
         "cancelled subscriptions must end their tasks"
     );
+    // The task's state went with it, and so did its place in the fan-out
+    // (which would otherwise keep batches queued for it).
+    assert_eq!(engine.shared.fanout.receiver_count(), 0);
     // Bad SQL is an error at subscribe time and takes no slot.
     let err = subscribe(q, &subs, request("SELECT nope FROM metrics"))
         .await
