@@ -9,10 +9,31 @@ use clap::Parser;
 /// by deep queries.
 const THREAD_STACK_BYTES: usize = 32 << 20;
 
+const SUBCOMMANDS: &[&str] = &[
+    "start",
+    "ingest",
+    "query",
+    "subscribe",
+    "status",
+    "completions",
+];
+
 fn main() {
+    let subcommand = std::env::args()
+        .skip(1)
+        .find(|a| SUBCOMMANDS.contains(&a.as_str()));
+    if subcommand.as_deref() != Some("start") {
+        // Rust ignores SIGPIPE, so `streamdb status | head -1` would panic
+        // on the closed pipe; a command-line tool should just stop. The
+        // server keeps ignoring it (a departed client is an error value).
+        // SAFETY: called before any thread starts; SIG_DFL is always valid.
+        unsafe {
+            libc::signal(libc::SIGPIPE, libc::SIG_DFL);
+        }
+    }
     let cli = match streamdb::cli::Cli::try_parse() {
         Ok(cli) => cli,
-        Err(e) => exit_on_usage_error(e),
+        Err(e) => exit_on_usage_error(e, subcommand.as_deref()),
     };
     cli.init_logging();
     let runtime = tokio::runtime::Builder::new_multi_thread()
@@ -21,14 +42,33 @@ fn main() {
         .build()
         .expect("starting the async runtime");
     if let Err(e) = runtime.block_on(streamdb::cli::run(cli)) {
-        eprintln!("error: {e:#}");
+        eprintln!("error: {}", one_line(&e));
         std::process::exit(1);
     }
 }
 
+/// The error and its causes on one line, without the repeats that arise
+/// when a wrapper's message already quotes its source.
+fn one_line(e: &anyhow::Error) -> String {
+    let mut out = String::new();
+    for cause in e.chain() {
+        let text = cause.to_string();
+        let text = text.strip_prefix("error: ").unwrap_or(&text);
+        if out.ends_with(text) || out.contains(&format!("{text}:")) {
+            continue;
+        }
+        if !out.is_empty() {
+            out.push_str(": ");
+        }
+        out.push_str(text);
+    }
+    out
+}
+
 /// `--help` and `--version` print as clap renders them; a usage mistake is
-/// one line (clap's first, without its usage block) and exit status 2.
-fn exit_on_usage_error(e: clap::Error) -> ! {
+/// one line (clap's message with its details, without the usage block) and
+/// exit status 2.
+fn exit_on_usage_error(e: clap::Error, subcommand: Option<&str>) -> ! {
     use clap::error::ErrorKind;
     if matches!(
         e.kind(),
@@ -39,10 +79,17 @@ fn exit_on_usage_error(e: clap::Error) -> ! {
         e.exit();
     }
     let rendered = e.render().to_string();
-    let first = rendered
+    // clap's first paragraph is the message and its details (the missing
+    // argument, the possible values); tips and usage follow a blank line.
+    let message: Vec<&str> = rendered
         .lines()
-        .next()
-        .unwrap_or("error: invalid arguments");
-    eprintln!("{first} (see 'streamdb --help')");
+        .take_while(|l| !l.trim().is_empty())
+        .map(str::trim)
+        .collect();
+    let help = match subcommand {
+        Some(cmd) => format!("streamdb {cmd} --help"),
+        None => "streamdb --help".to_string(),
+    };
+    eprintln!("{} (see '{help}')", message.join(" "));
     std::process::exit(2);
 }

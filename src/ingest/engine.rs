@@ -165,6 +165,10 @@ pub struct Engine {
     pub(crate) maintenance: parking_lot::Mutex<MaintenanceStatus>,
     /// The `--source` consumer's state, if one runs.
     pub(crate) source: parking_lot::Mutex<Option<SourceStatus>>,
+    /// Held for the engine's life: one process per data directory (its
+    /// stream log and buffer are this process's alone). The OS releases it
+    /// when the process dies, kill -9 included.
+    _dir_lock: std::fs::File,
     /// The writer lease, on a store other servers can reach.
     lease: Option<Arc<Lease>>,
     pub(crate) shutdown: watch::Sender<bool>,
@@ -182,6 +186,7 @@ impl Engine {
     /// stream log, replays what the manifest does not cover, and starts the
     /// background flusher.
     pub async fn open(config: EngineConfig) -> Result<Arc<Self>, EngineError> {
+        let dir_lock = lock_data_dir(&config.data_dir)?;
         let store = match &config.store {
             Some(s) => s.clone(),
             None => Store::local(&config.data_dir)?,
@@ -247,6 +252,7 @@ impl Engine {
             catalog_persisted,
             maintenance: Default::default(),
             source: Default::default(),
+            _dir_lock: dir_lock,
             lease,
             shutdown,
             tasks: Default::default(),
@@ -553,6 +559,30 @@ struct Discard;
 
 impl DurableSink<PointBatch> for Discard {
     fn on_durable(&self, _: Offset, _: PointBatch) {}
+}
+
+/// Takes the data directory's lock file, so a second server started on the
+/// same directory refuses instead of interleaving writes to one log.
+fn lock_data_dir(dir: &std::path::Path) -> Result<std::fs::File, EngineError> {
+    let fail = |why: String| EngineError::from(StorageError::Other(why));
+    std::fs::create_dir_all(dir).map_err(|e| fail(format!("creating {}: {e}", dir.display())))?;
+    let path = dir.join("LOCK");
+    let file = std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(&path)
+        .map_err(|e| fail(format!("opening {}: {e}", path.display())))?;
+    match file.try_lock() {
+        Ok(()) => Ok(file),
+        Err(std::fs::TryLockError::WouldBlock) => Err(fail(format!(
+            "data directory {} is in use by another StreamDB process; stop it or choose another --data-dir",
+            dir.display()
+        ))),
+        Err(std::fs::TryLockError::Error(e)) => {
+            Err(fail(format!("locking {}: {e}", path.display())))
+        }
+    }
 }
 
 /// Another node (`writer`) committed the manifest last, so its

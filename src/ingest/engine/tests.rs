@@ -129,3 +129,27 @@ async fn a_full_buffer_makes_writes_wait_then_fail_and_changes_nothing() {
     .await;
     engine.shutdown().await.unwrap();
 }
+
+#[tokio::test]
+async fn a_data_directory_serves_one_process_at_a_time() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut config = EngineConfig::new(dir.path());
+    config.fsync = false;
+    let first = Engine::open(config.clone()).await.unwrap();
+    first.write(&batch(3, 0)).await.unwrap();
+    let err = Engine::open(config.clone())
+        .await
+        .err()
+        .expect("second open refused");
+    assert!(
+        err.to_string()
+            .contains("in use by another StreamDB process"),
+        "{err}"
+    );
+    // Refused before touching anything: the first engine's data is intact.
+    assert_eq!(first.status().rows, 3);
+    first.shutdown().await.unwrap();
+    drop(first);
+    let again = Engine::open(config).await.unwrap();
+    assert_eq!(again.status().rows, 3);
+}
