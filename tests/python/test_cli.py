@@ -7,6 +7,7 @@ from __future__ import annotations
 import datetime as dt
 import re
 import subprocess
+from collections import Counter
 
 import pyarrow as pa
 import pyarrow.csv  # noqa: F401  (pa.csv)
@@ -24,17 +25,42 @@ def cli(*args: str, stdin: str | None = None, timeout: float = 60) -> subprocess
 
 def test_generate_sample_holds_the_rate(streamdb_server):
     srv = streamdb_server
-    out = cli("ingest", "--server", srv.http, "--generate-sample", "--rate", "500/s", "--duration", "3s")
+    rate, secs = 500, 5
+    out = cli("ingest", "--server", srv.http, "--generate-sample", "--rate", f"{rate}/s", "--duration", f"{secs}s")
     assert out.returncode == 0, out.stderr
-    m = re.match(r"ingested 1,500 points in \d+ batch\(es\) in ([\d.]+)s \(([\d,]+)/s\)", out.stdout)
+    m = re.match(r"ingested 2,500 points in \d+ batch\(es\) in ([\d.]+)s \(([\d,]+)/s\)", out.stdout)
     assert m, out.stdout
-    # Steady: 1,500 points on a 500/s schedule take about 3 s (more only if
-    # the server falls behind, never less).
-    assert 2.7 <= float(m.group(1)) <= 6.0, out.stdout
+    # 2,500 points on a 500/s schedule take about 5 s (more only if the
+    # server falls behind, never less; the first batch goes at 0 s, the last
+    # at 4.9 s).
+    assert secs - 0.3 <= float(m.group(1)) <= secs * 2, out.stdout
     t = srv.sql("SELECT count(*) AS n, count(DISTINCT tags['host']) AS hosts, count(DISTINCT metric) AS metrics, "
                 "min(tags['region']) AS region FROM metrics")
     row = t.to_pylist()[0]
-    assert (row["n"], row["hosts"], row["metrics"]) == (1500, 10, 6)
+    assert (row["n"], row["hosts"], row["metrics"]) == (rate * secs, 10, 6)
+
+    # Steady, not just on average: the generator stamps each batch with the
+    # wall clock just before sending it (src/cli/ingest.rs `generate`), so
+    # the points' times are their send times. Every whole second inside the
+    # run holds about `rate` points, sent in several batches through the
+    # second rather than in one burst. (Batches go every 100 ms, so a second
+    # normally holds 450..550; the slack absorbs a write stalled a few
+    # hundred ms on a loaded machine, after which the schedule catches up.)
+    us = 1_000_000
+    times = srv.sql("SELECT time FROM metrics").column("time").cast(pa.timestamp("us", "UTC")) \
+        .cast(pa.int64()).to_pylist()
+    first, last = min(times), max(times)
+    assert abs(first / us - dt.datetime.now(dt.timezone.utc).timestamp()) < 60, "points should be stamped now"
+    assert secs - 0.3 <= (last - first) / us <= secs * 2, (first, last)
+    per_second = Counter(t // us for t in times)
+    sends_per_second = Counter(t // us for t in set(times))
+    whole = range(-(-first // us), last // us)  # seconds s with [s, s+1) inside [first, last]
+    assert len(whole) >= secs - 2, (first, last)
+    counts = {s: per_second[s] for s in whole}
+    assert all(0.7 * rate <= n <= 1.3 * rate for n in counts.values()), \
+        f"points per whole second {list(counts.values())} should be {rate} +- 30%"
+    assert all(sends_per_second[s] >= 4 for s in whole), \
+        f"sends per whole second {[sends_per_second[s] for s in whole]}: a burst, not a steady rate"
     # Sample data is "now": the seed demo's query finds it.
     t = srv.sql("SELECT time_bucket('10s', time), AVG(value) FROM metrics WHERE time > now() - '1m' GROUP BY 1")
     assert t.num_rows >= 1

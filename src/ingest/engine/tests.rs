@@ -139,8 +139,7 @@ async fn a_data_directory_serves_one_process_at_a_time() {
     first.write(&batch(3, 0)).await.unwrap();
     let err = Engine::open(config.clone())
         .await
-        .err()
-        .expect("second open refused");
+        .expect_err("second open refused");
     assert!(
         err.to_string()
             .contains("in use by another StreamDB process"),
