@@ -22,6 +22,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import shutil
 import socket
 import statistics
 import subprocess
@@ -180,6 +181,7 @@ def main():
     finally:
         server.terminate()
         server.wait(30)
+        shutil.rmtree(data, ignore_errors=True)
 
 
 if __name__ == "__main__":
