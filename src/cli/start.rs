@@ -42,7 +42,8 @@ pub struct StartArgs {
     /// flushed; older offsets answer 410 Gone. The points stay queryable.
     #[arg(long, default_value = "1h", value_parser = parse_duration)]
     stream_retention: Duration,
-    /// ...and at most this many bytes of flushed log segments.
+    /// The most bytes of flushed log segments kept for --stream-retention
+    /// (the oldest go first when over).
     #[arg(long, default_value = "1GiB", value_parser = parse_bytes)]
     stream_retention_bytes: usize,
     /// How long a Durable Streams long-poll read waits for new data.

@@ -117,7 +117,17 @@ impl FlightService for Gateway {
         &self,
         request: Request<FlightDescriptor>,
     ) -> Result<Response<SchemaResult>, Status> {
-        self.0.get_schema(descriptor(request)?).await
+        // arrow-flight's Flight SQL dispatch leaves GetSchema unimplemented.
+        // The schema is the one GetFlightInfo plans (same IPC encoding, and
+        // planning only: nothing runs).
+        let info = self
+            .0
+            .get_flight_info(descriptor(request)?)
+            .await?
+            .into_inner();
+        Ok(Response::new(SchemaResult {
+            schema: info.schema,
+        }))
     }
 
     async fn do_get(

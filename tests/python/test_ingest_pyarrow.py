@@ -18,6 +18,7 @@ import subprocess
 from datetime import datetime, timedelta, timezone
 
 import pyarrow as pa
+import pyarrow.flight as fl
 import pytest
 
 from streamdb_helpers import do_put, rows_of, streamdb_bin
@@ -261,3 +262,14 @@ def test_restart_keeps_every_row(streamdb_server, how):
     assert_offsets(do_put(srv, shifted), after=last_offset)
     expected += [(t + 3600 * SEC, *rest) for t, *rest in more]
     assert_stored(srv, expected)
+
+
+def test_get_schema_plans_sql_text_without_running_it(streamdb_server):
+    client = streamdb_server.flight()
+    sql = "SELECT time_bucket('5s', time) AS b, avg(value) AS v FROM metrics GROUP BY 1"
+    schema = client.get_schema(fl.FlightDescriptor.for_command(sql)).schema
+    assert schema.names == ["b", "v"]
+    assert schema.field("v").type == pa.float64()
+    assert schema == client.get_flight_info(fl.FlightDescriptor.for_command(sql)).schema
+    with pytest.raises(pa.ArrowInvalid, match="nope"):
+        client.get_schema(fl.FlightDescriptor.for_command("SELECT nope FROM metrics"))
