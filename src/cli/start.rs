@@ -148,6 +148,10 @@ struct LimitArgs {
     /// Continuous queries (SUBSCRIBE) that may run at once.
     #[arg(long, default_value_t = 256, value_parser = at_least_one)]
     max_subscriptions: usize,
+    /// How long a subscriber may leave an update unread (its 16-message
+    /// outbox full) before it is dropped with RESOURCE_EXHAUSTED.
+    #[arg(long, default_value = "10s", value_parser = parse_duration)]
+    subscriber_timeout: Duration,
     /// Durable Streams streams that may exist at once (each keeps an open
     /// log and a writer thread).
     #[arg(long, default_value_t = 10_000, value_parser = at_least_one)]
@@ -197,7 +201,7 @@ pub async fn run(a: StartArgs) -> Result<()> {
         source: a.source,
         subscribe: SubscribeConfig {
             max_subscriptions: limits.max_subscriptions,
-            ..SubscribeConfig::default()
+            send_timeout: limits.subscriber_timeout,
         },
         max_message_bytes: limits.max_message_bytes,
         auth_tokens: auth_tokens(&a.auth_token, a.auth_token_file.as_deref())?,

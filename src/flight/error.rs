@@ -19,7 +19,7 @@ pub fn engine_status(e: EngineError) -> Status {
 pub fn query_status(e: QueryError) -> Status {
     match e {
         QueryError::Invalid(m) => Status::invalid_argument(m),
-        e @ (QueryError::ResourcesExhausted(_) | QueryError::Busy(_)) => {
+        e @ (QueryError::ResourcesExhausted(_) | QueryError::Busy(_) | QueryError::Limit(_)) => {
             Status::resource_exhausted(e.to_string())
         }
         e @ QueryError::Timeout(_) => Status::deadline_exceeded(e.to_string()),

@@ -112,6 +112,10 @@ pub enum QueryError {
     Timeout(Duration),
     #[error("too many queries running (limit {0}, --max-concurrent-queries); retry shortly")]
     Busy(usize),
+    /// A limit other than memory ended the work (a subscriber too slow,
+    /// too many subscriptions); the message names it.
+    #[error("{0}")]
+    Limit(String),
 }
 
 impl QueryError {

@@ -71,7 +71,9 @@ fn error(status: StatusCode, msg: impl Into<String>) -> Response {
 fn query_error(e: QueryError) -> Response {
     let status = match &e {
         QueryError::Invalid(_) => StatusCode::BAD_REQUEST,
-        QueryError::ResourcesExhausted(_) | QueryError::Busy(_) => StatusCode::TOO_MANY_REQUESTS,
+        QueryError::ResourcesExhausted(_) | QueryError::Busy(_) | QueryError::Limit(_) => {
+            StatusCode::TOO_MANY_REQUESTS
+        }
         QueryError::Timeout(_) => StatusCode::GATEWAY_TIMEOUT,
         QueryError::Execution(_) => StatusCode::INTERNAL_SERVER_ERROR,
     };

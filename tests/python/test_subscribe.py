@@ -24,7 +24,7 @@ import pyarrow as pa
 import pyarrow.flight as fl
 import pytest
 
-from streamdb_helpers import REPO_ROOT, do_put, streamdb_bin
+from streamdb_helpers import REPO_ROOT, do_put, metric, scrape, streamdb_bin
 
 T0 = 1_705_276_800_000_000
 SCHEMA = pa.schema([("time", pa.timestamp("us", tz="UTC")), ("metric", pa.string()),
@@ -149,3 +149,29 @@ def test_server_stops_promptly_with_live_readers(streamdb_server):
     with pytest.raises(StopIteration):  # the subscription ended cleanly
         while True:
             reader.read_chunk()
+
+
+def test_a_subscriber_that_stops_reading_is_dropped_with_a_clear_error(streamdb_factory):
+    srv = streamdb_factory(extra_args=["--subscriber-timeout", "1s"])
+    client = fl.connect(srv.grpc)
+    writer, reader = client.do_exchange(fl.FlightDescriptor.for_command(
+        "SUBSCRIBE TO SELECT time, tags['host'] AS host, value FROM metrics"))
+    reader.read_chunk()  # the (empty) snapshot; then this client stops reading
+    batch = random_batch(random.Random(7), 50_000)
+    # Updates of about 1 MB each: the transport's windows and the
+    # 16-message outbox fill, and the next update waits past the timeout.
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        do_put(srv, batch)
+        time.sleep(0.3)
+        if metric(scrape(srv), "streamdb_subscriptions") == 0:
+            break
+    m = scrape(srv)
+    assert metric(m, "streamdb_subscriptions") == 0, "the stalled subscription was not dropped"
+    assert metric(m, "streamdb_limit_rejections_total", limit="slow_subscriber") >= 1
+    # Reading now drains what was queued, then says why it ended.
+    with pytest.raises(pa.ArrowException) as e:
+        for _ in range(10_000):
+            reader.read_chunk()
+    assert "did not take an update" in str(e.value), e.value
+    assert "memory" not in str(e.value), e.value

@@ -12,7 +12,7 @@
 //! Limits: at most `max_subscriptions` at once; a subscription that falls
 //! more than the fan-out's capacity behind ingest (1024 batches), or whose
 //! client does not take a message within `send_timeout`, is ended with a
-//! `ResourcesExhausted` error (delivered after the queued messages) rather
+//! `Limit` error, RESOURCE_EXHAUSTED (delivered after the queued messages) rather
 //! than buffering without bound. Ingest never waits for subscribers.
 //! Dropping the receiver ends the task.
 //!
@@ -155,7 +155,7 @@ impl Subscriptions {
         if prev >= max {
             drop(slot);
             crate::telemetry::metrics().limited("subscriptions");
-            return Err(QueryError::ResourcesExhausted(format!(
+            return Err(QueryError::Limit(format!(
                 "too many subscriptions ({max} running; raise --max-subscriptions)"
             )));
         }
@@ -400,7 +400,7 @@ impl Subscription {
                         );
                         tracing::warn!("{why}");
                         crate::telemetry::metrics().limited("slow_subscriber");
-                        out.fail(QueryError::ResourcesExhausted(why));
+                        out.fail(QueryError::Limit(why));
                         return;
                     }
                     Err(broadcast::error::RecvError::Closed) => return,
@@ -511,7 +511,7 @@ impl Outbox {
             Err(_) => {
                 tracing::warn!(timeout = ?self.send_timeout, "subscriber is not reading; subscription dropped");
                 crate::telemetry::metrics().limited("slow_subscriber");
-                self.fail(QueryError::ResourcesExhausted(format!(
+                self.fail(QueryError::Limit(format!(
                     "the client did not take an update within {:?}, so the subscription was \
                      dropped rather than buffering without bound; read faster or subscribe again",
                     self.send_timeout

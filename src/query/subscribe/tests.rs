@@ -392,7 +392,7 @@ async fn a_subscriber_that_stops_reading_is_dropped() {
     // The client is told why, after what was queued.
     let err = ended_with.expect("a dropped subscriber gets an error");
     assert!(
-        matches!(&err, QueryError::ResourcesExhausted(m) if m.contains("did not take an update")),
+        matches!(&err, QueryError::Limit(m) if m.contains("did not take an update")),
         "{err}"
     );
 }
