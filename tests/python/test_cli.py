@@ -6,7 +6,9 @@ from __future__ import annotations
 
 import datetime as dt
 import re
+import statistics
 import subprocess
+import time
 from collections import Counter
 
 import pyarrow as pa
@@ -26,7 +28,9 @@ def cli(*args: str, stdin: str | None = None, timeout: float = 60) -> subprocess
 def test_generate_sample_holds_the_rate(streamdb_server):
     srv = streamdb_server
     rate, secs = 500, 5
+    launched = time.time()
     out = cli("ingest", "--server", srv.http, "--generate-sample", "--rate", f"{rate}/s", "--duration", f"{secs}s")
+    ended = time.time()
     assert out.returncode == 0, out.stderr
     m = re.match(r"ingested 2,500 points in \d+ batch\(es\) in ([\d.]+)s \(([\d,]+)/s\)", out.stdout)
     assert m, out.stdout
@@ -39,28 +43,39 @@ def test_generate_sample_holds_the_rate(streamdb_server):
     row = t.to_pylist()[0]
     assert (row["n"], row["hosts"], row["metrics"]) == (rate * secs, 10, 6)
 
-    # Steady, not just on average: the generator stamps each batch with the
-    # wall clock just before sending it (src/cli/ingest.rs `generate`), so
-    # the points' times are their send times. Every whole second inside the
-    # run holds about `rate` points, sent in several batches through the
-    # second rather than in one burst. (Batches go every 100 ms, so a second
-    # normally holds 450..550; the slack absorbs a write stalled a few
-    # hundred ms on a loaded machine, after which the schedule catches up.)
+    # Steady, not just on average. The generator sends a batch every 100 ms
+    # and stamps it from the wall clock at send time (src/cli/ingest.rs
+    # `generate`): the batch's last point at the send time, the others 1/rate
+    # apart before it (older builds: every point at the send time). So a
+    # point's time is its send time or at most one tick (100 ms) earlier,
+    # and the points' times show when they were sent:
+    # - none before the command started (less one tick) or after it ended:
+    #   nothing was sent up front with back-dated stamps;
+    # - every whole second inside the run holds about `rate` points, spread
+    #   through it rather than sent in one burst (points in most of its ten
+    #   100 ms slices). Normally a second holds 450..550 points (one tick
+    #   moves 50 across the second's edge) in all ten slices. A write stalled
+    #   on a loaded machine empties the slices it spans and, if it spans a
+    #   second's edge, moves points into the next second (the schedule then
+    #   catches up); so the typical (median) second is held to +-20%, and
+    #   each second only to 25%..175%, which still fails a second sent at
+    #   double rate or not at all.
     us = 1_000_000
     times = srv.sql("SELECT time FROM metrics").column("time").cast(pa.timestamp("us", "UTC")) \
         .cast(pa.int64()).to_pylist()
     first, last = min(times), max(times)
-    assert abs(first / us - dt.datetime.now(dt.timezone.utc).timestamp()) < 60, "points should be stamped now"
+    assert (launched - 0.25) * us <= first and last <= (ended + 0.05) * us, \
+        f"points stamped {first / us - launched:+.3f}s .. {last / us - ended:+.3f}s around the run"
     assert secs - 0.3 <= (last - first) / us <= secs * 2, (first, last)
     per_second = Counter(t // us for t in times)
-    sends_per_second = Counter(t // us for t in set(times))
     whole = range(-(-first // us), last // us)  # seconds s with [s, s+1) inside [first, last]
     assert len(whole) >= secs - 2, (first, last)
-    counts = {s: per_second[s] for s in whole}
-    assert all(0.7 * rate <= n <= 1.3 * rate for n in counts.values()), \
-        f"points per whole second {list(counts.values())} should be {rate} +- 30%"
-    assert all(sends_per_second[s] >= 4 for s in whole), \
-        f"sends per whole second {[sends_per_second[s] for s in whole]}: a burst, not a steady rate"
+    counts = [per_second[s] for s in whole]
+    slices = [len({t // (us // 10) for t in times if t // us == s}) for s in whole]
+    detail = f"points per whole second {counts}, 100 ms slices with points {slices}"
+    assert 0.8 * rate <= statistics.median(counts) <= 1.2 * rate, detail
+    assert all(0.25 * rate <= n <= 1.75 * rate for n in counts), detail
+    assert statistics.median(slices) >= 5, detail
     # Sample data is "now": the seed demo's query finds it.
     t = srv.sql("SELECT time_bucket('10s', time), AVG(value) FROM metrics WHERE time > now() - '1m' GROUP BY 1")
     assert t.num_rows >= 1
