@@ -207,6 +207,14 @@ async fn generate(
         // A duration is a point budget (rate × duration) sent on schedule;
         // if the server falls behind the run takes longer, never fewer points.
         if total.is_some_and(|t| sent >= t) {
+            // The last batch stands for the tick after it: wait that out,
+            // so a 60 s run takes 60 s and the summary shows the rate
+            // asked for.
+            let end = start + Duration::from_secs_f64(sent as f64 / a.rate);
+            tokio::select! {
+                _ = tokio::time::sleep_until(end.into()) => {}
+                _ = &mut *ctrl_c => {}
+            }
             break;
         }
         let due = start + Duration::from_secs_f64(sent as f64 / a.rate);

@@ -9,6 +9,7 @@
 //! - `filters`: time range and series predicates from query filters.
 //! - `convert`: point batches to `metrics` rows.
 //! - `functions`, `duration`, `dialect`: `time_bucket`, duration strings.
+//! - `names`: result column names (`avg`, not `avg(metrics.value)`).
 //! - [`subscribe`]: continuous queries (`SUBSCRIBE TO SELECT ...`).
 //! - `complexity`: the bound on operator chains, checked before parsing.
 //! - `running`: [`Admission`], a running query's slot, metrics and
@@ -24,6 +25,7 @@ mod dialect;
 mod duration;
 mod filters;
 mod functions;
+mod names;
 mod rollup;
 mod running;
 mod scan;
@@ -245,7 +247,7 @@ impl QueryEngine {
                     e.strip_backtrace()
                 ))
             })?;
-        Ok(plan)
+        names::friendly(plan)
     }
 
     /// Plans `sql` into a DataFrame ready to stream.

@@ -364,3 +364,32 @@ mod pruning_property {
         }
     }
 }
+
+#[tokio::test]
+async fn function_columns_are_named_by_the_function_unless_names_collide() {
+    let (_dir, _engine, q) = setup().await;
+    let names = |sql: &'static str| {
+        let q = &q;
+        async move {
+            let df = q.sql(sql).await.unwrap();
+            df.schema()
+                .fields()
+                .iter()
+                .map(|f| f.name().clone())
+                .collect::<Vec<_>>()
+        }
+    };
+    assert_eq!(
+        names("SELECT time_bucket('10s', time), avg(value), count(*) AS n FROM metrics GROUP BY 1")
+            .await,
+        ["time_bucket", "avg", "n"]
+    );
+    assert_eq!(
+        names("SELECT min(value), min(time), value + 1 FROM metrics GROUP BY value").await,
+        [
+            "min(metrics.value)",
+            "min(metrics.time)",
+            "metrics.value + Int64(1)"
+        ]
+    );
+}
