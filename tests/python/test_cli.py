@@ -5,6 +5,7 @@ clear line with a non-zero exit for a wrong flag or an unreachable server."""
 from __future__ import annotations
 
 import datetime as dt
+import json
 import re
 import statistics
 import subprocess
@@ -112,11 +113,42 @@ def test_files_of_every_format_and_stdin(streamdb_server, tmp_path):
     (("query", "--server", "http://127.0.0.1:1", "SELECT 1"), "cannot connect"),
     (("ingest", "--rate", "fast", "--generate-sample"), "invalid value 'fast'"),
     (("query", "--bogus", "SELECT 1"), "unexpected argument '--bogus'"),
+    (("status", "--server", "http://127.0.0.1:1"), "cannot connect"),
+    (("subscribe", "--server", "http://127.0.0.1:1", "SELECT 1"), "cannot connect"),
+    (("query",), "required arguments were not provided: <SQL>"),
+    (("query", "--format", "xml", "SELECT 1"), "[possible values: table, csv, json, arrow]"),
+    (("ingest", "--file", "x.csv", "--generate-sample"), "cannot be used with"),
+    (("ingest", "--generate-sample", "--count", "5", "--duration", "1s"), "cannot be used with"),
 ])
 def test_errors_are_one_clear_line(args, needle):
     out = cli(*args, timeout=30)
     assert out.returncode != 0
-    assert needle in out.stderr.splitlines()[0], out.stderr
+    lines = out.stderr.splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: "), out.stderr
+    assert needle in lines[0], out.stderr
+
+
+def test_query_formats_csv_json_and_arrow(streamdb_server):
+    srv = streamdb_server
+    ndjson = "".join(
+        f'{{"time":"2024-01-15T00:00:0{i}Z","metric":"cpu","tags":{{"host":"web-{i}"}},"value":{i}.5}}\n'
+        for i in range(3))
+    assert cli("ingest", "--server", srv.http, stdin=ndjson).returncode == 0
+    sql = "SELECT tags, value FROM metrics ORDER BY value"
+    out = cli("query", "--server", srv.http, "--format", "csv", sql)
+    assert out.returncode == 0, out.stderr
+    # CSV has no nested values: tags print as their text.
+    assert out.stdout.splitlines() == ["tags,value", "{host: web-0},0.5", "{host: web-1},1.5",
+                                       "{host: web-2},2.5"], out.stdout
+    empty = cli("query", "--server", srv.http, "--format", "csv", "SELECT value FROM metrics WHERE value > 99")
+    assert empty.returncode == 0 and empty.stdout.splitlines() == ["value"], empty.stdout
+    out = cli("query", "--server", srv.http, "--format", "json", "SELECT avg(value) FROM metrics")
+    assert [json.loads(line) for line in out.stdout.splitlines()] == [{"avg": 1.5}], out.stdout
+    raw = subprocess.run([str(streamdb_bin()), "query", "--server", srv.http, "--format", "arrow",
+                          "SELECT value FROM metrics ORDER BY value"], capture_output=True, timeout=60)
+    assert raw.returncode == 0, raw.stderr
+    table = pa.ipc.open_stream(raw.stdout).read_all()
+    assert table.column("value").to_pylist() == [0.5, 1.5, 2.5]
 
 
 @pytest.mark.parametrize("command", ["start", "ingest", "query", "subscribe", "status", "completions"])

@@ -153,7 +153,9 @@ def verify(srv, ledger: Ledger) -> None:
 
 def test_kill9_during_concurrent_ingest(streamdb_factory):
     ledger = Ledger()
-    srv = streamdb_factory(extra_args=["--flush-interval", "1s"])
+    # Small, frequent flushes: each round kills some mid-flush, and a flush
+    # finishes well inside a round even in a debug build on a busy machine.
+    srv = streamdb_factory(extra_args=["--flush-interval", "1s", "--flush-bytes", "2MiB"])
     for rnd in range(ROUNDS):
         acked = ingest_then_kill(srv, rnd, ledger)
         assert not ledger.unexpected, ledger.unexpected[:10]

@@ -93,6 +93,15 @@ async fn select(q: &QueryEngine, sql: &str) -> BTreeMap<Vec<String>, Vec<String>
         .collect()
 }
 
+/// Generated `(second, host index, quarters)` as `batch` rows. Quarter
+/// values keep every sum exact, so AVG compares exactly.
+fn to_rows(v: &[(i64, usize, u32)]) -> Vec<(i64, &'static str, f64)> {
+    const HOSTS: [&str; 3] = ["a", "b", "c"];
+    v.iter()
+        .map(|(s, h, x)| (T0 + s * 1_000_000, HOSTS[*h], *x as f64 / 4.0))
+        .collect()
+}
+
 proptest! {
     #![proptest_config(ProptestConfig { cases: 12, ..ProptestConfig::default() })]
 
@@ -108,11 +117,6 @@ proptest! {
         let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
         rt.block_on(async {
             let (_dir, engine, q, subs) = setup().await;
-            let hosts = ["a", "b", "c"];
-            let to_rows = |v: &[(i64, usize, u32)]| -> Vec<(i64, &str, f64)> {
-                // Quarter values keep every sum exact, so AVG compares exactly.
-                v.iter().map(|(s, h, x)| (T0 + s * 1_000_000, hosts[*h], *x as f64 / 4.0)).collect()
-            };
             if !before.is_empty() {
                 engine.write(&batch(&to_rows(&before))).await.unwrap();
             }
@@ -160,20 +164,13 @@ proptest! {
         let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
         rt.block_on(async {
             let (_dir, engine, q, subs) = setup().await;
-            let hosts = ["a", "b", "c"];
-            let to_rows = |v: &[(i64, usize, u32)]| -> Vec<(i64, &str, f64)> {
-                v.iter().map(|(s, h, x)| (T0 + s * 1_000_000, hosts[*h], *x as f64 / 4.0)).collect()
-            };
             let (early, late) = batches.split_at(start_after.min(batches.len()));
             for b in early {
                 engine.write(&batch(&to_rows(b))).await.unwrap();
             }
             let writer = {
                 let engine = engine.clone();
-                let late: Vec<Vec<(i64, &'static str, f64)>> = late
-                    .iter()
-                    .map(|b| b.iter().map(|(s, h, x)| (T0 + s * 1_000_000, ["a", "b", "c"][*h], *x as f64 / 4.0)).collect())
-                    .collect();
+                let late: Vec<_> = late.iter().map(|b| to_rows(b)).collect();
                 tokio::spawn(async move {
                     for (i, b) in late.iter().enumerate() {
                         engine.write(&batch(b)).await.unwrap();
