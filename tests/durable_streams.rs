@@ -32,6 +32,20 @@ fn header(r: &reqwest::Response, name: &str) -> String {
     r.headers()[name].to_str().unwrap().to_string()
 }
 
+/// POSTs a JSON body to a stream.
+async fn post_json(
+    http: &reqwest::Client,
+    url: &str,
+    body: impl Into<reqwest::Body>,
+) -> reqwest::Response {
+    http.post(url)
+        .header("content-type", "application/json")
+        .body(body)
+        .send()
+        .await
+        .unwrap()
+}
+
 async fn json_messages(http: &reqwest::Client, url: &str, offset: &str) -> Vec<serde_json::Value> {
     let r = http
         .get(url)
@@ -51,13 +65,12 @@ async fn metrics_stream_joins_http_doput_and_sql() {
     let metrics = url(&srv, "metrics");
 
     // HTTP append, then SQL sees it.
-    let r = http
-        .post(&metrics)
-        .header("content-type", "application/json")
-        .body(r#"{"time":"2024-01-15T00:00:00Z","metric":"cpu_usage","tags":{"host":"web-1"},"value":0.5}"#)
-        .send()
-        .await
-        .unwrap();
+    let r = post_json(
+        &http,
+        &metrics,
+        r#"{"time":"2024-01-15T00:00:00Z","metric":"cpu_usage","tags":{"host":"web-1"},"value":0.5}"#,
+    )
+    .await;
     assert_eq!(r.status(), StatusCode::NO_CONTENT);
     let after_http = header(&r, TAIL);
     let mut client = Client::connect(&format!("http://{}", srv.addr))
@@ -290,13 +303,7 @@ async fn the_metrics_stream_stays_readable_after_a_flush_within_retention() {
                 r#"{{"time":{},"metric":"m","tags":{{"host":"h{i}"}},"value":{i}}}"#,
                 common::T0 + i
             );
-            let r = http
-                .post(&metrics)
-                .header("content-type", "application/json")
-                .body(body)
-                .send()
-                .await
-                .unwrap();
+            let r = post_json(&http, &metrics, body).await;
             assert_eq!(r.status(), StatusCode::NO_CONTENT);
             first.get_or_insert(header(&r, TAIL));
         }
@@ -377,13 +384,7 @@ async fn the_stream_reader_tells_every_answer_apart() {
         .await
         .unwrap();
     assert!(created.status().is_success(), "{}", created.status());
-    let r = http
-        .post(&events)
-        .header("content-type", "application/json")
-        .body(r#"{"a":1}"#)
-        .send()
-        .await
-        .unwrap();
+    let r = post_json(&http, &events, r#"{"a":1}"#).await;
     assert!(r.status().is_success());
     let reader = StreamReader::new(&events, Duration::from_millis(200));
     let Poll::Data { body, next } = reader.poll("-1").await.unwrap() else {
@@ -410,16 +411,8 @@ async fn the_stream_reader_tells_every_answer_apart() {
     let metrics = url(&srv, "metrics");
     let mut first = None;
     for i in 0..10 {
-        let r = http
-            .post(&metrics)
-            .header("content-type", "application/json")
-            .body(format!(
-                r#"{{"time":{},"metric":"m","value":{i}}}"#,
-                common::T0 + i
-            ))
-            .send()
-            .await
-            .unwrap();
+        let body = format!(r#"{{"time":{},"metric":"m","value":{i}}}"#, common::T0 + i);
+        let r = post_json(&http, &metrics, body).await;
         first.get_or_insert(header(&r, TAIL));
     }
     srv.engine.flush().await.unwrap();

@@ -134,7 +134,7 @@ pub(super) async fn run(engine: Weak<Engine>, mut shutdown: watch::Receiver<bool
 /// files and for series left without data by an earlier run.
 pub async fn pass(e: &Engine, thorough: bool) -> Result<(), EngineError> {
     // The stream's history ages out even when nothing is flushed.
-    let covered = crate::stream::Offset(e.snapshot().manifest.stream_offset);
+    let covered = crate::stream::Offset(e.shared.state.read().manifest.stream_offset);
     e.log().remove_before(covered, e.config.stream_retention)?;
     if let Some(keep) = e.config.retention {
         expire(e, keep, thorough).await?;
