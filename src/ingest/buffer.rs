@@ -11,7 +11,9 @@ use std::time::Instant;
 use arrow::array::{AsArray, RecordBatch};
 use arrow::datatypes::TimestampMicrosecondType;
 
-use crate::storage::{Manifest, SourceCheckpoint};
+use super::normalize::Origin;
+use crate::model::Writers;
+use crate::storage::Manifest;
 use crate::stream::Offset;
 
 /// One durable batch of points (`point_schema`) and its log offset.
@@ -22,11 +24,11 @@ pub struct BufferedBatch {
     pub min_time: i64,
     pub max_time: i64,
     pub bytes: usize,
-    pub checkpoint: Option<SourceCheckpoint>,
+    pub origin: Origin,
 }
 
 impl BufferedBatch {
-    pub fn new(offset: Offset, points: RecordBatch, checkpoint: Option<SourceCheckpoint>) -> Self {
+    pub fn new(offset: Offset, points: RecordBatch, origin: Origin) -> Self {
         let times = points.column(1).as_primitive::<TimestampMicrosecondType>();
         let min_time = arrow::compute::min(times).unwrap_or(i64::MAX);
         let max_time = arrow::compute::max(times).unwrap_or(i64::MIN);
@@ -37,7 +39,7 @@ impl BufferedBatch {
             min_time,
             max_time,
             bytes,
-            checkpoint,
+            origin,
         }
     }
 }
@@ -60,12 +62,17 @@ pub(crate) struct State {
     pub oldest: Option<Instant>,
     /// The offset after the last applied record.
     pub applied: Offset,
+    /// Exactly-once writer state of the `metrics` stream: the manifest's
+    /// plus every applied batch's.
+    pub writers: Writers,
 }
 
 impl State {
     pub fn new(manifest: Arc<Manifest>) -> Self {
         let applied = Offset(manifest.stream_offset);
+        let writers = manifest.writers.clone();
         Self {
+            writers,
             manifest,
             batches: Vec::new(),
             rows: 0,
@@ -81,6 +88,9 @@ impl State {
             "records must arrive in offset order"
         );
         self.applied = batch.offset.next();
+        let o = &batch.origin;
+        self.writers
+            .record(o.producer.as_ref(), o.stream_seq.as_deref());
         if batch.points.num_rows() == 0 {
             return;
         }

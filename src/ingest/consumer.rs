@@ -103,7 +103,7 @@ async fn follow(engine: Weak<Engine>, url: String, long_poll: Duration) {
             // succeed: stop, loudly, at the offending position.
             Err(err) => return stop(&offset, format!("source data is not valid points: {err}")),
         };
-        points.checkpoint = Some(SourceCheckpoint {
+        points.origin.source = Some(SourceCheckpoint {
             source: url.clone(),
             offset: next.clone(),
         });

@@ -135,7 +135,7 @@ impl Shared {
         for (id, key) in batch.new_series {
             self.catalog.insert(id, key);
         }
-        let batch = Arc::new(BufferedBatch::new(offset, batch.points, batch.checkpoint));
+        let batch = Arc::new(BufferedBatch::new(offset, batch.points, batch.origin));
         self.state.write().push(batch.clone());
         // No receivers is the normal case; nothing to do then.
         let _ = self.fanout.send(batch);
@@ -156,6 +156,9 @@ pub struct Engine {
     /// Writers hold it shared from normalising a batch until it is applied;
     /// retention takes it to remove series (see `compactor`).
     pub(crate) series_gate: tokio::sync::RwLock<()>,
+    /// Held by an exactly-once write from its check to its durable
+    /// append (see `exactly_once`).
+    pub(crate) writers_gate: tokio::sync::Mutex<()>,
     /// The next chunk id to hand out; never reused, even for chunks whose
     /// commit failed.
     next_chunk_id: AtomicU64,
@@ -249,6 +252,7 @@ impl Engine {
             space: Notify::new(),
             flush_lock: tokio::sync::Mutex::new(()),
             series_gate: tokio::sync::RwLock::new(()),
+            writers_gate: tokio::sync::Mutex::new(()),
             catalog_persisted,
             maintenance: Default::default(),
             source: Default::default(),
@@ -366,7 +370,7 @@ impl Engine {
         st.batches
             .iter()
             .rev()
-            .find_map(|b| b.checkpoint.as_ref())
+            .find_map(|b| b.origin.source.as_ref())
             .or(st.manifest.source_checkpoint.as_ref())
             .filter(|c| c.source == source)
             .map(|c| c.offset.clone())

@@ -130,17 +130,25 @@ async fn write_buffer(e: &Engine) -> Result<u64, EngineError> {
     let mut next = (*snap.manifest).clone();
     next.chunks.extend(chunks);
     next.stream_offset = upto.0;
-    if let Some(c) = snap
-        .buffered
-        .iter()
-        .rev()
-        .find_map(|b| b.checkpoint.clone())
-    {
-        next.source_checkpoint = Some(c);
+    let idle_before = chrono::Utc::now().timestamp() - super::exactly_once::PRODUCER_IDLE_SECS;
+    next.writers.producers.forget_idle(idle_before);
+    for b in &snap.buffered {
+        let o = &b.origin;
+        if o.source.is_some() {
+            next.source_checkpoint = o.source.clone();
+        }
+        next.writers
+            .record(o.producer.as_ref(), o.stream_seq.as_deref());
     }
     // Files must be durable before a manifest references them.
     e.store.sync(&written)?;
     let committed = e.commit_manifest(&snap.manifest, next).await?;
+    e.shared
+        .state
+        .write()
+        .writers
+        .producers
+        .forget_idle(idle_before);
     for (path, part) in decoded {
         if let Some(part) = part {
             e.reader.insert(&path, std::sync::Arc::new(vec![part]));

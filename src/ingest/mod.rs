@@ -20,6 +20,7 @@ mod buffer;
 pub mod compactor;
 pub mod consumer;
 mod engine;
+mod exactly_once;
 mod flusher;
 pub mod json;
 mod normalize;
@@ -30,4 +31,5 @@ pub use engine::{
     BufferStatus, Engine, EngineConfig, EngineError, SourceStatus, Status, StorageStatus,
     StreamStatus, TimeRange, WriteReceipt, WriterStatus,
 };
-pub use normalize::{normalize, BatchError, PointBatch};
+pub use exactly_once::Once;
+pub use normalize::{normalize, BatchError, Origin, PointBatch};

@@ -26,7 +26,7 @@ use arrow::array::{
 use arrow::compute::cast;
 use arrow::datatypes::{DataType, Float64Type, TimeUnit, TimestampMicrosecondType};
 
-use crate::model::{point_schema, IdHashBuilder, SeriesHasher, SeriesId, SeriesKey};
+use crate::model::{point_schema, IdHashBuilder, ProducerTuple, SeriesHasher, SeriesId, SeriesKey};
 use crate::storage::{SeriesCatalog, SourceCheckpoint};
 
 /// Why a batch was rejected: the column, the first bad row, the problem.
@@ -61,9 +61,30 @@ pub struct PointBatch {
     /// `point_schema()`: series_id, time, value.
     pub points: RecordBatch,
     pub new_series: Vec<(SeriesId, SeriesKey)>,
+    /// Who wrote the batch, logged atomically with its points.
+    pub origin: Origin,
+}
+
+/// The writer state a batch carries into the log with it, so that a
+/// position or an exactly-once token is exactly as durable as the data.
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct Origin {
     /// Set by the `--source` consumer: the remote position this batch
-    /// brings the consumer to, logged atomically with the points.
-    pub checkpoint: Option<SourceCheckpoint>,
+    /// brings the consumer to.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub source: Option<SourceCheckpoint>,
+    /// An HTTP idempotent producer's tuple.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub producer: Option<ProducerTuple>,
+    /// An HTTP writer's `Stream-Seq`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub stream_seq: Option<String>,
+}
+
+impl Origin {
+    pub fn is_empty(&self) -> bool {
+        *self == Origin::default()
+    }
 }
 
 impl PointBatch {
@@ -426,7 +447,7 @@ impl Builder {
         Ok(PointBatch {
             points,
             new_series,
-            checkpoint: None,
+            origin: Origin::default(),
         })
     }
 }

@@ -1,8 +1,10 @@
 //! The payload of a `metrics` log record: one normalised batch.
 //!
 //! ```text
-//! kind u8 (1 = points v1, 2 = points v1 with a source checkpoint)
-//! [kind 2] u16 length, checkpoint JSON
+//! kind u8 (1 = points v1, 2 = points v1 with a source checkpoint,
+//!          3 = points v1 with an origin)
+//! [kind 2] u16 length, source checkpoint JSON (written before origins)
+//! [kind 3] u32 length, origin JSON (source, producer, Stream-Seq)
 //! lz4 block with prepended size of:
 //!   new series: count u32, then each (model::wire)
 //!   points:     n u32, series_id u64 × n, time i64 × n, value f64 bits × n
@@ -15,12 +17,13 @@ use std::sync::Arc;
 use arrow::array::{AsArray, Float64Array, RecordBatch, TimestampMicrosecondArray, UInt64Array};
 use arrow::datatypes::{Float64Type, TimestampMicrosecondType, UInt64Type};
 
-use super::normalize::PointBatch;
+use super::normalize::{Origin, PointBatch};
 use crate::model::point_schema;
 use crate::model::wire::{WireError, WireReader, WireWriter};
 
 const POINTS_V1: u8 = 1;
 const POINTS_V1_CHECKPOINT: u8 = 2;
+const POINTS_V1_ORIGIN: u8 = 3;
 
 pub fn encode(batch: &PointBatch) -> Vec<u8> {
     let n = batch.rows();
@@ -48,15 +51,13 @@ pub fn encode(batch: &PointBatch) -> Vec<u8> {
     }
     let body = lz4_flex::compress_prepend_size(&w.buf);
     let mut out = Vec::with_capacity(body.len() + 1);
-    match &batch.checkpoint {
-        None => out.push(POINTS_V1),
-        Some(c) => {
-            out.push(POINTS_V1_CHECKPOINT);
-            let json = serde_json::to_vec(c).expect("checkpoint serializes");
-            let len = u16::try_from(json.len()).expect("source URL and offset under 64 KiB");
-            out.extend_from_slice(&len.to_le_bytes());
-            out.extend_from_slice(&json);
-        }
+    if batch.origin.is_empty() {
+        out.push(POINTS_V1);
+    } else {
+        out.push(POINTS_V1_ORIGIN);
+        let json = serde_json::to_vec(&batch.origin).expect("origin serializes");
+        out.extend_from_slice(&(json.len() as u32).to_le_bytes());
+        out.extend_from_slice(&json);
     }
     out.extend_from_slice(&body);
     out
@@ -66,8 +67,8 @@ pub fn encode(batch: &PointBatch) -> Vec<u8> {
 pub enum RecordError {
     #[error("unknown record kind {0}")]
     Kind(u8),
-    #[error("damaged source checkpoint")]
-    Checkpoint,
+    #[error("damaged origin (source checkpoint or writer)")]
+    Origin,
     #[error("empty record")]
     Empty,
     #[error("decompression failed: {0}")]
@@ -78,16 +79,21 @@ pub enum RecordError {
 
 pub fn decode(payload: &[u8]) -> Result<PointBatch, RecordError> {
     let (&kind, mut rest) = payload.split_first().ok_or(RecordError::Empty)?;
-    let checkpoint = match kind {
-        POINTS_V1 => None,
-        POINTS_V1_CHECKPOINT => {
-            let bad = || RecordError::Checkpoint;
-            let len =
-                u16::from_le_bytes(rest.get(..2).ok_or_else(bad)?.try_into().expect("2 bytes"));
-            let json = rest.get(2..2 + len as usize).ok_or_else(bad)?;
-            rest = &rest[2 + len as usize..];
-            Some(serde_json::from_slice(json).map_err(|_| bad())?)
-        }
+    let bad = || RecordError::Origin;
+    let mut prefixed = |width: usize| -> Result<&[u8], RecordError> {
+        let len = rest.get(..width).ok_or_else(bad)?;
+        let len = len.iter().rev().fold(0usize, |n, b| n << 8 | *b as usize);
+        let json = rest.get(width..width + len).ok_or_else(bad)?;
+        rest = &rest[width + len..];
+        Ok(json)
+    };
+    let origin = match kind {
+        POINTS_V1 => Origin::default(),
+        POINTS_V1_CHECKPOINT => Origin {
+            source: Some(serde_json::from_slice(prefixed(2)?).map_err(|_| bad())?),
+            ..Origin::default()
+        },
+        POINTS_V1_ORIGIN => serde_json::from_slice(prefixed(4)?).map_err(|_| bad())?,
         _ => return Err(RecordError::Kind(kind)),
     };
     let body = crate::model::wire::lz4_decompress(rest).map_err(RecordError::Lz4)?;
@@ -115,7 +121,7 @@ pub fn decode(payload: &[u8]) -> Result<PointBatch, RecordError> {
     Ok(PointBatch {
         points,
         new_series,
-        checkpoint,
+        origin,
     })
 }
 
@@ -124,7 +130,8 @@ mod tests {
     use proptest::prelude::*;
 
     use super::*;
-    use crate::model::SeriesKey;
+    use crate::model::{ProducerTuple, SeriesKey};
+    use crate::storage::SourceCheckpoint;
 
     fn point_batch(points: &[(u64, i64, f64)], series: &[(&str, &str)]) -> PointBatch {
         let points = crate::model::points_of(points);
@@ -138,7 +145,7 @@ mod tests {
         PointBatch {
             points,
             new_series,
-            checkpoint: None,
+            origin: Origin::default(),
         }
     }
 
@@ -161,6 +168,45 @@ mod tests {
         fn garbage_never_panics(bytes in prop::collection::vec(any::<u8>(), 0..300)) {
             let _ = decode(&bytes);
         }
+    }
+
+    #[test]
+    fn origins_round_trip_and_older_checkpoint_records_still_read() {
+        let mut b = point_batch(&[(1, 2, 3.0)], &[("cpu", "a")]);
+        b.origin = Origin {
+            source: Some(SourceCheckpoint {
+                source: "http://a/v1/stream/x".into(),
+                offset: "0000000000000003_0000000000000000".into(),
+            }),
+            producer: Some(ProducerTuple {
+                id: "p-1".into(),
+                epoch: 2,
+                seq: 7,
+            }),
+            stream_seq: Some("0042".into()),
+        };
+        let back = decode(&encode(&b)).unwrap();
+        assert_eq!(back.origin, b.origin);
+        assert_eq!(back.points, b.points);
+
+        // Kind 2, as written before origins: u16 length, checkpoint JSON.
+        let plain = encode(&point_batch(&[(1, 2, 3.0)], &[]));
+        assert_eq!(plain[0], POINTS_V1);
+        let json = br#"{"source":"s","offset":"o"}"#;
+        let mut old = vec![POINTS_V1_CHECKPOINT];
+        old.extend_from_slice(&(json.len() as u16).to_le_bytes());
+        old.extend_from_slice(json);
+        old.extend_from_slice(&plain[1..]);
+        let back = decode(&old).unwrap();
+        assert_eq!(
+            back.origin.source,
+            Some(SourceCheckpoint {
+                source: "s".into(),
+                offset: "o".into()
+            })
+        );
+        assert_eq!(back.origin.producer, None);
+        assert_eq!(back.points.num_rows(), 1);
     }
 
     #[test]

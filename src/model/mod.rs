@@ -1,9 +1,10 @@
 //! The data model every other layer speaks: points, series and their stable
-//! ids, and the Arrow schemas of the `metrics` table and of normalised point
-//! batches.
+//! ids, the Arrow schemas of the `metrics` table and of normalised point
+//! batches, and the identity of exactly-once writers.
 //!
 //! Depends on nothing else in the crate.
 
+mod producer;
 mod schema;
 mod series;
 mod time;
@@ -11,6 +12,7 @@ pub mod wire;
 
 #[cfg(test)]
 pub use schema::points_of;
+pub use producer::{ProducerTuple, Producers, Verdict, Writers};
 pub use schema::{
     point_schema, sql_schema, tags_type, time_type, POINT_SERIES_ID, POINT_TIME, POINT_VALUE,
 };

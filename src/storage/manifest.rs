@@ -16,6 +16,7 @@ use object_store::path::Path;
 use serde::{Deserialize, Serialize};
 
 use super::chunk::ChunkMeta;
+use crate::model::Writers;
 use super::store::{StorageError, Store};
 
 const FORMAT: &str = "streamdb.manifest/1";
@@ -48,6 +49,11 @@ pub struct Manifest {
     /// The `--source` position covered by `chunks` (see [`SourceCheckpoint`]).
     #[serde(default)]
     pub source_checkpoint: Option<SourceCheckpoint>,
+    /// The `metrics` stream's exactly-once writers (idempotent producers,
+    /// `Stream-Seq`) as of `stream_offset`; the log records after it carry
+    /// the rest.
+    #[serde(default, skip_serializing_if = "is_default")]
+    pub writers: Writers,
     /// Files this manifest no longer references (merged by compaction or
     /// expired by retention), kept until queries that started on an older
     /// version are done, then deleted.
@@ -57,6 +63,10 @@ pub struct Manifest {
     /// `stream_offset` counts records of that node's local stream log.
     #[serde(default)]
     pub writer: Option<String>,
+}
+
+fn is_default(w: &Writers) -> bool {
+    *w == Writers::default()
 }
 
 /// A file dropped from the manifest, and when (Unix micros).

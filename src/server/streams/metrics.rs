@@ -1,6 +1,8 @@
 //! Writes to the `metrics` stream: JSON or NDJSON point messages through the
 //! same validation and durable path as DoPut. The stream always exists, is
-//! JSON, never expires, and cannot be closed or deleted.
+//! JSON, never expires, and cannot be closed or deleted. Idempotent
+//! producers and `Stream-Seq` work as on named streams; their state is
+//! logged with the points (see `ingest::exactly_once`).
 
 use axum::body::Bytes;
 use axum::http::{HeaderMap, HeaderValue, StatusCode};
@@ -8,9 +10,9 @@ use axum::response::{IntoResponse, Response};
 
 use super::params::{self, STREAM_NEXT_OFFSET};
 use super::source::METRICS_CONTENT_TYPE;
-use super::{error, set, StreamsState};
-use crate::ingest::{json, EngineError};
-use crate::stream::registry::media_type;
+use super::{error, set, stream_error, StreamsState};
+use crate::ingest::{json, EngineError, Once};
+use crate::stream::registry::{accepts, media_type};
 
 /// `PUT /v1/stream/metrics` succeeds (200) when it asks for what the stream
 /// is; any other configuration conflicts.
@@ -50,12 +52,13 @@ pub(super) async fn post(s: &StreamsState, headers: &HeaderMap, body: Bytes) -> 
             "the metrics stream cannot be closed: it is the database's write-ahead log",
         );
     }
-    if headers.get(params::PRODUCER_ID).is_some() || headers.get(params::STREAM_SEQ).is_some() {
-        return error(
-            StatusCode::BAD_REQUEST,
-            "Producer-* and Stream-Seq headers are not supported on the metrics stream (see docs/DURABLE_STREAMS.md)",
-        );
-    }
+    let (producer, stream_seq) = match (
+        params::producer(headers),
+        params::header(headers, params::STREAM_SEQ),
+    ) {
+        (Ok(p), Ok(seq)) => (p, seq.map(str::to_string)),
+        (Err(why), _) | (_, Err(why)) => return error(StatusCode::BAD_REQUEST, why),
+    };
     let ndjson = match headers.get("content-type").and_then(|v| v.to_str().ok()).map(media_type) {
         None => return error(StatusCode::BAD_REQUEST, "missing Content-Type: use application/json or application/x-ndjson"),
         Some(ct) if ct == METRICS_CONTENT_TYPE => false,
@@ -78,15 +81,28 @@ pub(super) async fn post(s: &StreamsState, headers: &HeaderMap, body: Bytes) -> 
         Ok(p) => p,
         Err(e) => return error(StatusCode::BAD_REQUEST, e.to_string()),
     };
-    match s.engine.write_points(points).await {
-        Ok(receipt) => {
-            let mut r = StatusCode::NO_CONTENT.into_response();
-            set(
-                r.headers_mut(),
-                STREAM_NEXT_OFFSET,
-                receipt.offset.next().to_string(),
-            );
-            r
+    let written = if producer.is_none() && stream_seq.is_none() {
+        s.engine.write_points(points).await.map(Once::Written)
+    } else {
+        let (p, seq) = (producer.clone(), stream_seq.clone());
+        s.engine.write_once(points, p, seq).await
+    };
+    // A new producer batch is 200 with its tuple; a retry is 204 with the
+    // highest sequence accepted (§5.2.1); plain appends are 204.
+    let (status, next, seq) = match written {
+        Ok(Once::Written(receipt)) => {
+            let status = if producer.is_some() {
+                StatusCode::OK
+            } else {
+                StatusCode::NO_CONTENT
+            };
+            (status, receipt.offset.next(), producer.as_ref().map(|p| p.seq))
+        }
+        Ok(Once::NotWritten(verdict)) => {
+            match accepts(verdict, producer.as_ref(), stream_seq.as_deref()) {
+                Ok(last_seq) => (StatusCode::NO_CONTENT, s.engine.log().next_offset(), last_seq),
+                Err(e) => return stream_error(e),
+            }
         }
         Err(e) => {
             let status = match &e {
@@ -96,7 +112,15 @@ pub(super) async fn post(s: &StreamsState, headers: &HeaderMap, body: Bytes) -> 
                 EngineError::ShuttingDown => StatusCode::SERVICE_UNAVAILABLE,
                 _ => StatusCode::INTERNAL_SERVER_ERROR,
             };
-            error(status, e.to_string())
+            return error(status, e.to_string());
         }
+    };
+    let mut r = status.into_response();
+    let h = r.headers_mut();
+    set(h, STREAM_NEXT_OFFSET, next.to_string());
+    if let (Some(p), Some(seq)) = (&producer, seq) {
+        set(h, params::PRODUCER_EPOCH, p.epoch.to_string());
+        set(h, params::PRODUCER_SEQ, seq.to_string());
     }
+    r
 }

@@ -14,14 +14,12 @@
 //! # Layout
 //! - `meta`: configuration, persisted flags, content-type comparison.
 //! - `record`: the record format (body plus writer state).
-//! - `producer`: idempotent-producer checks.
 //! - `json`: JSON mode's validation and one-level flattening.
 //! - `named`: [`NamedStream`], appends and stitched reads.
 
 pub(crate) mod json;
 mod meta;
 mod named;
-mod producer;
 pub(crate) mod record;
 
 use std::collections::HashMap;
@@ -37,6 +35,7 @@ pub use meta::{media_type, Expiry, ForkOrigin, StreamConfig};
 pub use named::{AppendOutcome, AppendRequest, NamedStream, ReadBatch};
 pub use record::{Body, ProducerTuple};
 
+use crate::model::Verdict;
 use crate::stream::Offset;
 
 /// Why a stream operation was refused. The HTTP layer maps each to its
@@ -67,6 +66,34 @@ pub enum StreamError {
     Io(String),
     #[error("too many streams: {limit} exist (--max-streams); delete some or raise the limit")]
     TooMany { limit: usize },
+}
+
+/// What a writer check means for an append: `Ok(None)` to append,
+/// `Ok(Some(last_seq))` for a producer's retry (answer success, append
+/// nothing), or the refusal.
+pub fn accepts(
+    verdict: Verdict,
+    producer: Option<&ProducerTuple>,
+    stream_seq: Option<&str>,
+) -> Result<Option<u64>, StreamError> {
+    match verdict {
+        Verdict::Accept => Ok(None),
+        Verdict::Duplicate { last_seq } => Ok(Some(last_seq)),
+        Verdict::StaleEpoch { current } => Err(StreamError::StaleEpoch { current }),
+        Verdict::EpochNeedsSeqZero => {
+            let (epoch, seq) = producer.map_or((0, 0), |p| (p.epoch, p.seq));
+            Err(StreamError::BadRequest(format!(
+                "Producer-Epoch {epoch} is new, so Producer-Seq must start at 0 (got {seq})"
+            )))
+        }
+        Verdict::Gap { expected, received } => {
+            Err(StreamError::SequenceGap { expected, received })
+        }
+        Verdict::SeqRegression { last } => Err(StreamError::SeqRegression {
+            last,
+            received: stream_seq.unwrap_or_default().to_string(),
+        }),
+    }
 }
 
 #[derive(Debug, Clone)]

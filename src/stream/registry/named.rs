@@ -11,8 +11,8 @@ use tokio::sync::watch;
 
 use super::json;
 use super::meta::{self, Expiry, Meta};
-use super::producer::{Producers, Verdict};
 use super::record::{self, Body, Entry, ProducerTuple};
+use crate::model::{Verdict, Writers};
 use super::StreamError;
 use crate::stream::{Log, LogConfig, Offset};
 
@@ -56,8 +56,7 @@ pub struct ReadBatch {
 
 struct WriterState {
     meta: Meta,
-    producers: Producers,
-    last_stream_seq: Option<String>,
+    writers: Writers,
     /// Closed by a final append in the log (close-only closes are in meta).
     closed_in_log: Option<Option<ProducerTuple>>,
 }
@@ -113,8 +112,7 @@ impl NamedStream {
     ) -> Result<Self, StreamError> {
         let log = Log::open(log_config(&dir, meta.first_offset(), fsync), Arc::new(()))
             .map_err(|e| StreamError::Io(e.to_string()))?;
-        let mut producers = Producers::default();
-        let mut last_stream_seq = None;
+        let mut writers = Writers::default();
         let mut closed_in_log = None;
         let mut at = log.first_offset();
         loop {
@@ -129,20 +127,13 @@ impl NamedStream {
                 let e = record::decode(payload).map_err(|e| {
                     StreamError::Io(format!("{}: record {offset}: {e}", dir.display()))
                 })?;
-                if let Some(p) = &e.producer {
-                    producers.record(p);
-                }
-                if e.stream_seq.is_some() {
-                    last_stream_seq = e.stream_seq;
-                }
+                writers.record(e.producer.as_ref(), e.stream_seq.as_deref());
                 if e.closes {
                     closed_in_log = Some(e.producer);
                 }
             }
         }
-        if let Some(p) = &meta.closed_by {
-            producers.record(p);
-        }
+        writers.record(meta.closed_by.as_ref(), None);
         let config = meta.config.clone();
         Ok(Self {
             id: meta.id,
@@ -154,8 +145,7 @@ impl NamedStream {
             source,
             state: Mutex::new(WriterState {
                 meta,
-                producers,
-                last_stream_seq,
+                writers,
                 closed_in_log,
             }),
             write: tokio::sync::Mutex::new(()),
@@ -268,7 +258,7 @@ impl NamedStream {
             let st = self.state.lock();
             if st.closed() {
                 if let Some(p) = &req.producer {
-                    if let Verdict::StaleEpoch { current } = st.producers.check(p) {
+                    if let Verdict::StaleEpoch { current } = st.writers.producers.check(p) {
                         return Err(StreamError::StaleEpoch { current });
                     }
                     if st.closed_by() == Some(p) {
@@ -303,37 +293,15 @@ impl NamedStream {
         };
         {
             let st = self.state.lock();
-            if let Some(p) = &req.producer {
-                match st.producers.check(p) {
-                    Verdict::Accept => {}
-                    Verdict::Duplicate { last_seq } => {
-                        return Ok(AppendOutcome::Duplicate {
-                            next,
-                            closed: false,
-                            last_seq,
-                        })
-                    }
-                    Verdict::StaleEpoch { current } => {
-                        return Err(StreamError::StaleEpoch { current })
-                    }
-                    Verdict::EpochNeedsSeqZero => {
-                        return Err(StreamError::BadRequest(format!(
-                            "Producer-Epoch {} is new, so Producer-Seq must start at 0 (got {})",
-                            p.epoch, p.seq
-                        )))
-                    }
-                    Verdict::Gap { expected, received } => {
-                        return Err(StreamError::SequenceGap { expected, received })
-                    }
-                }
-            }
-            if let (Some(seq), Some(last)) = (&req.stream_seq, &st.last_stream_seq) {
-                if seq.as_bytes() <= last.as_bytes() {
-                    return Err(StreamError::SeqRegression {
-                        last: last.clone(),
-                        received: seq.clone(),
-                    });
-                }
+            let verdict = st
+                .writers
+                .check(req.producer.as_ref(), req.stream_seq.as_deref());
+            if let Some(last_seq) = super::accepts(verdict, req.producer.as_ref(), req.stream_seq.as_deref())? {
+                return Ok(AppendOutcome::Duplicate {
+                    next,
+                    closed: false,
+                    last_seq,
+                });
             }
         }
         if !has_body {
@@ -344,9 +312,7 @@ impl NamedStream {
             st.meta.closed_by = req.producer.clone();
             meta::store(&self.dir, &st.meta, self.fsync)
                 .map_err(|e| StreamError::Io(e.to_string()))?;
-            if let Some(p) = &req.producer {
-                st.producers.record(p);
-            }
+            st.writers.record(req.producer.as_ref(), None);
             drop(st);
             self.notify();
             return Ok(AppendOutcome::Closed { next });
@@ -364,12 +330,8 @@ impl NamedStream {
             .map_err(|e| StreamError::Io(e.to_string()))?;
         {
             let mut st = self.state.lock();
-            if let Some(p) = &entry.producer {
-                st.producers.record(p);
-            }
-            if entry.stream_seq.is_some() {
-                st.last_stream_seq = entry.stream_seq.clone();
-            }
+            st.writers
+                .record(entry.producer.as_ref(), entry.stream_seq.as_deref());
             if entry.closes {
                 st.closed_in_log = Some(entry.producer.clone());
             }

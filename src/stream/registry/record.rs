@@ -22,13 +22,7 @@ const PRODUCER: u8 = 2;
 const STREAM_SEQ: u8 = 4;
 const JSON: u8 = 8;
 
-/// An idempotent producer's `(Producer-Id, Producer-Epoch, Producer-Seq)`.
-#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
-pub struct ProducerTuple {
-    pub id: String,
-    pub epoch: u64,
-    pub seq: u64,
-}
+pub use crate::model::ProducerTuple;
 
 /// What one append carries. For JSON streams `messages` holds each message's
 /// text; for every other content type `bytes` holds the body.
