@@ -189,6 +189,89 @@ async fn named_streams_keep_data_producers_and_closure_across_restarts() {
     srv.stop().await.unwrap();
 }
 
+/// One DoPut of many rows is one log record; reads of the metrics stream
+/// still come in pages of about `max_read_bytes`, catch-up and SSE alike,
+/// resuming inside the record at the offsets they hand out.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_large_doput_reads_back_in_bounded_pages() {
+    const PAGE: usize = 64 << 10;
+    const ROWS: usize = 5_000;
+    let dir = tempfile::tempdir().unwrap();
+    let mut config = common::config(dir.path());
+    config.streams.max_read_bytes = PAGE;
+    let srv = server::start(config).await.unwrap();
+    let http = reqwest::Client::new();
+    let metrics = url(&srv, "metrics");
+    let hosts: Vec<String> = (0..ROWS).map(|i| format!("h{}", i % 7)).collect();
+    let hosts: Vec<&str> = hosts.iter().map(String::as_str).collect();
+    let values: Vec<f64> = (0..ROWS).map(|i| i as f64).collect();
+    let mut client = Client::connect(&format!("http://{}", srv.addr))
+        .await
+        .unwrap();
+    client
+        .write(vec![common::cpu_batch(&hosts, &values, 1)])
+        .await
+        .unwrap();
+    // About 100 bytes a message: the page may pass the limit by one.
+    let bound = PAGE + 200;
+
+    let (mut got, mut offset, mut pages) = (Vec::new(), "-1".to_string(), 0);
+    loop {
+        let r = http
+            .get(&metrics)
+            .query(&[("offset", offset.as_str())])
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), StatusCode::OK);
+        // No authentication: shared caches may keep data (test_auth.py
+        // checks `private` with it).
+        assert!(header(&r, "cache-control").starts_with("public, max-age=60"));
+        let done = r.headers().contains_key("stream-up-to-date");
+        offset = header(&r, TAIL);
+        let body = r.bytes().await.unwrap();
+        assert!(body.len() <= bound, "page of {} bytes", body.len());
+        let page: Vec<serde_json::Value> = serde_json::from_slice(&body).unwrap();
+        got.extend(page.iter().map(|m| m["value"].as_f64().unwrap()));
+        pages += 1;
+        if done {
+            break;
+        }
+        assert!(!offset.ends_with("_0000000000000000"), "inside the record: {offset}");
+    }
+    assert_eq!(got, values, "every point once, in order");
+    assert!(pages > 4, "{pages} pages");
+
+    // SSE: every data event within the bound, together every point once.
+    let mut r = http
+        .get(&metrics)
+        .query(&[("offset", "-1"), ("live", "sse")])
+        .send()
+        .await
+        .unwrap();
+    let (mut text, mut sse_values) = (String::new(), Vec::new());
+    'events: while let Some(chunk) = r.chunk().await.unwrap() {
+        text.push_str(std::str::from_utf8(&chunk).unwrap());
+        while let Some(end) = text.find("\n\n") {
+            let event: String = text.drain(..end + 2).collect();
+            let data: String = event
+                .lines()
+                .filter_map(|l| l.strip_prefix("data:"))
+                .collect();
+            if event.starts_with("event: data") {
+                assert!(data.len() <= bound, "SSE data of {} bytes", data.len());
+                let page: Vec<serde_json::Value> = serde_json::from_str(&data).unwrap();
+                sse_values.extend(page.iter().map(|m| m["value"].as_f64().unwrap()));
+            } else if event.starts_with("event: control") && data.contains("upToDate") {
+                break 'events;
+            }
+        }
+    }
+    assert_eq!(sse_values, values);
+    drop(r);
+    srv.stop().await.unwrap();
+}
+
 /// Idempotent producers and `Stream-Seq` on the metrics stream: a retried
 /// batch is answered as a duplicate and never counted twice, before and
 /// after a restart; fenced, gapped and regressing writes change nothing.

@@ -159,6 +159,8 @@ pub struct Engine {
     /// Held by an exactly-once write from its check to its durable
     /// append (see `exactly_once`).
     pub(crate) writers_gate: tokio::sync::Mutex<()>,
+    /// Large records recently decoded for the JSON view of the log.
+    pub(crate) decoded: super::view::DecodedRecords,
     /// The next chunk id to hand out; never reused, even for chunks whose
     /// commit failed.
     next_chunk_id: AtomicU64,
@@ -253,6 +255,7 @@ impl Engine {
             flush_lock: tokio::sync::Mutex::new(()),
             series_gate: tokio::sync::RwLock::new(()),
             writers_gate: tokio::sync::Mutex::new(()),
+            decoded: Default::default(),
             catalog_persisted,
             maintenance: Default::default(),
             source: Default::default(),

@@ -8,7 +8,8 @@
 //! writes get exactly the validation DoPut writes get.
 //!
 //! Reading turns log records back into messages, DoPut batches included,
-//! with series names from the record itself or the catalog.
+//! with series names from the record itself or the catalog (paged by
+//! `view`).
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -24,10 +25,8 @@ use serde::Deserialize;
 use serde_json::value::RawValue;
 
 use super::normalize::{normalize, PointBatch};
-use super::record;
 use crate::model::{format_micros, parse_iso_micros, time_type, SeriesId, SeriesKey};
 use crate::storage::SeriesCatalog;
-use crate::stream::Offset;
 
 #[derive(Debug, thiserror::Error, PartialEq)]
 pub enum JsonPointError {
@@ -142,30 +141,14 @@ struct PointOut<'a> {
     value: f64,
 }
 
-/// One log record rendered as point messages.
-pub struct JsonRecord {
-    pub offset: Offset,
-    pub messages: Vec<Vec<u8>>,
-}
-
-/// Renders log records (as [`crate::stream::Log::read`] returns them).
-pub fn render(
-    records: Vec<(Offset, Vec<u8>)>,
+/// Renders points `from..` of a decoded record until the messages reach
+/// `max_bytes` (always at least one point, if any is left).
+pub(super) fn render_points(
+    batch: &PointBatch,
     catalog: &SeriesCatalog,
-) -> Result<Vec<JsonRecord>, String> {
-    records
-        .into_iter()
-        .map(|(offset, payload)| {
-            let batch = record::decode(&payload).map_err(|e| format!("record {offset}: {e}"))?;
-            Ok(JsonRecord {
-                offset,
-                messages: render_batch(&batch, catalog),
-            })
-        })
-        .collect()
-}
-
-fn render_batch(batch: &PointBatch, catalog: &SeriesCatalog) -> Vec<Vec<u8>> {
+    from: usize,
+    max_bytes: usize,
+) -> Vec<Vec<u8>> {
     let local: std::collections::HashMap<SeriesId, &SeriesKey> =
         batch.new_series.iter().map(|(id, k)| (*id, k)).collect();
     let p = &batch.points;
@@ -175,8 +158,12 @@ fn render_batch(batch: &PointBatch, catalog: &SeriesCatalog) -> Vec<Vec<u8>> {
         .as_primitive::<TimestampMicrosecondType>()
         .values();
     let values = p.column(2).as_primitive::<Float64Type>().values();
-    let mut out = Vec::with_capacity(ids.len());
-    for i in 0..ids.len() {
+    let mut out = Vec::new();
+    let mut bytes = 0;
+    for i in from..ids.len() {
+        if bytes >= max_bytes && !out.is_empty() {
+            break;
+        }
         let id = SeriesId(ids[i]);
         let from_catalog;
         let key = match local.get(&id) {
@@ -189,11 +176,8 @@ fn render_batch(batch: &PointBatch, catalog: &SeriesCatalog) -> Vec<Vec<u8>> {
                 // Cannot happen: a record's series are defined in it or
                 // before it. Say so rather than drop the point.
                 None => {
-                    out.push(
-                        serde_json::json!({"time": format_micros(times[i]), "series_id": id.to_string(), "value": values[i]})
-                            .to_string()
-                            .into_bytes(),
-                    );
+                    let msg = serde_json::json!({"time": format_micros(times[i]), "series_id": id.to_string(), "value": values[i]});
+                    out.push(msg.to_string().into_bytes());
                     continue;
                 }
             },
@@ -204,7 +188,10 @@ fn render_batch(batch: &PointBatch, catalog: &SeriesCatalog) -> Vec<Vec<u8>> {
             tags: &key.tags,
             value: values[i],
         };
-        out.push(serde_json::to_vec(&msg).expect("points serialize"));
+        let msg = serde_json::to_vec(&msg).expect("points serialize");
+        // Plus the comma that joins messages in a response.
+        bytes += msg.len() + 1;
+        out.push(msg);
     }
     out
 }
@@ -262,7 +249,7 @@ mod tests {
         let body =
             br#"{"time":"2024-01-15T00:00:00.25Z","metric":"cpu","tags":{"host":"a"},"value":0.5}"#;
         let batch = parse(body, false, &catalog).unwrap();
-        let msgs = render_batch(&batch, &catalog);
+        let msgs = render_points(&batch, &catalog, 0, usize::MAX);
         let v: serde_json::Value = serde_json::from_slice(&msgs[0]).unwrap();
         assert_eq!(
             v,

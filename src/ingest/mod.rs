@@ -25,6 +25,7 @@ mod flusher;
 pub mod json;
 mod normalize;
 pub(crate) mod record;
+mod view;
 
 pub use buffer::{BufferedBatch, Snapshot};
 pub use engine::{
@@ -33,3 +34,4 @@ pub use engine::{
 };
 pub use exactly_once::Once;
 pub use normalize::{normalize, BatchError, Origin, PointBatch};
+pub use view::{JsonPage, ViewError};

@@ -179,6 +179,7 @@ pub async fn start(config: ServerConfig) -> Result<RunningServer, ServerError> {
             engine: engine.clone(),
             config: config.streams.clone(),
             closing: closing_rx,
+            private: !config.auth_tokens.is_empty(),
         },
     )
     .merge(observed);

@@ -7,7 +7,7 @@
 //! The ingest layer implements the sink; the log never depends on it.
 //!
 //! # Layout
-//! - `offset`: the [`Offset`] newtype and its text form.
+//! - `offset`: the [`Offset`] and [`Position`] newtypes and their text form.
 //! - `segment`: the on-disk format of one segment file (header, framing,
 //!   recovery scan).
 //! - `log`: [`Log`], the writer thread, reads and truncation.
@@ -24,4 +24,4 @@ pub mod registry;
 pub(crate) mod segment;
 
 pub use log::{DurableSink, Log, LogConfig, LogError, LogStats, Retention};
-pub use offset::{Offset, OffsetParseError};
+pub use offset::{Offset, OffsetParseError, Position};

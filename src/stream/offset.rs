@@ -1,4 +1,5 @@
-//! Stream offsets: the sequence number of a record within its stream.
+//! Stream offsets: the sequence number of a record within its stream, and
+//! a reader's [`Position`], which may fall inside a record.
 //!
 //! An offset names the position *before* a record: reading "from" offset `n`
 //! starts with record `n`, and the "next offset" after reading record `n` is
@@ -7,12 +8,12 @@
 //! The text form is `RRRRRRRRRRRRRRRR_SSSSSSSSSSSSSSSS`: the record number
 //! and a position inside that record, each zero-padded to 16 digits. Offsets
 //! therefore sort lexicographically in numeric order and never contain
-//! `, & = ? /` (what the Durable Streams protocol asks of them). StreamDB
-//! only hands out record boundaries, so the second half is always zero; it
-//! is part of the format so that a sub-record position could be expressed
-//! later without changing it, and it is the shape other Durable Streams
-//! servers use (clients and tests write `0000000000000000_0000000000000000`
-//! for "the beginning").
+//! `, & = ? /` (what the Durable Streams protocol asks of them), and it is
+//! the shape other Durable Streams servers use (clients and tests write
+//! `0000000000000000_0000000000000000` for "the beginning"). An [`Offset`]
+//! is a record boundary (second half zero); a [`Position`] also counts
+//! units inside a record, which is how a read of the `metrics` stream stops
+//! in the middle of one large DoPut batch.
 
 use std::fmt;
 use std::str::FromStr;
@@ -65,9 +66,73 @@ impl FromStr for Offset {
     }
 }
 
+/// Where a reader is: `within` units (points, for the `metrics` stream)
+/// into record `record`. Orders like its text form.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Default)]
+pub struct Position {
+    pub record: Offset,
+    pub within: u64,
+}
+
+impl Position {
+    pub fn is_boundary(self) -> bool {
+        self.within == 0
+    }
+}
+
+impl From<Offset> for Position {
+    fn from(record: Offset) -> Self {
+        Position { record, within: 0 }
+    }
+}
+
+impl fmt::Display for Position {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{:016}_{:016}", self.record.0, self.within)
+    }
+}
+
+impl FromStr for Position {
+    type Err = OffsetParseError;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        let err = || OffsetParseError(s.to_string());
+        let (record, within) = s.split_once('_').ok_or_else(err)?;
+        let digits = |p: &str| p.len() == 16 && p.bytes().all(|b| b.is_ascii_digit());
+        if !digits(record) || !digits(within) {
+            return Err(err());
+        }
+        Ok(Position {
+            record: Offset(record.parse().map_err(|_| err())?),
+            within: within.parse().map_err(|_| err())?,
+        })
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn positions_sort_like_their_text_and_parse_back() {
+        let ps = [
+            Position::from(Offset(9)),
+            Position {
+                record: Offset(9),
+                within: 12,
+            },
+            Position::from(Offset(10)),
+        ];
+        for w in ps.windows(2) {
+            assert!(w[0] < w[1] && w[0].to_string() < w[1].to_string());
+        }
+        for p in ps {
+            assert_eq!(p.to_string().parse::<Position>(), Ok(p));
+        }
+        assert_eq!(ps[0].to_string(), Offset(9).to_string());
+        assert!("0000000000000009_000000000000001".parse::<Position>().is_err());
+        assert!("0000000000000009-0000000000000001".parse::<Position>().is_err());
+    }
 
     #[test]
     fn text_form_sorts_numerically() {

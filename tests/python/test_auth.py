@@ -74,6 +74,14 @@ def test_http_needs_the_token_but_health_is_open(secured):
     assert http(secured, "/v1/stream/metrics", token="second-token", data=point, method="POST")[0] == 204
     status, body = http(secured, "/v1/query?sql=SELECT%20count(*)%20AS%20n%20FROM%20metrics", token=TOKEN)
     assert status == 200 and b'"n":2' in body
+    # Authenticated data is never for shared caches (a CDN would hand it to
+    # anyone asking for the URL): private, for catch-up and long-poll alike.
+    for query in ["offset=-1", "offset=-1&live=long-poll"]:
+        req = urllib.request.Request(f"{secured.http}/v1/stream/metrics?{query}",
+                                     headers={"Authorization": f"Bearer {TOKEN}"})
+        with urllib.request.urlopen(req, timeout=10) as r:
+            assert r.status == 200
+            assert r.headers["cache-control"].startswith("private, max-age=60"), r.headers["cache-control"]
 
 
 def test_pyarrow_with_and_without_the_token(secured):

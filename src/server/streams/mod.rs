@@ -69,6 +69,21 @@ pub struct StreamsState {
     /// Becomes `true` when the server stops: live reads (long-poll, SSE)
     /// answer at once so a graceful shutdown is not held open by them.
     pub closing: tokio::sync::watch::Receiver<bool>,
+    /// Requests are authenticated (`--auth-token`): data responses may be
+    /// cached by the reader only, never by a shared cache that would hand
+    /// them to anyone asking for the URL (§8, §10).
+    pub private: bool,
+}
+
+impl StreamsState {
+    /// `Cache-Control` of a response that carries data.
+    fn data_cache_control(&self) -> HeaderValue {
+        HeaderValue::from_static(if self.private {
+            "private, max-age=60, stale-while-revalidate=300"
+        } else {
+            "public, max-age=60, stale-while-revalidate=300"
+        })
+    }
 }
 
 /// Headers every response of the HTTP side carries, errors included: no

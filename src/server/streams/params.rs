@@ -4,7 +4,7 @@
 use axum::http::HeaderMap;
 
 use crate::stream::registry::{Expiry, ProducerTuple};
-use crate::stream::Offset;
+use crate::stream::Position;
 
 pub const STREAM_NEXT_OFFSET: &str = "stream-next-offset";
 pub const STREAM_UP_TO_DATE: &str = "stream-up-to-date";
@@ -112,7 +112,7 @@ pub enum Start {
     Beginning,
     /// `now`: the current tail.
     Now,
-    At(Offset),
+    At(Position),
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -149,7 +149,7 @@ pub fn read_params(pairs: &[(String, String)]) -> ParamResult<ReadParams> {
                     }
                     "-1" => Start::Beginning,
                     "now" => Start::Now,
-                    other => Start::At(other.parse::<Offset>().map_err(|e| e.to_string())?),
+                    other => Start::At(other.parse::<Position>().map_err(|e| e.to_string())?),
                 });
             }
             "live" => {

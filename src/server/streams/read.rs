@@ -7,7 +7,7 @@ use super::params::{self, Live, Start, *};
 use super::source::{Source, METRICS};
 use super::{cursor, error, set, sse, stream_error, StreamsState};
 use crate::stream::registry::{render_json, Body, Expiry, ReadBatch, StreamError};
-use crate::stream::Offset;
+use crate::stream::Position;
 
 /// Looks a stream up by name (`metrics` is the engine's log).
 pub(super) async fn source(s: &StreamsState, name: &str) -> Result<Source, StreamError> {
@@ -67,8 +67,8 @@ pub(super) async fn get(
         n.touch();
     }
     let from = match p.start {
-        Start::Beginning => src.beginning(),
-        Start::Now => src.tail(),
+        Start::Beginning => src.beginning().into(),
+        Start::Now => src.tail().into(),
         Start::At(o) => o,
     };
     match p.live {
@@ -103,7 +103,7 @@ fn empty_body(src: &Source) -> Vec<u8> {
     }
 }
 
-fn catch_up(s: &StreamsState, src: &Source, from: Offset, headers: &HeaderMap) -> Response {
+fn catch_up(s: &StreamsState, src: &Source, from: Position, headers: &HeaderMap) -> Response {
     let batch = match src.read(from, s.config.max_read_bytes) {
         Ok(b) => b,
         Err(e) => return stream_error(e),
@@ -129,11 +129,11 @@ fn catch_up(s: &StreamsState, src: &Source, from: Offset, headers: &HeaderMap) -
     // Data never changes once written, so a chunk may be cached; a response
     // that is only "nothing new yet" must be revalidated.
     let cache = if batch.bodies.is_empty() {
-        "no-cache"
+        HeaderValue::from_static("no-cache")
     } else {
-        "public, max-age=60, stale-while-revalidate=300"
+        s.data_cache_control()
     };
-    h.insert(header::CACHE_CONTROL, HeaderValue::from_static(cache));
+    h.insert(header::CACHE_CONTROL, cache);
     data_headers(h, src, &batch);
     r
 }
@@ -172,7 +172,7 @@ pub(super) fn render(src: &Source, bodies: &[Body]) -> Vec<u8> {
 async fn long_poll(
     s: &StreamsState,
     src: &Source,
-    from: Offset,
+    from: Position,
     client_cursor: Option<&str>,
 ) -> Response {
     let deadline = tokio::time::Instant::now() + s.config.long_poll_timeout;
@@ -191,10 +191,7 @@ async fn long_poll(
             let h = r.headers_mut();
             data_headers(h, src, &batch);
             set(h, STREAM_CURSOR, cursor::next(client_cursor));
-            h.insert(
-                header::CACHE_CONTROL,
-                HeaderValue::from_static("public, max-age=60, stale-while-revalidate=300"),
-            );
+            h.insert(header::CACHE_CONTROL, s.data_cache_control());
             return r;
         }
         // At the tail of a closed stream there is nothing to wait for.

@@ -6,9 +6,9 @@ use std::sync::Arc;
 
 use tokio::sync::watch;
 
-use crate::ingest::{json, Engine};
+use crate::ingest::{Engine, ViewError};
 use crate::stream::registry::{Body, NamedStream, ReadBatch, StreamError};
-use crate::stream::{LogError, Offset};
+use crate::stream::{LogError, Offset, Position};
 
 pub const METRICS: &str = "metrics";
 pub const METRICS_CONTENT_TYPE: &str = "application/json";
@@ -109,33 +109,42 @@ impl Source {
         }
     }
 
-    pub fn read(&self, from: Offset, max_bytes: usize) -> Result<ReadBatch, StreamError> {
+    /// Reads about `max_bytes` from `from`. Named streams hand out record
+    /// boundaries only; the metrics stream may stop inside a record.
+    pub fn read(&self, from: Position, max_bytes: usize) -> Result<ReadBatch, StreamError> {
         match self {
-            Source::Named(s) => s.read(from, max_bytes),
+            Source::Named(_) if !from.is_boundary() => Err(StreamError::BadRequest(format!(
+                "invalid offset {from}: this stream's offsets end in 16 zeros (as returned in Stream-Next-Offset)"
+            ))),
+            Source::Named(s) => s.read(from.record, max_bytes),
             Source::Metrics(e) => read_metrics(e, from, max_bytes),
         }
     }
 }
 
-fn read_metrics(engine: &Engine, from: Offset, max_bytes: usize) -> Result<ReadBatch, StreamError> {
-    let log = engine.log();
-    let tail = log.next_offset();
-    let records = log.read(from, max_bytes).map_err(|e| match e {
-        LogError::Truncated { first, .. } => StreamError::Truncated { first },
-        LogError::BeyondEnd { requested, next } => StreamError::BadRequest(format!(
-            "offset {requested} is beyond the end of the stream ({next})"
-        )),
+fn read_metrics(
+    engine: &Engine,
+    from: Position,
+    max_bytes: usize,
+) -> Result<ReadBatch, StreamError> {
+    let tail = Position::from(engine.log().next_offset());
+    let page = engine.read_json(from, max_bytes).map_err(|e| match e {
+        ViewError::Log(LogError::Truncated { first, .. }) => StreamError::Truncated { first },
+        ViewError::Log(LogError::BeyondEnd { requested, next }) => StreamError::BadRequest(
+            format!("offset {requested} is beyond the end of the stream ({next})"),
+        ),
+        e @ ViewError::NotMinted { .. } => StreamError::BadRequest(e.to_string()),
         other => StreamError::Io(other.to_string()),
     })?;
-    let next = records.last().map_or(from, |(o, _)| o.next());
-    let rendered = json::render(records, engine.catalog()).map_err(StreamError::Io)?;
+    let bodies = if page.messages.is_empty() {
+        Vec::new()
+    } else {
+        vec![Body::Json(page.messages)]
+    };
     Ok(ReadBatch {
-        bodies: rendered
-            .into_iter()
-            .map(|r| Body::Json(r.messages))
-            .collect(),
-        next,
-        up_to_date: next >= tail,
+        bodies,
+        next: page.next,
+        up_to_date: page.next >= tail,
         closed: false,
     })
 }

@@ -23,7 +23,7 @@ use super::params::STREAM_SSE_DATA_ENCODING;
 use super::read::render;
 use super::source::Source;
 use super::{cursor, StreamsState};
-use crate::stream::Offset;
+use crate::stream::Position;
 
 /// Frames buffered per connection.
 const FRAMES: usize = 4;
@@ -34,7 +34,7 @@ const KEEPALIVE: Duration = Duration::from_secs(15);
 pub(super) fn respond(
     s: &StreamsState,
     src: Source,
-    from: Offset,
+    from: Position,
     client_cursor: Option<String>,
 ) -> Response {
     // A bad offset (past the end: 400, out of retention: 410) must be the
@@ -91,7 +91,7 @@ struct Session {
 }
 
 impl Session {
-    async fn run(self, mut pos: Offset, lifetime: Duration) {
+    async fn run(self, mut pos: Position, lifetime: Duration) {
         let deadline = tokio::time::Instant::now() + lifetime;
         let mut waiter = self.src.waiter();
         let mut sent_control = false;
@@ -166,7 +166,7 @@ impl Session {
         Bytes::from(out)
     }
 
-    fn control_event(&self, next: Offset, up_to_date: bool, closed: bool) -> Bytes {
+    fn control_event(&self, next: Position, up_to_date: bool, closed: bool) -> Bytes {
         let mut c = serde_json::Map::new();
         c.insert("streamNextOffset".into(), next.to_string().into());
         if closed {
@@ -265,7 +265,7 @@ mod backpressure_tests {
             cursor: "1".into(),
             max_read: 64 << 10,
         };
-        let task = tokio::spawn(session.run(Offset::ZERO, Duration::from_secs(60)));
+        let task = tokio::spawn(session.run(Position::default(), Duration::from_secs(60)));
         tokio::time::sleep(Duration::from_millis(300)).await;
         // Full channel, task parked on the next send: 40 records exist, at
         // most FRAMES frames (two records' worth of data) are held.

@@ -14,7 +14,7 @@ use super::meta::{self, Expiry, Meta};
 use super::record::{self, Body, Entry, ProducerTuple};
 use crate::model::{Verdict, Writers};
 use super::StreamError;
-use crate::stream::{Log, LogConfig, Offset};
+use crate::stream::{Log, LogConfig, Offset, Position};
 
 /// One append request, as parsed from HTTP.
 #[derive(Debug, Default)]
@@ -47,7 +47,7 @@ pub enum AppendOutcome {
 #[derive(Debug)]
 pub struct ReadBatch {
     pub bodies: Vec<Body>,
-    pub next: Offset,
+    pub next: Position,
     /// Everything written so far has been returned.
     pub up_to_date: bool,
     /// Up to date *and* closed: no more data will ever come.
@@ -384,7 +384,7 @@ impl NamedStream {
         let up_to_date = next >= tail;
         Ok(ReadBatch {
             bodies: records.into_iter().map(|(_, e)| e.body).collect(),
-            next,
+            next: next.into(),
             up_to_date,
             closed: up_to_date && closed_now,
         })

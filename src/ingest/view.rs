@@ -1,0 +1,237 @@
+//! The `metrics` stream read back as JSON point messages, a page at a time.
+//!
+//! A page ends once its messages reach the byte budget, which may be in
+//! the middle of a record: one DoPut of up to `--max-batch-rows` points is
+//! one record, and rendering it whole would make one response (or one SSE
+//! frame) of hundreds of megabytes. The page's next [`Position`] then counts
+//! points into the record. The last few large records decoded are kept, so
+//! paging through one costs one decode, not one per page.
+
+use std::collections::VecDeque;
+use std::sync::Arc;
+
+use super::engine::Engine;
+use super::json::render_points;
+use super::normalize::PointBatch;
+use super::record;
+use crate::stream::{LogError, Offset, Position};
+
+/// Records with fewer points are decoded again for each read: they fit in
+/// one page anyway.
+const CACHE_MIN_POINTS: usize = 16 * 1024;
+/// How many large decoded records are kept (each up to 24 bytes a point).
+const CACHE_RECORDS: usize = 2;
+
+/// One page of the stream: its messages and where the next page starts.
+#[derive(Debug)]
+pub struct JsonPage {
+    pub messages: Vec<Vec<u8>>,
+    pub next: Position,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ViewError {
+    #[error(transparent)]
+    Log(#[from] LogError),
+    #[error("offset {position} was not handed out by this server (record {} has {points} points)", position.record)]
+    NotMinted { position: Position, points: usize },
+    #[error("stream log record {offset} cannot be decoded: {why}")]
+    Damaged { offset: Offset, why: String },
+}
+
+/// Recently decoded large records, newest last.
+#[derive(Default)]
+pub(crate) struct DecodedRecords(parking_lot::Mutex<VecDeque<(Offset, Arc<PointBatch>)>>);
+
+impl DecodedRecords {
+    fn get(&self, offset: Offset) -> Option<Arc<PointBatch>> {
+        let cache = self.0.lock();
+        cache.iter().find(|(o, _)| *o == offset).map(|(_, b)| b.clone())
+    }
+
+    fn decode(&self, offset: Offset, payload: &[u8]) -> Result<Arc<PointBatch>, ViewError> {
+        if let Some(b) = self.get(offset) {
+            return Ok(b);
+        }
+        let batch = record::decode(payload).map_err(|e| ViewError::Damaged {
+            offset,
+            why: e.to_string(),
+        })?;
+        let batch = Arc::new(batch);
+        if batch.rows() >= CACHE_MIN_POINTS {
+            let mut cache = self.0.lock();
+            cache.push_back((offset, batch.clone()));
+            if cache.len() > CACHE_RECORDS {
+                cache.pop_front();
+            }
+        }
+        Ok(batch)
+    }
+}
+
+impl Engine {
+    /// Reads the `metrics` stream from `from` as point messages, about
+    /// `max_bytes` of them (at least one, if any is left).
+    pub fn read_json(&self, from: Position, max_bytes: usize) -> Result<JsonPage, ViewError> {
+        let log = self.log();
+        if from.record < log.first_offset() {
+            return Err(LogError::Truncated {
+                requested: from.record,
+                first: log.first_offset(),
+            }
+            .into());
+        }
+        // Continuing inside a record still cached: no need to read it
+        // from the log again. The page ends with that record.
+        if !from.is_boundary() {
+            if let Some(batch) = self.decoded.get(from.record) {
+                let mut page = JsonPage {
+                    messages: Vec::new(),
+                    next: from,
+                };
+                self.render_into(&mut page, from.record, &batch, from.within, max_bytes)?;
+                return Ok(page);
+            }
+        }
+        let records = log.read(from.record, max_bytes)?;
+        let mut page = JsonPage {
+            messages: Vec::new(),
+            next: from,
+        };
+        if records.is_empty() && !from.is_boundary() {
+            return Err(ViewError::NotMinted {
+                position: from,
+                points: 0,
+            });
+        }
+        let mut budget = max_bytes;
+        for (offset, payload) in records {
+            if budget == 0 {
+                break;
+            }
+            let skip = if offset == from.record { from.within } else { 0 };
+            let batch = self.decoded.decode(offset, &payload)?;
+            let used = self.render_into(&mut page, offset, &batch, skip, budget)?;
+            budget = budget.saturating_sub(used);
+            if !page.next.is_boundary() {
+                break;
+            }
+        }
+        Ok(page)
+    }
+
+    /// Appends points `skip..` of one record to `page` within `budget`
+    /// bytes and moves `page.next`; returns the bytes used.
+    fn render_into(
+        &self,
+        page: &mut JsonPage,
+        offset: Offset,
+        batch: &PointBatch,
+        skip: u64,
+        budget: usize,
+    ) -> Result<usize, ViewError> {
+        let points = batch.rows();
+        let start = usize::try_from(skip).unwrap_or(usize::MAX);
+        if start > 0 && start >= points {
+            return Err(ViewError::NotMinted {
+                position: Position {
+                    record: offset,
+                    within: skip,
+                },
+                points,
+            });
+        }
+        let messages = render_points(batch, self.catalog(), start, budget);
+        let end = start + messages.len();
+        let used = messages.iter().map(|m| m.len() + 1).sum();
+        page.messages.extend(messages);
+        page.next = if end < points {
+            Position {
+                record: offset,
+                within: end as u64,
+            }
+        } else {
+            offset.next().into()
+        };
+        Ok(used)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use super::*;
+    use crate::ingest::{json, EngineConfig};
+
+    fn body(points: std::ops::Range<usize>) -> String {
+        let msgs: Vec<String> = points
+            .map(|i| format!(r#"{{"time":{i},"metric":"m","tags":{{"i":"{i}"}},"value":{i}}}"#))
+            .collect();
+        format!("[{}]", msgs.join(","))
+    }
+
+    /// Reads everything from `from` in pages of `max_bytes`: the values seen
+    /// and the number of pages.
+    fn read_all(e: &Engine, mut from: Position, max_bytes: usize) -> (Vec<u64>, usize) {
+        let tail = Position::from(e.log().next_offset());
+        let (mut values, mut pages) = (Vec::new(), 0);
+        while from < tail {
+            let page = e.read_json(from, max_bytes).unwrap();
+            assert!(page.next > from, "a page always moves forward");
+            for m in &page.messages {
+                let v: serde_json::Value = serde_json::from_slice(m).unwrap();
+                values.push(v["value"].as_f64().unwrap() as u64);
+            }
+            from = page.next;
+            pages += 1;
+        }
+        (values, pages)
+    }
+
+    #[tokio::test]
+    async fn pages_end_inside_large_records_and_resume_exactly() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut cfg = EngineConfig::new(dir.path());
+        cfg.flush_interval = Duration::from_secs(3600);
+        let e = Engine::open(cfg).await.unwrap();
+        // Three records: 3 points, 40,000 points (cached when paged), 5.
+        for range in [0..3, 3..40_003, 40_003..40_008] {
+            let points = json::parse(body(range).as_bytes(), false, e.catalog()).unwrap();
+            e.write_points(points).await.unwrap();
+        }
+        let want: Vec<u64> = (0..40_008).collect();
+
+        // One message is about 80 bytes: 64 KiB pages split the big record.
+        let (values, pages) = read_all(&e, Position::default(), 64 << 10);
+        assert_eq!(values, want);
+        assert!(pages > 40, "{pages} pages");
+        // A budget of one byte still moves one point at a time.
+        let (values, pages) = read_all(&e, Offset(2).into(), 1);
+        assert_eq!((values.len(), pages), (5, 5));
+        // Unlimited: whole records, boundaries only.
+        let page = e.read_json(Position::default(), usize::MAX).unwrap();
+        assert_eq!(page.messages.len(), 40_008);
+        assert_eq!(page.next, Offset(3).into());
+
+        // Resuming inside a record that is not cached reads it again.
+        e.decoded.0.lock().clear();
+        let inside = Position {
+            record: Offset(1),
+            within: 39_999,
+        };
+        let (values, _) = read_all(&e, inside, 64 << 10);
+        assert_eq!(values, want[40_002..]);
+
+        // Positions this server never handed out are refused.
+        for (record, within) in [(1, 40_000), (0, 3), (3, 1)] {
+            let bad = Position {
+                record: Offset(record),
+                within,
+            };
+            let err = e.read_json(bad, 1 << 20).unwrap_err();
+            assert!(matches!(err, ViewError::NotMinted { .. }), "{bad}: {err}");
+        }
+        e.shutdown().await.unwrap();
+    }
+}
