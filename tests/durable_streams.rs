@@ -237,7 +237,10 @@ async fn a_large_doput_reads_back_in_bounded_pages() {
         if done {
             break;
         }
-        assert!(!offset.ends_with("_0000000000000000"), "inside the record: {offset}");
+        assert!(
+            !offset.ends_with("_0000000000000000"),
+            "inside the record: {offset}"
+        );
     }
     assert_eq!(got, values, "every point once, in order");
     assert!(pages > 4, "{pages} pages");
@@ -294,7 +297,10 @@ async fn metrics_stream_producers_write_each_batch_once() {
     async fn count(addr: std::net::SocketAddr) -> i64 {
         let mut c = Client::connect(&format!("http://{addr}")).await.unwrap();
         let (_, b) = c.query("SELECT count(*) FROM metrics").await.unwrap();
-        let n = b[0].column(0).as_any().downcast_ref::<arrow::array::Int64Array>();
+        let n = b[0]
+            .column(0)
+            .as_any()
+            .downcast_ref::<arrow::array::Int64Array>();
         n.unwrap().value(0)
     }
 
@@ -306,7 +312,10 @@ async fn metrics_stream_producers_write_each_batch_once() {
     assert_eq!(retry.status(), StatusCode::NO_CONTENT);
     assert_eq!(header(&retry, "producer-seq"), "0");
     assert_eq!(header(&retry, TAIL), header(&first, TAIL));
-    assert_eq!(produce(&metrics, 0, 1).send().await.unwrap().status(), StatusCode::OK);
+    assert_eq!(
+        produce(&metrics, 0, 1).send().await.unwrap().status(),
+        StatusCode::OK
+    );
     assert_eq!(count(srv.addr).await, 4);
 
     // Stopping flushes: after the restart the manifest holds the table.
@@ -320,7 +329,10 @@ async fn metrics_stream_producers_write_each_batch_once() {
     assert_eq!(gap.status(), StatusCode::CONFLICT);
     assert_eq!(header(&gap, "producer-expected-seq"), "2");
     assert_eq!(header(&gap, "producer-received-seq"), "3");
-    assert_eq!(produce(&metrics, 1, 0).send().await.unwrap().status(), StatusCode::OK);
+    assert_eq!(
+        produce(&metrics, 1, 0).send().await.unwrap().status(),
+        StatusCode::OK
+    );
     let zombie = produce(&metrics, 0, 2).send().await.unwrap();
     assert_eq!(zombie.status(), StatusCode::FORBIDDEN);
     assert_eq!(header(&zombie, "producer-epoch"), "1");
@@ -330,7 +342,10 @@ async fn metrics_stream_producers_write_each_batch_once() {
             .header("stream-seq", s.to_string())
             .body(r#"{"time":9,"metric":"seq","value":1}"#)
     };
-    assert_eq!(seq("0002").send().await.unwrap().status(), StatusCode::NO_CONTENT);
+    assert_eq!(
+        seq("0002").send().await.unwrap().status(),
+        StatusCode::NO_CONTENT
+    );
     let stale = seq("0001").send().await.unwrap();
     assert_eq!(stale.status(), StatusCode::CONFLICT);
     assert!(stale.text().await.unwrap().contains("Stream-Seq"));

@@ -13,7 +13,7 @@ use anyhow::{bail, Context, Result};
 use arrow::array::RecordBatch;
 use arrow::datatypes::{DataType, Field, Schema};
 use indicatif::{ProgressBar, ProgressState, ProgressStyle};
-use streamdb_client::{Client, ConnectOptions};
+use streamdb_client::Client;
 
 use super::sample::Sample;
 use super::units::{self, parse_duration};
@@ -43,8 +43,8 @@ pub struct IngestArgs {
     /// Rows per DoPut batch.
     #[arg(long, default_value_t = 10_000)]
     batch_size: usize,
-    #[arg(long, env = "STREAMDB_SERVER", default_value = "http://127.0.0.1:8080")]
-    server: String,
+    #[command(flatten)]
+    conn: super::Connection,
 }
 
 /// `1000/s`, `50k/s`, `2M/s`, or a bare number of points per second.
@@ -146,7 +146,7 @@ impl Progress {
     }
 }
 
-pub async fn run(a: IngestArgs, opts: ConnectOptions) -> Result<()> {
+pub async fn run(a: IngestArgs) -> Result<()> {
     if a.batch_size == 0 {
         bail!("--batch-size must be at least 1");
     }
@@ -154,7 +154,7 @@ pub async fn run(a: IngestArgs, opts: ConnectOptions) -> Result<()> {
     if !a.generate_sample && a.files.is_empty() && !stdin_piped {
         bail!("nothing to ingest: use --generate-sample, --file PATH, or pipe NDJSON points into stdin");
     }
-    let mut client = Client::connect_with(&a.server, opts).await?;
+    let mut client = a.conn.connect().await?;
     let mut ctrl_c = std::pin::pin!(tokio::signal::ctrl_c());
     if a.generate_sample {
         generate(&mut client, &a, &mut ctrl_c).await

@@ -10,7 +10,7 @@ use std::path::PathBuf;
 
 use anyhow::{Context, Result};
 use arrow::array::RecordBatch;
-use clap::{Parser, Subcommand, ValueEnum};
+use clap::{Args, Parser, Subcommand, ValueEnum};
 use streamdb_client::{Client, ConnectOptions};
 
 #[derive(Parser, Debug)]
@@ -22,17 +22,41 @@ use streamdb_client::{Client, ConnectOptions};
 pub struct Cli {
     #[command(subcommand)]
     command: Command,
-    /// Bearer token for servers started with --auth-token.
-    #[arg(long, global = true, env = "STREAMDB_TOKEN", hide_env_values = true)]
-    token: Option<String>,
-    /// PEM CA certificate to trust for https:// servers (private CA or
-    /// self-signed).
-    #[arg(long, global = true, env = "STREAMDB_CA_FILE")]
-    ca_file: Option<PathBuf>,
     /// Log lines as text or one JSON object each; RUST_LOG sets levels and
     /// targets (e.g. RUST_LOG=info,streamdb::slow_query=warn).
     #[arg(long, global = true, value_enum, env = "STREAMDB_LOG_FORMAT", default_value_t = LogFormat::Text)]
     log_format: LogFormat,
+}
+
+/// Where a client command connects, and how (the flags every command but
+/// `start` takes).
+#[derive(Args, Debug)]
+struct Connection {
+    /// Server URL: http://host:port, or https:// for a server with TLS.
+    #[arg(long, env = "STREAMDB_SERVER", default_value = "http://127.0.0.1:8080")]
+    server: String,
+    /// Bearer token for servers started with --auth-token.
+    #[arg(long, env = "STREAMDB_TOKEN", hide_env_values = true)]
+    token: Option<String>,
+    /// PEM CA certificate to trust for https:// servers (private CA or
+    /// self-signed).
+    #[arg(long, env = "STREAMDB_CA_FILE")]
+    ca_file: Option<PathBuf>,
+}
+
+impl Connection {
+    async fn connect(&self) -> Result<Client> {
+        let ca_pem = match &self.ca_file {
+            Some(p) => Some(std::fs::read(p).with_context(|| format!("reading {}", p.display()))?),
+            None => None,
+        };
+        let opts = ConnectOptions {
+            token: self.token.clone(),
+            ca_pem,
+            ..ConnectOptions::default()
+        };
+        Ok(Client::connect_with(&self.server, opts).await?)
+    }
 }
 
 #[derive(Clone, Copy, Debug, ValueEnum)]
@@ -47,8 +71,11 @@ impl Cli {
     pub fn init_logging(&self) {
         let filter =
             tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into());
+        // Colours only for a person at a terminal: a log file or a
+        // journal would keep the escape codes as text.
         let fmt = tracing_subscriber::fmt()
             .with_env_filter(filter)
+            .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
             .with_writer(std::io::stderr);
         match self.log_format {
             LogFormat::Text => fmt.init(),
@@ -77,8 +104,8 @@ enum Command {
     /// Show the server's stream, buffer and storage status.
     #[command(after_help = "Example:\n  streamdb status --json")]
     Status {
-        #[arg(long, env = "STREAMDB_SERVER", default_value = "http://127.0.0.1:8080")]
-        server: String,
+        #[command(flatten)]
+        conn: Connection,
         /// Print the raw JSON document.
         #[arg(long)]
         json: bool,
@@ -89,8 +116,8 @@ enum Command {
     )]
     Query {
         sql: String,
-        #[arg(long, env = "STREAMDB_SERVER", default_value = "http://127.0.0.1:8080")]
-        server: String,
+        #[command(flatten)]
+        conn: Connection,
         #[arg(long, value_enum, default_value_t = Format::Table)]
         format: Format,
     },
@@ -102,8 +129,8 @@ enum Command {
     Subscribe {
         /// A SELECT (or `SUBSCRIBE TO SELECT ... WITH (...)`).
         sql: String,
-        #[arg(long, env = "STREAMDB_SERVER", default_value = "http://127.0.0.1:8080")]
-        server: String,
+        #[command(flatten)]
+        conn: Connection,
         /// Start with changes only, without the current result.
         #[arg(long)]
         no_snapshot: bool,
@@ -120,20 +147,9 @@ enum Format {
 }
 
 pub async fn run(cli: Cli) -> Result<()> {
-    // `--token` (anywhere on the line) or STREAMDB_TOKEN, for every command
-    // that connects.
-    let ca_pem = match &cli.ca_file {
-        Some(p) => Some(std::fs::read(p).with_context(|| format!("reading {}", p.display()))?),
-        None => None,
-    };
-    let opts = ConnectOptions {
-        token: cli.token,
-        ca_pem,
-        ..ConnectOptions::default()
-    };
     match cli.command {
         Command::Start(args) => start::run(args).await,
-        Command::Ingest(args) => ingest::run(args, opts).await,
+        Command::Ingest(args) => ingest::run(args).await,
         Command::Completions { shell } => {
             use clap::CommandFactory;
             clap_complete::generate(
@@ -144,22 +160,18 @@ pub async fn run(cli: Cli) -> Result<()> {
             );
             Ok(())
         }
-        Command::Status { server, json } => status(&server, json, opts).await,
-        Command::Query {
-            sql,
-            server,
-            format,
-        } => query(&server, &sql, format, opts).await,
+        Command::Status { conn, json } => status(&conn, json).await,
+        Command::Query { sql, conn, format } => query(&conn, &sql, format).await,
         Command::Subscribe {
             sql,
-            server,
+            conn,
             no_snapshot,
-        } => subscribe(&server, &sql, no_snapshot, opts).await,
+        } => subscribe(&conn, &sql, no_snapshot).await,
     }
 }
 
-async fn status(server: &str, json: bool, opts: ConnectOptions) -> Result<()> {
-    let mut client = Client::connect_with(server, opts).await?;
+async fn status(conn: &Connection, json: bool) -> Result<()> {
+    let mut client = conn.connect().await?;
     let s = client.status().await?;
     if json {
         println!("{}", serde_json::to_string_pretty(&s)?);
@@ -169,7 +181,7 @@ async fn status(server: &str, json: bool, opts: ConnectOptions) -> Result<()> {
     println!(
         "StreamDB {} at {}",
         s["version"].as_str().unwrap_or("?"),
-        server
+        conn.server
     );
     println!(
         "  data dir        {}",
@@ -264,8 +276,8 @@ async fn status(server: &str, json: bool, opts: ConnectOptions) -> Result<()> {
     Ok(())
 }
 
-async fn subscribe(server: &str, sql: &str, no_snapshot: bool, opts: ConnectOptions) -> Result<()> {
-    let mut client = Client::connect_with(server, opts).await?;
+async fn subscribe(conn: &Connection, sql: &str, no_snapshot: bool) -> Result<()> {
+    let mut client = conn.connect().await?;
     let is_subscribe = sql
         .trim_start()
         .get(..9)
@@ -347,8 +359,8 @@ fn flat_for_csv(b: &RecordBatch) -> Result<RecordBatch> {
     )?)
 }
 
-async fn query(server: &str, sql: &str, format: Format, opts: ConnectOptions) -> Result<()> {
-    let mut client = Client::connect_with(server, opts).await?;
+async fn query(conn: &Connection, sql: &str, format: Format) -> Result<()> {
+    let mut client = conn.connect().await?;
     let (schema, batches) = client.query(sql).await?;
     let mut out = Vec::new();
     match format {

@@ -211,6 +211,7 @@ pub async fn run(a: StartArgs) -> Result<()> {
             _ => anyhow::bail!("--tls-cert and --tls-key go together"),
         },
     };
+    let tls = config.tls.is_some();
     let srv = server::start(config).await.context("starting the server")?;
     let data_dir = a.data_dir.canonicalize().unwrap_or(a.data_dir.clone());
     let chunks = match &storage.object_store {
@@ -218,8 +219,13 @@ pub async fn run(a: StartArgs) -> Result<()> {
         None => String::new(),
     };
     tracing::info!(addr = %srv.addr, data_dir = %data_dir.display(), object_store = storage.object_store.as_deref().unwrap_or("-"), "StreamDB listening (gRPC Flight SQL and HTTP on one port)");
+    let (grpc, http) = if tls {
+        ("grpc+tls", "https")
+    } else {
+        ("grpc", "http")
+    };
     eprintln!(
-        "StreamDB {} listening on {} (Flight SQL: grpc://{}, HTTP: http://{}), data in {}{chunks}",
+        "StreamDB {} listening on {} (Flight SQL: {grpc}://{}, HTTP: {http}://{}), data in {}{chunks}",
         env!("CARGO_PKG_VERSION"),
         srv.addr,
         srv.addr,

@@ -29,6 +29,13 @@ const FLIGHT_SQL_TYPE_PREFIX: &str = "type.googleapis.com/arrow.flight.protocol.
 
 pub struct Gateway(pub StreamDbFlight);
 
+/// The `DoAction` types with a handler (see `StreamDbFlight`).
+const SUPPORTED_ACTIONS: [&str; 3] = [
+    "CreatePreparedStatement",
+    "ClosePreparedStatement",
+    "status",
+];
+
 /// What a descriptor's command turned out to be.
 enum Cmd {
     FlightSql,
@@ -165,11 +172,22 @@ impl FlightService for Gateway {
         self.0.do_action(request).await
     }
 
+    /// Only the actions StreamDB answers: arrow-flight's list also names
+    /// transactions, savepoints, Substrait plans and cancellation, which
+    /// would fail as unknown actions if a client tried them.
     async fn list_actions(
         &self,
         request: Request<Empty>,
     ) -> Result<Response<Self::ListActionsStream>, Status> {
-        self.0.list_actions(request).await
+        use futures::StreamExt;
+        let all = self.0.list_actions(request).await?.into_inner();
+        let supported = all.filter(|a| {
+            let keep = a
+                .as_ref()
+                .map_or(true, |a| SUPPORTED_ACTIONS.contains(&a.r#type.as_str()));
+            std::future::ready(keep)
+        });
+        Ok(Response::new(Box::pin(supported)))
     }
 }
 

@@ -73,7 +73,8 @@ mod tests {
     }
 
     async fn write(e: &Engine, id: &str, epoch: u64, seq: u64, stream_seq: &str) -> Once {
-        let body = format!(r#"{{"time":{seq},"metric":"cpu","tags":{{"p":"{id}"}},"value":{epoch}}}"#);
+        let body =
+            format!(r#"{{"time":{seq},"metric":"cpu","tags":{{"p":"{id}"}},"value":{epoch}}}"#);
         let points = json::parse(body.as_bytes(), false, e.catalog()).unwrap();
         let tuple = ProducerTuple {
             id: id.into(),
@@ -118,7 +119,10 @@ mod tests {
         e.flush().await.unwrap();
         drop(e);
         let e = open(dir.path()).await;
-        assert_eq!(e.snapshot().manifest.writers.last_stream_seq.as_deref(), Some("b"));
+        assert_eq!(
+            e.snapshot().manifest.writers.last_stream_seq.as_deref(),
+            Some("b")
+        );
         assert_eq!(write(&e, "p", 0, 1, "b").await, dup(1));
         assert_eq!(write(&e, "p", 0, 0, "").await, dup(1));
         assert_eq!(

@@ -46,7 +46,10 @@ pub(crate) struct DecodedRecords(parking_lot::Mutex<VecDeque<(Offset, Arc<PointB
 impl DecodedRecords {
     fn get(&self, offset: Offset) -> Option<Arc<PointBatch>> {
         let cache = self.0.lock();
-        cache.iter().find(|(o, _)| *o == offset).map(|(_, b)| b.clone())
+        cache
+            .iter()
+            .find(|(o, _)| *o == offset)
+            .map(|(_, b)| b.clone())
     }
 
     fn decode(&self, offset: Offset, payload: &[u8]) -> Result<Arc<PointBatch>, ViewError> {
@@ -109,7 +112,11 @@ impl Engine {
             if budget == 0 {
                 break;
             }
-            let skip = if offset == from.record { from.within } else { 0 };
+            let skip = if offset == from.record {
+                from.within
+            } else {
+                0
+            };
             let batch = self.decoded.decode(offset, &payload)?;
             let used = self.render_into(&mut page, offset, &batch, skip, budget)?;
             budget = budget.saturating_sub(used);

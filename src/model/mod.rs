@@ -10,9 +10,9 @@ mod series;
 mod time;
 pub mod wire;
 
+pub use producer::{ProducerTuple, Producers, Verdict, Writers};
 #[cfg(test)]
 pub use schema::points_of;
-pub use producer::{ProducerTuple, Producers, Verdict, Writers};
 pub use schema::{
     point_schema, sql_schema, tags_type, time_type, POINT_SERIES_ID, POINT_TIME, POINT_VALUE,
 };

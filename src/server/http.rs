@@ -2,8 +2,8 @@
 
 use std::sync::Arc;
 
-use axum::extract::DefaultBodyLimit;
-use axum::extract::{Query, State};
+use axum::extract::rejection::{QueryRejection, StringRejection};
+use axum::extract::{DefaultBodyLimit, Query, State};
 use axum::http::{header, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{any, get};
@@ -30,7 +30,12 @@ pub fn router(state: AppState, streams: StreamsState) -> Router {
     Router::new()
         .route("/health", get(|| async { "ok" }))
         .route("/v1/status", get(status))
-        .route("/v1/query", get(query_get).post(query_post))
+        .route(
+            "/v1/query",
+            get(query_get)
+                .post(query_post)
+                .layer(DefaultBodyLimit::max(MAX_SQL_BYTES)),
+        )
         .with_state(state)
         .merge(stream_routes)
         .layer(axum::middleware::map_response(
@@ -51,19 +56,45 @@ struct QueryParams {
     format: Option<String>,
 }
 
-async fn query_get(State(s): State<AppState>, Query(p): Query<QueryParams>) -> Response {
-    run_query(&s, p.sql, p.format).await
+/// The largest SQL text `POST /v1/query` takes. Generated queries (long
+/// IN lists) run to kilobytes; a megabyte is a mistake, answered with 413.
+const MAX_SQL_BYTES: usize = 1 << 20;
+
+async fn query_get(
+    State(s): State<AppState>,
+    p: Result<Query<QueryParams>, QueryRejection>,
+) -> Response {
+    match p {
+        Ok(Query(p)) => run_query(&s, p.sql, p.format).await,
+        Err(e) => error(e.status(), e.body_text()),
+    }
 }
 
 async fn query_post(
     State(s): State<AppState>,
-    Query(p): Query<QueryParams>,
-    body: String,
+    p: Result<Query<QueryParams>, QueryRejection>,
+    body: Result<String, StringRejection>,
 ) -> Response {
+    let p = match p {
+        Ok(Query(p)) => p,
+        Err(e) => return error(e.status(), e.body_text()),
+    };
+    let body = match body {
+        Ok(b) => b,
+        Err(e) if e.status() == StatusCode::PAYLOAD_TOO_LARGE => {
+            return error(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                format!("SQL text is larger than {MAX_SQL_BYTES} bytes"),
+            )
+        }
+        Err(e) => return error(e.status(), e.body_text()),
+    };
     let sql = p.sql.or((!body.trim().is_empty()).then_some(body));
     run_query(&s, sql, p.format).await
 }
 
+/// Every error of this API, axum's own rejections included, is
+/// `{"error": "..."}`.
 fn error(status: StatusCode, msg: impl Into<String>) -> Response {
     (status, Json(serde_json::json!({ "error": msg.into() }))).into_response()
 }

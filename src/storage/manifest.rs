@@ -16,8 +16,8 @@ use object_store::path::Path;
 use serde::{Deserialize, Serialize};
 
 use super::chunk::ChunkMeta;
-use crate::model::Writers;
 use super::store::{StorageError, Store};
+use crate::model::Writers;
 
 const FORMAT: &str = "streamdb.manifest/1";
 const DIR: &str = "manifest";

@@ -130,8 +130,12 @@ mod tests {
             assert_eq!(p.to_string().parse::<Position>(), Ok(p));
         }
         assert_eq!(ps[0].to_string(), Offset(9).to_string());
-        assert!("0000000000000009_000000000000001".parse::<Position>().is_err());
-        assert!("0000000000000009-0000000000000001".parse::<Position>().is_err());
+        assert!("0000000000000009_000000000000001"
+            .parse::<Position>()
+            .is_err());
+        assert!("0000000000000009-0000000000000001"
+            .parse::<Position>()
+            .is_err());
     }
 
     #[test]

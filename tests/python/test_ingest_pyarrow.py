@@ -273,3 +273,14 @@ def test_get_schema_plans_sql_text_without_running_it(streamdb_server):
     assert schema == client.get_flight_info(fl.FlightDescriptor.for_command(sql)).schema
     with pytest.raises(pa.ArrowInvalid, match="nope"):
         client.get_schema(fl.FlightDescriptor.for_command("SELECT nope FROM metrics"))
+
+
+def test_list_actions_names_only_what_the_server_does(streamdb_server):
+    client = fl.connect(streamdb_server.grpc)
+    listed = {a.type for a in client.list_actions()}
+    assert listed == {"CreatePreparedStatement", "ClosePreparedStatement", "status"}
+    status = json.loads(b"".join(r.body.to_pybytes() for r in client.do_action(fl.Action("status", b""))))
+    assert status["rows"] == 0
+    # What arrow-flight would have listed besides is refused, not half-done.
+    with pytest.raises(pa.ArrowException):
+        list(client.do_action(fl.Action("BeginTransaction", b"")))

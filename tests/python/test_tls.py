@@ -78,6 +78,13 @@ def test_https_http1_client(tls_server, pki):
     assert "CERTIFICATE_VERIFY_FAILED" in str(err.value)
 
 
+def test_banner_names_the_tls_schemes_and_the_log_file_has_no_colours(tls_server):
+    log = tls_server.log_path.read_text()
+    port = tls_server.port
+    assert f"Flight SQL: grpc+tls://127.0.0.1:{port}, HTTP: https://127.0.0.1:{port}" in log, log
+    assert "\x1b[" not in log, "ANSI escape codes in a log written to a file"
+
+
 def test_pyarrow_and_adbc(tls_server):
     batch = pa.record_batch([pa.array([T0], pa.timestamp("us", tz="UTC")), pa.array(["cpu"]), pa.array([0.5])],
                             names=["time", "metric", "value"])

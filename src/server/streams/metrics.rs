@@ -96,11 +96,19 @@ pub(super) async fn post(s: &StreamsState, headers: &HeaderMap, body: Bytes) -> 
             } else {
                 StatusCode::NO_CONTENT
             };
-            (status, receipt.offset.next(), producer.as_ref().map(|p| p.seq))
+            (
+                status,
+                receipt.offset.next(),
+                producer.as_ref().map(|p| p.seq),
+            )
         }
         Ok(Once::NotWritten(verdict)) => {
             match accepts(verdict, producer.as_ref(), stream_seq.as_deref()) {
-                Ok(last_seq) => (StatusCode::NO_CONTENT, s.engine.log().next_offset(), last_seq),
+                Ok(last_seq) => (
+                    StatusCode::NO_CONTENT,
+                    s.engine.log().next_offset(),
+                    last_seq,
+                ),
                 Err(e) => return stream_error(e),
             }
         }

@@ -86,9 +86,7 @@ pub fn accepts(
                 "Producer-Epoch {epoch} is new, so Producer-Seq must start at 0 (got {seq})"
             )))
         }
-        Verdict::Gap { expected, received } => {
-            Err(StreamError::SequenceGap { expected, received })
-        }
+        Verdict::Gap { expected, received } => Err(StreamError::SequenceGap { expected, received }),
         Verdict::SeqRegression { last } => Err(StreamError::SeqRegression {
             last,
             received: stream_seq.unwrap_or_default().to_string(),

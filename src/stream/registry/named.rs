@@ -12,8 +12,8 @@ use tokio::sync::watch;
 use super::json;
 use super::meta::{self, Expiry, Meta};
 use super::record::{self, Body, Entry, ProducerTuple};
-use crate::model::{Verdict, Writers};
 use super::StreamError;
+use crate::model::{Verdict, Writers};
 use crate::stream::{Log, LogConfig, Offset, Position};
 
 /// One append request, as parsed from HTTP.
@@ -296,7 +296,9 @@ impl NamedStream {
             let verdict = st
                 .writers
                 .check(req.producer.as_ref(), req.stream_seq.as_deref());
-            if let Some(last_seq) = super::accepts(verdict, req.producer.as_ref(), req.stream_seq.as_deref())? {
+            if let Some(last_seq) =
+                super::accepts(verdict, req.producer.as_ref(), req.stream_seq.as_deref())?
+            {
                 return Ok(AppendOutcome::Duplicate {
                     next,
                     closed: false,
