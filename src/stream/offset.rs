@@ -50,19 +50,12 @@ pub struct OffsetParseError(pub String);
 impl FromStr for Offset {
     type Err = OffsetParseError;
 
+    /// A record boundary: a position inside a record is not an `Offset`.
     fn from_str(s: &str) -> Result<Self, Self::Err> {
-        let err = || OffsetParseError(s.to_string());
-        let (record, sub) = s.split_once('_').ok_or_else(err)?;
-        let digits = |p: &str| p.len() == 16 && p.bytes().all(|b| b.is_ascii_digit());
-        if !digits(record) || !digits(sub) {
-            return Err(err());
+        match s.parse::<Position>()? {
+            p if p.is_boundary() => Ok(p.record),
+            _ => Err(OffsetParseError(s.to_string())),
         }
-        // Only record boundaries exist; a non-zero sub-position was not
-        // minted by this server.
-        if sub.bytes().any(|b| b != b'0') {
-            return Err(err());
-        }
-        record.parse::<u64>().map(Offset).map_err(|_| err())
     }
 }
 
