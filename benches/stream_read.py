@@ -8,8 +8,9 @@ Starts a server on a fresh data dir, writes `--rows` points as ONE DoPut
 batch (one log record), then reads `/v1/stream/metrics` from `offset=-1`
 page by page with `Stream-Next-Offset` until `Stream-Up-To-Date`, checking
 that every point comes back once and in order. Prints pages, the largest
-page, the read rate, and the server's peak RSS (VmHWM) before and after
-the read.
+page, the read rate (overall, and counting only the time spent waiting on
+HTTP responses, not the client's JSON parsing), and the server's peak RSS
+(VmHWM) before and after the read.
 """
 
 from __future__ import annotations
@@ -77,13 +78,15 @@ def main() -> None:
         w.close()
         rss_before = peak_rss_mib(srv.pid)
 
-        offset, pages, largest, expected = "-1", 0, 0, 0
+        offset, pages, largest, expected, http_secs = "-1", 0, 0, 0, 0.0
         start = time.perf_counter()
         while True:
+            t = time.perf_counter()
             with urllib.request.urlopen(f"{base}/v1/stream/metrics?offset={offset}", timeout=60) as resp:
                 body = resp.read()
                 offset = resp.headers["Stream-Next-Offset"]
                 done = resp.headers.get("Stream-Up-To-Date") == "true"
+            http_secs += time.perf_counter() - t
             points = json.loads(body)
             for p in points:
                 assert p["value"] == float(expected), (p, expected)
@@ -95,7 +98,8 @@ def main() -> None:
         secs = time.perf_counter() - start
         assert expected == n, f"read {expected} of {n} points"
         print(f"{n:,} points in one DoPut read back in {pages:,} pages "
-              f"(largest {largest / 1024:.0f} KiB) in {secs:.2f} s: {n / secs:,.0f} points/s")
+              f"(largest {largest / 1024:.0f} KiB) in {secs:.2f} s: {n / secs:,.0f} points/s; "
+              f"{http_secs:.2f} s of it waiting on HTTP ({n / http_secs:,.0f} points/s), the rest parsing JSON")
         print(f"server peak RSS: {rss_before:.0f} MiB after the write, {peak_rss_mib(srv.pid):.0f} MiB after the read")
     finally:
         srv.terminate()
