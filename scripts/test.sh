@@ -59,6 +59,14 @@ if ! "$VENV/bin/python" -c 'import sys; assert sys.version_info >= (3, 10)' 2>/d
 fi
 "$VENV/bin/python" -m pip install -q --disable-pip-version-check -r tests/python/requirements.txt
 
+# ---- Node.js ------------------------------------------------------------------
+# The Durable Streams conformance suite and the official JavaScript client
+# (tests/js, run from pytest) need node and npm.
+if ! command -v npx >/dev/null 2>&1 && command -v apt-get >/dev/null 2>&1 && [ "$(id -u)" = 0 ]; then
+    log "installing Node.js and npm (Debian)"
+    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq nodejs npm || true
+fi
+
 # ---- Rust ---------------------------------------------------------------------
 # A clean CI build never reuses incremental state; skipping it saves GiBs of disk.
 if [ -n "${CI:-}" ]; then export CARGO_INCREMENTAL=0; fi
@@ -96,10 +104,6 @@ esac
 # The protocol's public suite (npm @durable-streams/server-conformance-tests)
 # against a real server with the 500 ms long-poll timeout the suite expects.
 log "Durable Streams conformance suite"
-if ! command -v npx >/dev/null 2>&1 && command -v apt-get >/dev/null 2>&1 && [ "$(id -u)" = 0 ]; then
-    log "installing Node.js and npm (Debian) for the conformance suite"
-    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq nodejs npm || true
-fi
 if ! command -v npx >/dev/null 2>&1; then
     CONFORMANCE_RESULT="FAILED (node/npx not installed)"; status=1
 else

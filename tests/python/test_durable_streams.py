@@ -5,20 +5,28 @@
 - HTTP and DoPut writes share one offset sequence;
 - an invalid point rejects the whole body and changes nothing;
 - `--source`: a second StreamDB follows the first's metrics stream and, with
-  kill -9 during ingest, ends with every point exactly once.
+  kill -9 during ingest, ends with every point exactly once;
+- the official JavaScript client's IdempotentProducer writes each point once
+  over a network that loses answers, and across a kill -9.
 """
 
 from __future__ import annotations
 
 import json
+import os
+import shutil
+import subprocess
 import threading
 import time
+from pathlib import Path
 import urllib.error
 import urllib.request
 
 import pyarrow as pa
 
 from streamdb_helpers import do_put, rows_of
+
+JS_CLIENT_VERSION = "0.2.7"
 
 T0 = 1_705_276_800_000_000  # 2024-01-15T00:00:00Z in Unix micros
 SCHEMA = pa.schema([("time", pa.timestamp("us", tz="UTC")), ("metric", pa.string()),
@@ -163,3 +171,58 @@ def test_source_consumer_is_exactly_once_across_kill9(streamdb_factory):
     assert source["offset"] == remote.status()["stream"]["next_offset"], source
     scrape = urllib.request.urlopen(f"{follower.http}/metrics", timeout=10).read().decode()
     assert "\nstreamdb_source_following 1\n" in scrape
+
+
+def js_client_dir() -> Path:
+    """@durable-streams/client installed once per machine, with the test
+    script beside it (ESM imports resolve from the script's directory)."""
+    d = Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "streamdb-ds-client" / JS_CLIENT_VERSION
+    if not (d / "node_modules" / "@durable-streams" / "client" / "package.json").exists():
+        d.mkdir(parents=True, exist_ok=True)
+        (d / "package.json").write_text('{"private": true, "type": "module"}')
+        subprocess.run(["npm", "install", "--no-audit", "--no-fund", "--loglevel=error",
+                        f"@durable-streams/client@{JS_CLIENT_VERSION}"], cwd=d, check=True, timeout=300)
+    shutil.copy(Path(__file__).parent.parent / "js" / "metrics_producer.mjs", d)
+    return d
+
+
+def test_js_idempotent_producer_writes_each_point_once(streamdb_server):
+    srv, n = streamdb_server, 3000
+    d = js_client_dir()
+
+    def produce(metric: str, in_flight: int) -> dict:
+        out = subprocess.run(["node", "metrics_producer.mjs", srv.http, metric, str(n), str(in_flight)], cwd=d,
+                             capture_output=True, text=True, timeout=120)
+        assert out.returncode == 0, out.stderr
+        stats = json.loads(out.stdout)
+        stats["statuses"] = {int(k): v for k, v in stats["statuses"].items()}
+        assert set(stats["statuses"]) <= {200, 204, 409}, stats
+        return stats
+
+    def count(metric: str) -> list:
+        return srv.sql(f"SELECT count(*) AS n, sum(value) AS s, count(DISTINCT time) AS times "
+                       f"FROM metrics WHERE metric = '{metric}'").to_pylist()
+
+    # One batch in flight: every resent request is a duplicate of a batch
+    # just written (about 50 points a batch: many POSTs).
+    serial = produce("serial", 1)
+    batches = serial["posts"] - serial["resent"]
+    assert batches >= 30 and serial["statuses"] == {200: batches, 204: serial["resent"]}, serial
+    # Five in flight: out-of-order arrivals are 409 gaps the client waits
+    # out; some lost answers are duplicates.
+    pipelined = produce("pipelined", 5)
+    assert pipelined["statuses"].get(204, 0) >= 1, pipelined
+    for metric in ["serial", "pipelined"]:
+        assert count(metric) == [{"n": n, "s": n * (n - 1) / 2, "times": n}], metric
+    # The stream view holds each point once too: nothing was appended twice.
+    _, _, body = get(srv, "offset=-1")
+    assert len([m for m in json.loads(body) if m["metric"] in ("serial", "pipelined")]) == 2 * n
+
+    # After a kill -9 the producer table comes back from the log: each
+    # session sent again (same batches, same sequence numbers) is answered
+    # with duplicates (and gaps) and writes nothing.
+    srv.restart(graceful=False)
+    for metric, in_flight in [("serial", 1), ("pipelined", 5)]:
+        again = produce(metric, in_flight)
+        assert 200 not in again["statuses"], again
+        assert count(metric)[0]["n"] == n
