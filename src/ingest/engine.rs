@@ -105,6 +105,16 @@ pub enum EngineError {
     BatchTooLarge { rows: usize, limit: usize },
 }
 
+/// Bytes of a write admitted to the buffer but not yet applied; given back
+/// when dropped.
+struct Reserved<'a>(&'a AtomicUsize, usize);
+
+impl Drop for Reserved<'_> {
+    fn drop(&mut self) {
+        self.0.fetch_sub(self.1, Ordering::AcqRel);
+    }
+}
+
 /// What a durable write returns.
 #[derive(Debug, Clone, Copy, PartialEq, Serialize)]
 pub struct WriteReceipt {
@@ -156,9 +166,9 @@ pub struct Engine {
     /// Writers hold it shared from normalising a batch until it is applied;
     /// retention takes it to remove series (see `compactor`).
     pub(crate) series_gate: tokio::sync::RwLock<()>,
-    /// Held by an exactly-once write from its check to its durable
+    /// Held by exactly-once writes from their check to their durable
     /// append (see `exactly_once`).
-    pub(crate) writers_gate: tokio::sync::Mutex<()>,
+    pub(crate) writer_locks: super::exactly_once::WriterLocks,
     /// Large records recently decoded for the JSON view of the log.
     pub(crate) decoded: super::view::DecodedRecords,
     /// The next chunk id to hand out; never reused, even for chunks whose
@@ -254,7 +264,7 @@ impl Engine {
             space: Notify::new(),
             flush_lock: tokio::sync::Mutex::new(()),
             series_gate: tokio::sync::RwLock::new(()),
-            writers_gate: tokio::sync::Mutex::new(()),
+            writer_locks: Default::default(),
             decoded: Default::default(),
             catalog_persisted,
             maintenance: Default::default(),
@@ -427,10 +437,11 @@ impl Engine {
         }
         let bytes = points.points.get_array_memory_size();
         self.reserve(bytes).await?;
+        // Released however this ends, a client that went away mid-write
+        // included (the record is still written and applied).
+        let _reserved = Reserved(&self.shared.reserved, bytes);
         let payload = record::encode(&points);
-        let result = self.log.append(payload, points).await;
-        self.shared.reserved.fetch_sub(bytes, Ordering::AcqRel);
-        let offset = result?;
+        let offset = self.log.append(payload, points).await?;
         let m = crate::telemetry::metrics();
         m.ingest_rows.inc_by(rows as u64);
         m.ingest_batches.inc();

@@ -2,22 +2,24 @@
 //! protocol's idempotent producers and `Stream-Seq` on the database's own
 //! log.
 //!
-//! The check and the durable append happen under one gate, so two retries
-//! of the same batch can never both pass the check. The accepted tuple
-//! travels inside the log record ([`super::Origin`]) and from there into the
-//! manifest at flush, exactly like a `--source` checkpoint: after a crash
-//! the table is rebuilt from the very records it describes, so a retried
-//! batch is either present and known, or neither. Plain writes (DoPut, HTTP
-//! without producer headers) never take the gate.
+//! A write's check and its durable append happen under a lock, so two
+//! retries of the same batch can never both pass the check: each producer
+//! id has its own lock (different producers still share group commits),
+//! and writes carrying `Stream-Seq` also take one lock for the stream. The
+//! locked section runs in a task of its own, so a client that disconnects
+//! mid-write cannot release the lock before the record is applied. The
+//! accepted tuple travels inside the log record ([`super::Origin`]) and from
+//! there into the manifest at flush, exactly like a `--source` checkpoint:
+//! after a crash the table is rebuilt from the very records it describes,
+//! so a retried batch is either present and known, or neither. Plain writes
+//! (DoPut, HTTP without producer headers) take no lock.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Weak};
 
 use super::engine::{Engine, EngineError, WriteReceipt};
 use super::normalize::PointBatch;
 use crate::model::{ProducerTuple, Verdict};
-
-/// Producers with no append for this long are forgotten at the next flush
-/// (see [`crate::model::Producers::forget_idle`]), so producer ids minted
-/// per process cannot grow the manifest without bound.
-pub(super) const PRODUCER_IDLE_SECS: i64 = 7 * 24 * 3600;
 
 /// What an exactly-once write did.
 #[derive(Debug, Clone, PartialEq)]
@@ -29,16 +31,70 @@ pub enum Once {
     NotWritten(Verdict),
 }
 
+/// The locks exactly-once writes take.
+#[derive(Default)]
+pub(crate) struct WriterLocks {
+    /// Per producer id; entries die with their last holder.
+    producers: parking_lot::Mutex<HashMap<String, Weak<tokio::sync::Mutex<()>>>>,
+    /// Writes that carry `Stream-Seq` (its order is the stream's).
+    stream_seq: tokio::sync::Mutex<()>,
+}
+
+impl WriterLocks {
+    fn producer(&self, id: &str) -> Arc<tokio::sync::Mutex<()>> {
+        let mut map = self.producers.lock();
+        if let Some(lock) = map.get(id).and_then(Weak::upgrade) {
+            return lock;
+        }
+        // Drop the entries of producers no write holds any more, now and
+        // then, so the map stays as small as the writes in flight.
+        if map.len() >= 64 {
+            map.retain(|_, w| w.strong_count() > 0);
+        }
+        let lock = Arc::new(tokio::sync::Mutex::new(()));
+        map.insert(id.to_string(), Arc::downgrade(&lock));
+        lock
+    }
+}
+
 impl Engine {
     /// Writes `points` unless the producer tuple or `Stream-Seq` says it
     /// must not be.
     pub async fn write_once(
+        self: &Arc<Self>,
+        points: PointBatch,
+        producer: Option<ProducerTuple>,
+        stream_seq: Option<String>,
+    ) -> Result<Once, EngineError> {
+        let engine = self.clone();
+        let task =
+            tokio::spawn(
+                async move { engine.write_once_locked(points, producer, stream_seq).await },
+            );
+        match task.await {
+            Ok(result) => result,
+            Err(e) if e.is_panic() => std::panic::resume_unwind(e.into_panic()),
+            // Only a runtime shutting down cancels a spawned task.
+            Err(_) => Err(EngineError::ShuttingDown),
+        }
+    }
+
+    async fn write_once_locked(
         &self,
         mut points: PointBatch,
         producer: Option<ProducerTuple>,
         stream_seq: Option<String>,
     ) -> Result<Once, EngineError> {
-        let _one_at_a_time = self.writers_gate.lock().await;
+        // Always producer, then Stream-Seq: one order, no deadlock.
+        let producer_lock = producer.as_ref().map(|p| self.writer_locks.producer(&p.id));
+        let _producer_guard = match &producer_lock {
+            Some(l) => Some(l.lock().await),
+            None => None,
+        };
+        let _seq_guard = match &stream_seq {
+            Some(_) => Some(self.writer_locks.stream_seq.lock().await),
+            None => None,
+        };
         let verdict = self
             .shared
             .state
@@ -51,7 +107,7 @@ impl Engine {
         points.origin.producer = producer;
         points.origin.stream_seq = stream_seq;
         // The log's writer applies the record (and its tuple) to the state
-        // before answering, so the next check under the gate sees it.
+        // before answering, so the next check under the lock sees it.
         self.write_points(points).await.map(Once::Written)
     }
 }
@@ -72,7 +128,7 @@ mod tests {
         Engine::open(cfg).await.unwrap()
     }
 
-    async fn write(e: &Engine, id: &str, epoch: u64, seq: u64, stream_seq: &str) -> Once {
+    async fn write(e: &Arc<Engine>, id: &str, epoch: u64, seq: u64, stream_seq: &str) -> Once {
         let body =
             format!(r#"{{"time":{seq},"metric":"cpu","tags":{{"p":"{id}"}},"value":{epoch}}}"#);
         let points = json::parse(body.as_bytes(), false, e.catalog()).unwrap();
@@ -87,6 +143,61 @@ mod tests {
 
     fn dup(last_seq: u64) -> Once {
         Once::NotWritten(Verdict::Duplicate { last_seq })
+    }
+
+    /// A client that disconnects mid-write drops the request's future; its
+    /// retry must still find the first write recorded, not write again.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_write_abandoned_by_its_client_still_fences_its_retry() {
+        let dir = tempfile::tempdir().unwrap();
+        let e = open(dir.path()).await;
+        for seq in 0..20 {
+            let body = format!(r#"{{"time":{seq},"metric":"cpu","value":1}}"#);
+            let points = || json::parse(body.as_bytes(), false, e.catalog()).unwrap();
+            let tuple = || {
+                Some(ProducerTuple {
+                    id: "p".into(),
+                    epoch: 0,
+                    seq,
+                })
+            };
+            // Polled once, then dropped: the write is under way.
+            let first = e.write_once(points(), tuple(), None);
+            let _ = tokio::time::timeout(Duration::ZERO, first).await;
+            let retry = e.write_once(points(), tuple(), None).await.unwrap();
+            assert_eq!(retry, dup(seq), "seq {seq}");
+        }
+        assert_eq!(e.status().rows, 20);
+        e.shutdown().await.unwrap();
+    }
+
+    /// Producers have locks of their own: one producer's write in flight
+    /// does not hold up another's, and each still gets its own verdicts.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn producers_write_concurrently_each_once() {
+        let dir = tempfile::tempdir().unwrap();
+        let e = open(dir.path()).await;
+        let mut tasks = Vec::new();
+        for p in 0..8 {
+            let e = e.clone();
+            tasks.push(tokio::spawn(async move {
+                for seq in 0..25 {
+                    let id = format!("p{p}");
+                    for _attempt in 0..2 {
+                        let got = write(&e, &id, 0, seq, "").await;
+                        assert!(
+                            matches!(got, Once::Written(_)) || got == dup(seq),
+                            "{got:?}"
+                        );
+                    }
+                }
+            }));
+        }
+        for t in tasks {
+            t.await.unwrap();
+        }
+        assert_eq!(e.status().rows, 8 * 25);
+        e.shutdown().await.unwrap();
     }
 
     #[tokio::test]

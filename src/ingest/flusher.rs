@@ -130,8 +130,16 @@ async fn write_buffer(e: &Engine) -> Result<u64, EngineError> {
     let mut next = (*snap.manifest).clone();
     next.chunks.extend(chunks);
     next.stream_offset = upto.0;
-    let idle_before = chrono::Utc::now().timestamp() - super::exactly_once::PRODUCER_IDLE_SECS;
-    next.writers.producers.forget_idle(idle_before);
+    // Producer state is kept as long as the data it vouches for: with
+    // `--retention`, a producer idle for longer has nothing left to be a
+    // duplicate of (the protocol's §5.2.1 clean-up rule).
+    let idle_before = e
+        .config
+        .retention
+        .map(|r| chrono::Utc::now().timestamp() - r.as_secs() as i64);
+    if let Some(before) = idle_before {
+        next.writers.producers.forget_idle(before);
+    }
     for b in &snap.buffered {
         let o = &b.origin;
         if o.source.is_some() {
@@ -143,12 +151,9 @@ async fn write_buffer(e: &Engine) -> Result<u64, EngineError> {
     // Files must be durable before a manifest references them.
     e.store.sync(&written)?;
     let committed = e.commit_manifest(&snap.manifest, next).await?;
-    e.shared
-        .state
-        .write()
-        .writers
-        .producers
-        .forget_idle(idle_before);
+    if let Some(before) = idle_before {
+        e.shared.state.write().writers.producers.forget_idle(before);
+    }
     for (path, part) in decoded {
         if let Some(part) = part {
             e.reader.insert(&path, std::sync::Arc::new(vec![part]));

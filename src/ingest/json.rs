@@ -173,11 +173,14 @@ pub(super) fn render_points(
                     from_catalog = k;
                     &*from_catalog
                 }
-                // Cannot happen: a record's series are defined in it or
-                // before it. Say so rather than drop the point.
+                // A series retention removed while the log still holds
+                // its points (a backfill older than `--retention`): say
+                // which series rather than drop the point.
                 None => {
                     let msg = serde_json::json!({"time": format_micros(times[i]), "series_id": id.to_string(), "value": values[i]});
-                    out.push(msg.to_string().into_bytes());
+                    let msg = msg.to_string().into_bytes();
+                    bytes += msg.len() + 1;
+                    out.push(msg);
                     continue;
                 }
             },

@@ -63,6 +63,10 @@ impl DecodedRecords {
         let batch = Arc::new(batch);
         if batch.rows() >= CACHE_MIN_POINTS {
             let mut cache = self.0.lock();
+            // Another reader may have decoded it meanwhile: keep one copy.
+            if let Some((_, cached)) = cache.iter().find(|(o, _)| *o == offset) {
+                return Ok(cached.clone());
+            }
             cache.push_back((offset, batch.clone()));
             if cache.len() > CACHE_RECORDS {
                 cache.pop_front();

@@ -104,9 +104,9 @@ impl Producers {
     }
 
     /// Forgets producers with no append since `before` (Unix seconds), as
-    /// Kafka expires idle producer ids: a producer back after that starts
-    /// over at sequence 0, and only a retry from before the gap could be
-    /// taken twice.
+    /// Kafka expires idle producer ids: a producer back after that must
+    /// start over at sequence 0 (a higher one is a gap), and a batch resent
+    /// from before that is new data again.
     pub fn forget_idle(&mut self, before: i64) {
         self.0.retain(|_, s| s.seen >= before);
     }

@@ -127,7 +127,6 @@ fn read_metrics(
     from: Position,
     max_bytes: usize,
 ) -> Result<ReadBatch, StreamError> {
-    let tail = Position::from(engine.log().next_offset());
     let page = engine.read_json(from, max_bytes).map_err(|e| match e {
         ViewError::Log(LogError::Truncated { first, .. }) => StreamError::Truncated { first },
         ViewError::Log(LogError::BeyondEnd { requested, next }) => StreamError::BadRequest(
@@ -141,6 +140,10 @@ fn read_metrics(
     } else {
         vec![Body::Json(page.messages)]
     };
+    // The tail after the read: a record appended meanwhile and read in
+    // part puts the tail past `next`, so a partial page is never "up to
+    // date".
+    let tail = Position::from(engine.log().next_offset());
     Ok(ReadBatch {
         bodies,
         next: page.next,

@@ -245,7 +245,23 @@ impl NamedStream {
 
     /// Appends (and/or closes), applying the protocol's checks in its order
     /// of precedence: closed, content type, producer, `Stream-Seq`.
-    pub async fn append(&self, req: AppendRequest) -> Result<AppendOutcome, StreamError> {
+    ///
+    /// Runs in a task of its own: a caller that goes away (a client that
+    /// disconnects mid-append) cannot cut it between the durable append and
+    /// recording its producer tuple, which would let a retry in twice.
+    pub async fn append(
+        self: &Arc<Self>,
+        req: AppendRequest,
+    ) -> Result<AppendOutcome, StreamError> {
+        let stream = self.clone();
+        match tokio::spawn(async move { stream.append_whole(req).await }).await {
+            Ok(outcome) => outcome,
+            Err(e) if e.is_panic() => std::panic::resume_unwind(e.into_panic()),
+            Err(_) => Err(StreamError::Io("the server is shutting down".into())),
+        }
+    }
+
+    async fn append_whole(&self, req: AppendRequest) -> Result<AppendOutcome, StreamError> {
         let has_body = !req.body.is_empty();
         if !has_body && !req.close {
             return Err(StreamError::BadRequest(

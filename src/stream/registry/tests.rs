@@ -220,3 +220,27 @@ async fn the_stream_limit_refuses_new_streams_until_one_is_deleted() {
         .unwrap();
     assert_eq!(r.len(), 8);
 }
+
+/// A client that disconnects mid-append drops the request's future; its
+/// retry must still find the first append recorded, not append again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_append_abandoned_by_its_client_still_fences_its_retry() {
+    let dir = tempfile::tempdir().unwrap();
+    let r = registry(dir.path());
+    r.create(create("a", "text/plain", b"")).await.unwrap();
+    let s = r.get("a").await.unwrap();
+    for seq in 0..20 {
+        let req = || AppendRequest {
+            producer: producer(seq),
+            ..append(b"z")
+        };
+        // Polled once, then dropped: the append is under way.
+        let _ = tokio::time::timeout(std::time::Duration::ZERO, s.append(req())).await;
+        let retry = s.append(req()).await.unwrap();
+        assert!(
+            matches!(retry, AppendOutcome::Duplicate { last_seq, .. } if last_seq == seq),
+            "seq {seq}: {retry:?}"
+        );
+    }
+    assert_eq!(text(&s, Offset(0)), "z".repeat(20));
+}
