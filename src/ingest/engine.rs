@@ -531,6 +531,7 @@ impl Engine {
                 next_offset: log.next_offset.to_string(),
                 segments: log.segments,
                 bytes: log.bytes,
+                producers: st.writers.producers.len(),
             },
             buffer: BufferStatus {
                 rows: st.rows as u64,
@@ -732,6 +733,8 @@ pub struct StreamStatus {
     pub next_offset: String,
     pub segments: usize,
     pub bytes: u64,
+    /// Idempotent producers whose state is kept (see `exactly_once`).
+    pub producers: usize,
 }
 
 #[derive(Debug, Clone, Serialize)]

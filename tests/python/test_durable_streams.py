@@ -217,6 +217,7 @@ def test_js_idempotent_producer_writes_each_point_once(streamdb_server):
     # The stream view holds each point once too: nothing was appended twice.
     _, _, body = get(srv, "offset=-1")
     assert len([m for m in json.loads(body) if m["metric"] in ("serial", "pipelined")]) == 2 * n
+    assert srv.status()["stream"]["producers"] == 2  # js-serial, js-pipelined
 
     # After a kill -9 the producer table comes back from the log: each
     # session sent again (same batches, same sequence numbers) is answered

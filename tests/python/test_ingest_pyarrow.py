@@ -204,7 +204,8 @@ def test_status_empty_then_after_ingest(streamdb_server):
     assert set(st) >= {"version", "data_dir", "stream", "buffer", "storage", "series", "rows",
                        "time_range"}
     assert isinstance(st["version"], str) and st["version"]
-    assert set(st["stream"]) >= {"first_offset", "next_offset", "segments", "bytes"}
+    assert set(st["stream"]) >= {"first_offset", "next_offset", "segments", "bytes", "producers"}
+    assert st["stream"]["producers"] == 0
     assert set(st["buffer"]) >= {"rows", "bytes"}
     assert set(st["storage"]) >= {"manifest_version", "covered_offset", "chunks", "rows", "bytes"}
     assert (st["rows"], st["series"]) == (0, 0)
