@@ -46,6 +46,22 @@ async fn post_json(
         .unwrap()
 }
 
+/// A POST from idempotent producer `id`.
+fn producer_post(
+    http: &reqwest::Client,
+    url: &str,
+    (id, epoch, seq): (&str, u64, u64),
+    content_type: &str,
+    body: String,
+) -> reqwest::RequestBuilder {
+    http.post(url)
+        .header("content-type", content_type.to_string())
+        .header("producer-id", id.to_string())
+        .header("producer-epoch", epoch.to_string())
+        .header("producer-seq", seq.to_string())
+        .body(body)
+}
+
 async fn json_messages(http: &reqwest::Client, url: &str, offset: &str) -> Vec<serde_json::Value> {
     let r = http
         .get(url)
@@ -142,15 +158,16 @@ async fn named_streams_keep_data_producers_and_closure_across_restarts() {
         .await
         .unwrap();
     assert_eq!(r.status(), StatusCode::CREATED);
-    let produce = |http: &reqwest::Client, events: &str, seq: &str| {
-        http.post(events)
-            .header("content-type", "text/plain")
-            .header("producer-id", "writer-1")
-            .header("producer-epoch", "0")
-            .header("producer-seq", seq.to_string())
-            .body(format!("[{seq}]"))
+    let produce = |http: &reqwest::Client, events: &str, seq: u64| {
+        producer_post(
+            http,
+            events,
+            ("writer-1", 0, seq),
+            "text/plain",
+            format!("[{seq}]"),
+        )
     };
-    for seq in ["0", "1"] {
+    for seq in [0, 1] {
         let r = produce(&http, &events, seq).send().await.unwrap();
         assert_eq!(r.status(), StatusCode::OK);
     }
@@ -160,10 +177,10 @@ async fn named_streams_keep_data_producers_and_closure_across_restarts() {
     srv.stop().await.unwrap();
     let srv = start(dir.path()).await;
     let events = url(&srv, "app/events");
-    let retry = produce(&http, &events, "1").send().await.unwrap();
+    let retry = produce(&http, &events, 1).send().await.unwrap();
     assert_eq!(retry.status(), StatusCode::NO_CONTENT);
     assert_eq!(header(&retry, "producer-seq"), "1");
-    let gap = produce(&http, &events, "3").send().await.unwrap();
+    let gap = produce(&http, &events, 3).send().await.unwrap();
     assert_eq!(gap.status(), StatusCode::CONFLICT);
     assert_eq!(header(&gap, "producer-expected-seq"), "2");
     let close = http
@@ -183,7 +200,7 @@ async fn named_streams_keep_data_producers_and_closure_across_restarts() {
     assert_eq!(r.text().await.unwrap(), "a[0][1]");
     let head = http.head(&events).send().await.unwrap();
     assert_eq!(header(&head, "stream-ttl"), "3600");
-    let late = produce(&http, &events, "2").send().await.unwrap();
+    let late = produce(&http, &events, 2).send().await.unwrap();
     assert_eq!(late.status(), StatusCode::CONFLICT);
     assert_eq!(header(&late, "stream-closed"), "true");
     srv.stop().await.unwrap();
@@ -285,14 +302,16 @@ async fn metrics_stream_producers_write_each_batch_once() {
     let http = reqwest::Client::new();
     let metrics = url(&srv, "metrics");
     let produce = |metrics: &str, epoch: u64, seq: u64| {
-        http.post(metrics)
-            .header("content-type", "application/json")
-            .header("producer-id", "collector-7")
-            .header("producer-epoch", epoch.to_string())
-            .header("producer-seq", seq.to_string())
-            .body(format!(
-                r#"[{{"time":{seq},"metric":"up","value":1}},{{"time":{seq},"metric":"up","tags":{{"e":"{epoch}"}},"value":2}}]"#
-            ))
+        let body = format!(
+            r#"[{{"time":{seq},"metric":"up","value":1}},{{"time":{seq},"metric":"up","tags":{{"e":"{epoch}"}},"value":2}}]"#
+        );
+        producer_post(
+            &http,
+            metrics,
+            ("collector-7", epoch, seq),
+            "application/json",
+            body,
+        )
     };
     async fn count(addr: std::net::SocketAddr) -> i64 {
         let mut c = Client::connect(&format!("http://{addr}")).await.unwrap();

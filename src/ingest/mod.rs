@@ -14,6 +14,11 @@
 //! an hour's chunks into one Parquet chunk, drops expired chunks and
 //! deletes files no manifest references any more.
 //!
+//! The `metrics` stream's HTTP side also lives here because it reads and
+//! writes through the engine: `json` (point messages), `view` (the log
+//! read back as pages of messages), `exactly_once` (idempotent producers
+//! and `Stream-Seq`) and `consumer` (`--source`).
+//!
 //! May depend on `model`, `stream` and `storage`.
 
 mod buffer;
