@@ -33,6 +33,7 @@ pub mod flight;
 pub mod ingest;
 pub mod model;
 pub mod query;
+pub mod runtime;
 pub mod server;
 pub mod storage;
 pub mod stream;

@@ -477,8 +477,8 @@ async fn the_metrics_stream_stays_readable_after_a_flush_within_retention() {
     for keep in [true, false] {
         let dir = tempfile::tempdir().unwrap();
         let mut config = common::config(dir.path());
-        config.engine.segment_bytes = 512;
-        config.engine.stream_retention = if keep {
+        config.engine.log.segment_bytes = 512;
+        config.engine.log.stream_retention = if keep {
             streamdb::stream::Retention {
                 age: std::time::Duration::from_secs(3600),
                 bytes: 1 << 30,
@@ -559,7 +559,7 @@ async fn the_stream_reader_tells_every_answer_apart() {
     let dir = tempfile::tempdir().unwrap();
     let mut config = common::config(dir.path());
     config.streams.long_poll_timeout = Duration::from_millis(200);
-    config.engine.segment_bytes = 256;
+    config.engine.log.segment_bytes = 256;
     let srv = server::start(config).await.unwrap();
     let http = reqwest::Client::new();
     let events = url(&srv, "events");

@@ -160,17 +160,17 @@ struct LimitArgs {
 
 pub async fn run(a: StartArgs) -> Result<()> {
     let mut engine = EngineConfig::new(&a.data_dir);
-    engine.flush_interval = a.flush_interval;
-    engine.flush_bytes = a.flush_bytes;
-    engine.max_buffer_bytes = a.max_buffer_bytes;
-    engine.write_timeout = a.write_timeout;
-    engine.segment_bytes = a.segment_bytes as u64;
-    engine.stream_retention = crate::stream::Retention {
+    engine.buffer.flush_interval = a.flush_interval;
+    engine.buffer.flush_bytes = a.flush_bytes;
+    engine.buffer.max_buffer_bytes = a.max_buffer_bytes;
+    engine.buffer.write_timeout = a.write_timeout;
+    engine.log.segment_bytes = a.segment_bytes as u64;
+    engine.log.stream_retention = crate::stream::Retention {
         age: a.stream_retention,
         bytes: a.stream_retention_bytes as u64,
     };
     let limits = a.limits;
-    engine.max_batch_rows = limits.max_batch_rows;
+    engine.buffer.max_batch_rows = limits.max_batch_rows;
     let storage = a.storage;
     if let Some(url) = &storage.object_store {
         engine.store = Some(crate::storage::Store::from_url(url)?);
@@ -178,10 +178,10 @@ pub async fn run(a: StartArgs) -> Result<()> {
     if storage.retention.is_some_and(|r| r.is_zero()) {
         anyhow::bail!("--retention 0 would drop every chunk as it is written; leave it out to keep data forever");
     }
-    engine.retention = storage.retention;
-    engine.compaction_interval = storage.compaction_interval;
-    engine.gc_grace = storage.gc_grace.max(limits.query_timeout);
-    engine.chunk_cache_bytes = storage.chunk_cache_bytes;
+    engine.maintenance.retention = storage.retention;
+    engine.maintenance.compaction_interval = storage.compaction_interval;
+    engine.maintenance.gc_grace = storage.gc_grace.max(limits.query_timeout);
+    engine.cache.chunk_cache_bytes = storage.chunk_cache_bytes;
     let config = ServerConfig {
         addr: SocketAddr::new(a.host, a.port),
         engine,

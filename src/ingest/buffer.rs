@@ -1,20 +1,24 @@
-//! The in-memory write buffer: every durable batch not yet in a chunk, in
-//! offset order, together with the manifest it sits on top of.
+//! The in-memory write buffer ([`WriteBuffer`]): every durable batch not yet
+//! in a chunk, in offset order, together with the manifest it sits on top
+//! of, the series catalog, and the feed of applied batches.
 //!
 //! The buffer and the manifest are swapped under one lock, so a reader's
 //! [`Snapshot`] sees every row exactly once: either still buffered or
 //! already in a committed chunk, never both or neither.
 
 use std::sync::Arc;
-use std::time::Instant;
 
 use arrow::array::{AsArray, RecordBatch};
 use arrow::datatypes::TimestampMicrosecondType;
+use parking_lot::RwLock;
+use tokio::sync::{broadcast, Notify};
+use tokio::time::Instant;
 
-use super::normalize::Origin;
+use super::normalize::{Origin, PointBatch};
 use crate::model::Writers;
-use crate::storage::Manifest;
-use crate::stream::Offset;
+use crate::runtime::Clock;
+use crate::storage::{Manifest, SeriesCatalog};
+use crate::stream::{DurableSink, Offset};
 
 /// One durable batch of points (`point_schema`) and its log offset.
 #[derive(Debug)]
@@ -82,7 +86,7 @@ impl State {
         }
     }
 
-    pub fn push(&mut self, batch: Arc<BufferedBatch>) {
+    pub fn push(&mut self, batch: Arc<BufferedBatch>, now: Instant) {
         debug_assert!(
             batch.offset >= self.applied,
             "records must arrive in offset order"
@@ -96,12 +100,12 @@ impl State {
         }
         self.rows += batch.points.num_rows();
         self.bytes += batch.bytes;
-        self.oldest.get_or_insert_with(Instant::now);
+        self.oldest.get_or_insert(now);
         self.batches.push(batch);
     }
 
     /// Installs a newly committed manifest and drops the batches it covers.
-    pub fn commit(&mut self, manifest: Arc<Manifest>) {
+    pub fn commit(&mut self, manifest: Arc<Manifest>, now: Instant) {
         let covered = Offset(manifest.stream_offset);
         let keep = self.batches.partition_point(|b| b.offset < covered);
         for b in self.batches.drain(..keep) {
@@ -111,7 +115,7 @@ impl State {
         self.oldest = if self.batches.is_empty() {
             None
         } else {
-            Some(Instant::now())
+            Some(now)
         };
         self.manifest = manifest;
     }
@@ -122,5 +126,113 @@ impl State {
             buffered: self.batches.clone(),
             applied: self.applied,
         }
+    }
+}
+
+/// Batches a continuous query may fall behind ingest before it is dropped.
+const FANOUT_BATCHES: usize = 1024;
+
+/// The engine's in-memory state that readers and the log's writer thread
+/// share: the buffer over its manifest, the series catalog, and the feed of
+/// applied batches. It is the log's [`DurableSink`].
+pub(crate) struct WriteBuffer {
+    state: RwLock<State>,
+    catalog: Arc<SeriesCatalog>,
+    /// Every applied batch, for continuous queries. A broadcast never
+    /// blocks the log's writer: a receiver that falls behind by more than
+    /// its capacity is told it lagged.
+    fanout: broadcast::Sender<Arc<BufferedBatch>>,
+    /// Signalled whenever a commit drops flushed batches (frees space).
+    space: Notify,
+    /// Writers hold it shared from normalising a batch against the catalog
+    /// until the batch is applied; retention takes it exclusively to
+    /// remove series, so no batch is ever between the two while series go
+    /// and every later write logs the keys of the series it brings back.
+    series_gate: tokio::sync::RwLock<()>,
+    clock: Clock,
+}
+
+impl DurableSink<PointBatch> for WriteBuffer {
+    fn on_durable(&self, offset: Offset, batch: PointBatch) {
+        self.apply(offset, batch);
+    }
+}
+
+impl WriteBuffer {
+    pub fn new(manifest: Arc<Manifest>, catalog: SeriesCatalog, clock: Clock) -> Self {
+        Self {
+            state: RwLock::new(State::new(manifest)),
+            catalog: Arc::new(catalog),
+            fanout: broadcast::channel(FANOUT_BATCHES).0,
+            space: Notify::new(),
+            series_gate: tokio::sync::RwLock::new(()),
+            clock,
+        }
+    }
+
+    /// Adds a durable record: its new series to the catalog, its points to
+    /// the buffer, then to the feed.
+    pub fn apply(&self, offset: Offset, batch: PointBatch) {
+        for (id, key) in batch.new_series {
+            self.catalog.insert(id, key);
+        }
+        let batch = Arc::new(BufferedBatch::new(offset, batch.points, batch.origin));
+        self.state.write().push(batch.clone(), self.clock.instant());
+        // No receivers is the normal case; nothing to do then.
+        let _ = self.fanout.send(batch);
+    }
+
+    /// Installs a newly committed manifest, drops the batches it covers
+    /// and wakes writers waiting for space.
+    pub fn install(&self, manifest: Arc<Manifest>) {
+        self.state.write().commit(manifest, self.clock.instant());
+        self.space.notify_waiters();
+    }
+
+    pub fn snapshot(&self) -> Snapshot {
+        self.state.read().snapshot()
+    }
+
+    pub fn manifest(&self) -> Arc<Manifest> {
+        self.state.read().manifest.clone()
+    }
+
+    /// Reads the state under its lock (status, checks that need several
+    /// fields at one instant).
+    pub fn with_state<R>(&self, read: impl FnOnce(&State) -> R) -> R {
+        read(&self.state.read())
+    }
+
+    /// Changes the state under its lock.
+    pub fn update_state<R>(&self, change: impl FnOnce(&mut State) -> R) -> R {
+        change(&mut self.state.write())
+    }
+
+    pub fn catalog(&self) -> &Arc<SeriesCatalog> {
+        &self.catalog
+    }
+
+    pub fn subscribe(&self) -> broadcast::Receiver<Arc<BufferedBatch>> {
+        self.fanout.subscribe()
+    }
+
+    /// Receivers of the feed (continuous queries following it).
+    pub fn subscribers(&self) -> usize {
+        self.fanout.receiver_count()
+    }
+
+    /// Resolves at the next [`WriteBuffer::install`] after the call.
+    pub fn space_freed(&self) -> tokio::sync::futures::Notified<'_> {
+        self.space.notified()
+    }
+
+    /// Held while a batch goes from normalising to applied.
+    pub async fn share_series(&self) -> tokio::sync::RwLockReadGuard<'_, ()> {
+        self.series_gate.read().await
+    }
+
+    /// Held while series are removed from the catalog.
+    pub async fn exclude_writers(&self) -> tokio::sync::RwLockWriteGuard<'_, ()> {
+        self.series_gate.write().await
     }
 }

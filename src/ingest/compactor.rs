@@ -20,25 +20,31 @@
 //! manifest commit that swaps them in; inputs become garbage in that same
 //! commit. A crash before the commit leaves an orphan, after it leaves
 //! garbage; both are deleted later, and no row is ever in two referenced
-//! chunks or in none. The commit itself runs under the flush lock, after
-//! checking its inputs are all still referenced.
+//! chunks or in none. Every change commits through the [`CommitPath`], whose
+//! closure checks the inputs are all still referenced.
 
 use std::collections::HashSet;
-use std::sync::Weak;
+use std::sync::Arc;
 use std::time::Duration;
 
 use arrow::array::{AsArray, RecordBatch};
 use arrow::datatypes::UInt64Type;
 use object_store::path::Path;
 use serde::Serialize;
-use tokio::sync::watch;
 
-use super::engine::{Engine, EngineError};
-use super::flusher::sorted_points;
+use super::buffer::WriteBuffer;
+use super::commit::CommitPath;
+use super::config::MaintenanceSection;
+use super::error::EngineError;
+use super::normalize::PointBatch;
+use super::sort::sorted_points;
 use crate::model::format_micros;
+use crate::runtime::{Clock, Tasks};
 use crate::storage::{
-    encode_compacted, ChunkMeta, Garbage, Manifest, StorageError, PARTITION_MICROS,
+    encode_compacted, ChunkMeta, ChunkReader, Garbage, Manifest, StorageError, Store,
+    PARTITION_MICROS,
 };
+use crate::stream::{Log, Offset, Retention};
 
 /// Flushed chunks a hot partition may hold before they are merged.
 pub const HOT_MERGE: usize = 8;
@@ -101,192 +107,328 @@ pub fn plan(m: &Manifest, now: i64, cold_after: Duration) -> Vec<Job> {
         .collect()
 }
 
-/// The background loop.
-pub(super) async fn run(engine: Weak<Engine>, mut shutdown: watch::Receiver<bool>) {
-    let mut passes = 0u64;
-    loop {
-        let Some(interval) = engine.upgrade().map(|e| e.config.compaction_interval) else {
-            return;
-        };
-        tokio::select! {
-            _ = shutdown.changed() => return,
-            _ = tokio::time::sleep(interval) => {}
+/// What [`Maintenance`] works with.
+pub(crate) struct MaintenanceArgs {
+    pub buffer: Arc<WriteBuffer>,
+    pub commit: Arc<CommitPath>,
+    pub store: Store,
+    pub reader: Arc<ChunkReader>,
+    pub log: Arc<Log<PointBatch>>,
+    pub config: MaintenanceSection,
+    pub stream_retention: Retention,
+    pub clock: Clock,
+}
+
+/// Compaction, retention and garbage collection, as one part.
+pub(crate) struct Maintenance {
+    args: MaintenanceArgs,
+    status: parking_lot::Mutex<MaintenanceStatus>,
+}
+
+impl Maintenance {
+    pub fn new(args: MaintenanceArgs) -> Self {
+        Self {
+            args,
+            status: Default::default(),
         }
-        let Some(e) = engine.upgrade() else { return };
-        let sweep = passes.is_multiple_of(ORPHAN_SWEEP_EVERY);
-        passes += 1;
-        let result = pass(&e, sweep).await;
-        let mut st = e.maintenance.lock();
-        st.last_pass = Some(format_micros(chrono::Utc::now().timestamp_micros()));
-        st.compacting = None;
-        match result {
-            Ok(()) => st.last_error = None,
-            Err(err) => {
-                tracing::warn!(error = %err, "storage maintenance failed; retrying next pass");
-                st.last_error = Some(err.to_string());
+    }
+
+    /// What maintenance has done so far, with the backlog as of `now`.
+    pub fn status(&self, manifest: &Manifest) -> MaintenanceStatus {
+        let mut status = self.status.lock().clone();
+        let backlog = plan(manifest, self.now(), self.args.config.compaction_cold_after);
+        status.backlog_partitions = backlog.len();
+        status.backlog_chunks = backlog.iter().map(|j| j.inputs.len()).sum();
+        status.garbage_pending = manifest.garbage.len();
+        status
+    }
+
+    /// The background loop: one pass every `--compaction-interval` until
+    /// `tasks` is cancelled (a pass in progress finishes its current job).
+    pub async fn run(self: Arc<Self>, tasks: Tasks) {
+        let mut passes = 0u64;
+        loop {
+            tokio::select! {
+                _ = tasks.cancelled() => return,
+                _ = tokio::time::sleep(self.args.config.compaction_interval) => {}
+            }
+            let sweep = passes.is_multiple_of(ORPHAN_SWEEP_EVERY);
+            passes += 1;
+            let result = self.pass(sweep, &tasks).await;
+            let mut st = self.status.lock();
+            st.last_pass = Some(format_micros(self.now()));
+            match result {
+                Ok(()) => st.last_error = None,
+                Err(err) => {
+                    tracing::warn!(error = %err, "storage maintenance failed; retrying next pass");
+                    st.last_error = Some(err.to_string());
+                }
             }
         }
     }
-}
 
-/// One maintenance pass: retention, compaction, garbage collection. With
-/// `thorough` (the first pass, then every few), also look for orphaned
-/// files and for series left without data by an earlier run.
-pub async fn pass(e: &Engine, thorough: bool) -> Result<(), EngineError> {
-    // The stream's history ages out even when nothing is flushed.
-    let covered = crate::stream::Offset(e.shared.state.read().manifest.stream_offset);
-    e.log().remove_before(covered, e.config.stream_retention)?;
-    if let Some(keep) = e.config.retention {
-        expire(e, keep, thorough).await?;
+    /// One maintenance pass: retention, compaction, garbage collection.
+    /// With `thorough` (the first pass, then every few), also look for
+    /// orphaned files and for series left without data by an earlier run.
+    /// Stops between jobs once `tasks` is cancelled.
+    pub async fn pass(&self, thorough: bool, tasks: &Tasks) -> Result<(), EngineError> {
+        let result = self.pass_inner(thorough, tasks).await;
+        self.status.lock().compacting = None;
+        result
     }
-    let jobs = plan(
-        &e.snapshot().manifest,
-        now(),
-        e.config.compaction_cold_after,
-    );
-    for job in jobs {
-        if *e.shutdown.borrow() {
+
+    async fn pass_inner(&self, thorough: bool, tasks: &Tasks) -> Result<(), EngineError> {
+        let a = &self.args;
+        // The stream's history ages out even when nothing is flushed.
+        let covered = Offset(a.buffer.manifest().stream_offset);
+        a.log.remove_before(covered, a.stream_retention)?;
+        // A writer that lost its lease writes nothing more to the store.
+        a.commit.check_writer()?;
+        if let Some(keep) = a.config.retention {
+            self.expire(keep, thorough).await?;
+        }
+        let jobs = plan(
+            &a.buffer.manifest(),
+            self.now(),
+            a.config.compaction_cold_after,
+        );
+        for job in jobs {
+            if tasks.is_cancelled() {
+                return Ok(());
+            }
+            self.compact(job).await?;
+        }
+        self.collect_garbage(thorough).await
+    }
+
+    fn now(&self) -> i64 {
+        self.args.clock.now_micros()
+    }
+
+    /// Merges one partition's chunks into one compacted chunk.
+    async fn compact(&self, job: Job) -> Result<(), EngineError> {
+        let a = &self.args;
+        self.status.lock().compacting = Some(format_micros(job.partition * PARTITION_MICROS));
+        let mut batches: Vec<RecordBatch> = Vec::new();
+        for c in &job.inputs {
+            batches.extend(a.reader.read(c, None).await?.iter().cloned());
+        }
+        let id = a.commit.allocate_chunk_ids(1);
+        let (bytes, meta, merged) =
+            tokio::task::spawn_blocking(move || -> Result<_, StorageError> {
+                let merged = sorted_points(&batches)?;
+                let (bytes, meta) = encode_compacted(id, &merged)?;
+                Ok((bytes, meta, merged))
+            })
+            .await
+            .map_err(EngineError::task("compaction merge"))??;
+        a.commit.check_writer()?;
+        let path = Path::from(meta.path.as_str());
+        a.store.put(&path, bytes).await?;
+        a.store.sync(std::slice::from_ref(&path))?;
+
+        let inputs: HashSet<u64> = job.inputs.iter().map(|c| c.id).collect();
+        let (rows, after, new_path) = (meta.rows, meta.bytes, meta.path.clone());
+        let since = self.now();
+        let committed = a
+            .commit
+            .commit(|current| {
+                let present = current.chunks.iter().filter(|c| inputs.contains(&c.id));
+                if present.count() != inputs.len() {
+                    // Retention dropped an input meanwhile; the output is
+                    // an orphan.
+                    return None;
+                }
+                let mut next = current.clone();
+                next.chunks.retain(|c| !inputs.contains(&c.id));
+                next.chunks.push(meta);
+                next.garbage.extend(job.inputs.iter().map(|c| Garbage {
+                    path: c.path.clone(),
+                    since,
+                }));
+                Some(next)
+            })
+            .await?;
+        if committed.is_none() {
+            tracing::info!(
+                partition = job.partition,
+                "compaction inputs changed; skipped"
+            );
             return Ok(());
         }
-        compact(e, job).await?;
-    }
-    collect_garbage(e, thorough).await
-}
-
-fn now() -> i64 {
-    chrono::Utc::now().timestamp_micros()
-}
-
-fn storage<E: std::fmt::Display>(what: &str) -> impl Fn(E) -> EngineError + '_ {
-    move |err| EngineError::Storage(StorageError::Other(format!("{what}: {err}")))
-}
-
-/// Merges one partition's chunks into one compacted chunk.
-async fn compact(e: &Engine, job: Job) -> Result<(), EngineError> {
-    e.maintenance.lock().compacting = Some(format_micros(job.partition * PARTITION_MICROS));
-    let mut batches: Vec<RecordBatch> = Vec::new();
-    for c in &job.inputs {
-        batches.extend(e.reader.read(c, None).await?.iter().cloned());
-    }
-    let id = e.allocate_chunk_ids(1);
-    let (bytes, meta, merged) = tokio::task::spawn_blocking(move || -> Result<_, StorageError> {
-        let merged = sorted_points(&batches)?;
-        let (bytes, meta) = encode_compacted(id, &merged)?;
-        Ok((bytes, meta, merged))
-    })
-    .await
-    .map_err(storage("merge task"))??;
-    let path = Path::from(meta.path.as_str());
-    e.store.put(&path, bytes).await?;
-    e.store.sync(std::slice::from_ref(&path))?;
-
-    let inputs: HashSet<u64> = job.inputs.iter().map(|c| c.id).collect();
-    let _commit = e.flush_lock.lock().await;
-    let current = e.shared.state.read().manifest.clone();
-    if current
-        .chunks
-        .iter()
-        .filter(|c| inputs.contains(&c.id))
-        .count()
-        != inputs.len()
-    {
-        // Retention dropped an input meanwhile; the output is an orphan.
-        tracing::info!(
+        for c in &job.inputs {
+            a.reader.forget(&c.path);
+        }
+        a.reader.insert(&new_path, Arc::new(vec![merged]));
+        let before: u64 = job.inputs.iter().map(|c| c.bytes).sum();
+        tracing::debug!(
             partition = job.partition,
-            "compaction inputs changed; skipped"
+            chunks = inputs.len(),
+            rows,
+            before,
+            after,
+            "compacted"
         );
-        return Ok(());
+        let mut st = self.status.lock();
+        st.compactions += 1;
+        st.chunks_merged += inputs.len() as u64;
+        st.bytes_before += before;
+        st.bytes_after += after;
+        Ok(())
     }
-    let mut next = (*current).clone();
-    next.chunks.retain(|c| !inputs.contains(&c.id));
-    let (rows, after) = (meta.rows, meta.bytes);
-    next.chunks.push(meta);
-    let since = now();
-    next.garbage.extend(job.inputs.iter().map(|c| Garbage {
-        path: c.path.clone(),
-        since,
-    }));
-    let new_path = next.chunks.last().expect("just pushed").path.clone();
-    e.commit_manifest(&current, next).await?;
-    for c in &job.inputs {
-        e.reader.forget(&c.path);
-    }
-    e.reader
-        .insert(&new_path, std::sync::Arc::new(vec![merged]));
-    let before: u64 = job.inputs.iter().map(|c| c.bytes).sum();
-    tracing::debug!(
-        partition = job.partition,
-        chunks = inputs.len(),
-        rows,
-        before,
-        after,
-        "compacted"
-    );
-    let mut st = e.maintenance.lock();
-    st.compactions += 1;
-    st.chunks_merged += inputs.len() as u64;
-    st.bytes_before += before;
-    st.bytes_after += after;
-    Ok(())
-}
 
-/// Drops chunks older than `keep`, then series with no data left (which
-/// only expiry makes: checked when chunks expired, or with `thorough`).
-async fn expire(e: &Engine, keep: Duration, thorough: bool) -> Result<(), EngineError> {
-    let cutoff = now() - keep.as_micros() as i64;
-    let mut dropped = false;
-    {
-        let _commit = e.flush_lock.lock().await;
-        let current = e.shared.state.read().manifest.clone();
-        let (expired, kept): (Vec<_>, Vec<_>) = current
-            .chunks
-            .iter()
-            .cloned()
-            .partition(|c| c.max_time < cutoff);
+    /// Drops chunks older than `keep`, then series with no data left (which
+    /// only expiry makes: checked when chunks expired, or with `thorough`).
+    async fn expire(&self, keep: Duration, thorough: bool) -> Result<(), EngineError> {
+        let a = &self.args;
+        let cutoff = self.now() - keep.as_micros() as i64;
+        let since = self.now();
+        let mut expired = Vec::new();
+        a.commit
+            .commit(|current| {
+                let (old, kept): (Vec<_>, Vec<_>) = current
+                    .chunks
+                    .iter()
+                    .cloned()
+                    .partition(|c| c.max_time < cutoff);
+                if old.is_empty() {
+                    return None;
+                }
+                let mut next = current.clone();
+                next.chunks = kept;
+                next.garbage.extend(old.iter().map(|c| Garbage {
+                    path: c.path.clone(),
+                    since,
+                }));
+                expired = old;
+                Some(next)
+            })
+            .await?;
         if !expired.is_empty() {
-            let mut next = (*current).clone();
-            next.chunks = kept;
-            let since = now();
-            next.garbage.extend(expired.iter().map(|c| Garbage {
-                path: c.path.clone(),
-                since,
-            }));
-            e.commit_manifest(&current, next).await?;
             for c in &expired {
-                e.reader.forget(&c.path);
+                a.reader.forget(&c.path);
             }
-            e.maintenance.lock().expired_chunks += expired.len() as u64;
-            dropped = true;
+            self.status.lock().expired_chunks += expired.len() as u64;
             tracing::info!(chunks = expired.len(), cutoff = %format_micros(cutoff), "retention dropped expired chunks");
         }
+        if (!expired.is_empty() || thorough) && !dead_series(&a.buffer).is_empty() {
+            self.remove_dead_series().await?;
+        }
+        Ok(())
     }
-    if !(dropped || thorough) || dead_series(e).is_empty() {
-        return Ok(());
+
+    /// Removes series with no data left from the catalog, and commits the
+    /// smaller catalog.
+    async fn remove_dead_series(&self) -> Result<(), EngineError> {
+        let buffer = &self.args.buffer;
+        // No batch is between normalising and applied while series go (see
+        // `WriteBuffer::exclude_writers`).
+        let _gate = buffer.exclude_writers().await;
+        let mut removed = 0;
+        self.args
+            .commit
+            .commit(|current| {
+                let dead: HashSet<u64> = dead_series(buffer).into_iter().collect();
+                removed = buffer.catalog().retain(|id| !dead.contains(&id));
+                (removed > 0).then(|| current.clone())
+            })
+            .await?;
+        if removed > 0 {
+            self.status.lock().series_removed += removed as u64;
+            tracing::info!(
+                series = removed,
+                "retention removed series with no data left"
+            );
+        }
+        Ok(())
     }
-    // Writers normalise against the catalog before their batch is applied;
-    // holding the gate means no batch is between the two while series go,
-    // so every later write logs the keys of the series it brings back.
-    let gate = e.series_gate.write().await;
-    let _commit = e.flush_lock.lock().await;
-    let dead: HashSet<u64> = dead_series(e).into_iter().collect();
-    let removed = e.catalog().retain(|id| !dead.contains(&id));
-    drop(gate);
-    if removed > 0 {
-        let current = e.shared.state.read().manifest.clone();
-        let next = (*current).clone();
-        e.commit_manifest(&current, next).await?;
-        e.maintenance.lock().series_removed += removed as u64;
-        tracing::info!(
-            series = removed,
-            "retention removed series with no data left"
-        );
+
+    /// Deletes garbage past its grace period, and (with `sweep_orphans`)
+    /// files under `chunks/` and `catalog/` that no manifest references.
+    async fn collect_garbage(&self, sweep_orphans: bool) -> Result<(), EngineError> {
+        let a = &self.args;
+        let grace = a.config.gc_grace.as_micros() as i64;
+        let now = self.now();
+        let due: Vec<String> = a
+            .buffer
+            .manifest()
+            .garbage
+            .iter()
+            .filter(|g| g.since + grace <= now)
+            .map(|g| g.path.clone())
+            .collect();
+        for path in &due {
+            a.store.delete(&Path::from(path.as_str())).await?;
+        }
+        if !due.is_empty() {
+            a.commit
+                .commit(|current| {
+                    let mut next = current.clone();
+                    next.garbage.retain(|g| !due.contains(&g.path));
+                    Some(next)
+                })
+                .await?;
+            self.status.lock().files_deleted += due.len() as u64;
+        }
+        if sweep_orphans {
+            let deleted = self.sweep(&a.buffer.manifest(), grace).await?;
+            self.status.lock().files_deleted += deleted;
+        }
+        Ok(())
     }
-    Ok(())
+
+    /// Deletes files left by crashed flushes and compactions. A chunk is an
+    /// orphan when its id is below the manifest's next id (ids are never
+    /// handed out twice, so nothing will commit it any more) and no
+    /// manifest entry or garbage entry names it; a catalog snapshot when it
+    /// is not the current one and its version is at most the manifest's.
+    async fn sweep(&self, m: &Manifest, grace: i64) -> Result<u64, EngineError> {
+        let store = &self.args.store;
+        let known: HashSet<&str> = m
+            .chunks
+            .iter()
+            .map(|c| c.path.as_str())
+            .chain(m.garbage.iter().map(|g| g.path.as_str()))
+            .chain(m.catalog.as_deref())
+            .collect();
+        let now = self.now();
+        let old =
+            |meta: &object_store::ObjectMeta| meta.last_modified.timestamp_micros() + grace <= now;
+        let mut deleted = 0;
+        for meta in store.list_meta(&Path::from("chunks")).await? {
+            let path = meta.location.to_string();
+            let orphan = ChunkMeta::id_of_path(&path).is_some_and(|id| id < m.next_chunk_id)
+                && !known.contains(path.as_str())
+                && old(&meta);
+            if orphan {
+                store.delete(&meta.location).await?;
+                deleted += 1;
+            }
+        }
+        for meta in store.list_meta(&Path::from("catalog")).await? {
+            let path = meta.location.to_string();
+            let version = path
+                .strip_prefix("catalog/series_")
+                .and_then(|s| s.strip_suffix(".bin"))
+                .and_then(|s| s.parse::<u64>().ok());
+            if version.is_some_and(|v| v <= m.version)
+                && !known.contains(path.as_str())
+                && old(&meta)
+            {
+                store.delete(&meta.location).await?;
+                deleted += 1;
+            }
+        }
+        if deleted > 0 {
+            tracing::info!(files = deleted, "deleted orphaned files");
+        }
+        Ok(deleted)
+    }
 }
 
 /// Catalogued series with no row in any chunk or in the buffer.
-fn dead_series(e: &Engine) -> Vec<u64> {
-    let snap = e.snapshot();
+fn dead_series(buffer: &WriteBuffer) -> Vec<u64> {
+    let snap = buffer.snapshot();
     if snap
         .manifest
         .chunks
@@ -301,7 +443,7 @@ fn dead_series(e: &Engine) -> Vec<u64> {
         .iter()
         .flat_map(|c| c.series.iter().copied())
         .collect();
-    let mut candidates: Vec<u64> = e
+    let mut candidates: Vec<u64> = buffer
         .catalog()
         .entries()
         .into_iter()
@@ -316,78 +458,6 @@ fn dead_series(e: &Engine) -> Vec<u64> {
     }
     candidates.retain(|id| !live.contains(id));
     candidates
-}
-
-/// Deletes garbage past its grace period, and (with `sweep_orphans`)
-/// files under `chunks/` and `catalog/` that no manifest references.
-async fn collect_garbage(e: &Engine, sweep_orphans: bool) -> Result<(), EngineError> {
-    let grace = e.config.gc_grace.as_micros() as i64;
-    let current = e.snapshot().manifest;
-    let due: Vec<String> = current
-        .garbage
-        .iter()
-        .filter(|g| g.since + grace <= now())
-        .map(|g| g.path.clone())
-        .collect();
-    for path in &due {
-        e.store.delete(&Path::from(path.as_str())).await?;
-    }
-    if !due.is_empty() {
-        let _commit = e.flush_lock.lock().await;
-        let current = e.shared.state.read().manifest.clone();
-        let mut next = (*current).clone();
-        next.garbage.retain(|g| !due.contains(&g.path));
-        e.commit_manifest(&current, next).await?;
-        e.maintenance.lock().files_deleted += due.len() as u64;
-    }
-    if sweep_orphans {
-        let deleted = sweep(e, &e.snapshot().manifest, grace).await?;
-        e.maintenance.lock().files_deleted += deleted;
-    }
-    Ok(())
-}
-
-/// Deletes files left by crashed flushes and compactions. A chunk is an
-/// orphan when its id is below the manifest's next id (ids are never
-/// handed out twice, so nothing will commit it any more) and no manifest
-/// entry or garbage entry names it; a catalog snapshot when it is not the
-/// current one and its version is at most the manifest's.
-async fn sweep(e: &Engine, m: &Manifest, grace: i64) -> Result<u64, EngineError> {
-    let known: HashSet<&str> = m
-        .chunks
-        .iter()
-        .map(|c| c.path.as_str())
-        .chain(m.garbage.iter().map(|g| g.path.as_str()))
-        .chain(m.catalog.as_deref())
-        .collect();
-    let old =
-        |meta: &object_store::ObjectMeta| meta.last_modified.timestamp_micros() + grace <= now();
-    let mut deleted = 0;
-    for meta in e.store.list_meta(&Path::from("chunks")).await? {
-        let path = meta.location.to_string();
-        let orphan = ChunkMeta::id_of_path(&path).is_some_and(|id| id < m.next_chunk_id)
-            && !known.contains(path.as_str())
-            && old(&meta);
-        if orphan {
-            e.store.delete(&meta.location).await?;
-            deleted += 1;
-        }
-    }
-    for meta in e.store.list_meta(&Path::from("catalog")).await? {
-        let path = meta.location.to_string();
-        let version = path
-            .strip_prefix("catalog/series_")
-            .and_then(|s| s.strip_suffix(".bin"))
-            .and_then(|s| s.parse::<u64>().ok());
-        if version.is_some_and(|v| v <= m.version) && !known.contains(path.as_str()) && old(&meta) {
-            e.store.delete(&meta.location).await?;
-            deleted += 1;
-        }
-    }
-    if deleted > 0 {
-        tracing::info!(files = deleted, "deleted orphaned files");
-    }
-    Ok(deleted)
 }
 
 #[cfg(test)]

@@ -3,40 +3,56 @@
 //! files committed to the manifest, and storage maintenance.
 //!
 //! # Data flow
-//! `Engine::write` normalises a batch ([`normalize`]), appends it to the
+//! `Engine::write` normalises a batch ([`normalize`]) and hands it to
+//! admission (`admission`), which reserves buffer space, appends it to the
 //! durable stream and waits for the fsync. The log's writer thread hands
-//! every durable record to the engine (it is the log's `DurableSink`), which
-//! adds new series to the catalog and the points to the buffer before the
-//! writer is answered, so an acknowledged write is visible to the next query.
-//! The flusher writes the buffer out as chunks, commits a manifest that
-//! covers the stream up to the flushed offset, and only then lets the log
-//! delete the segments below it. The compactor (`compactor`) then merges
-//! an hour's chunks into one Parquet chunk, drops expired chunks and
-//! deletes files no manifest references any more.
+//! every durable record to the write buffer (`buffer`, the log's
+//! `DurableSink`), which adds new series to the catalog and the points to
+//! the buffer before the writer is answered, so an acknowledged write is
+//! visible to the next query. The flusher (`flusher`) writes the buffer out
+//! as chunks and commits a manifest that covers the stream up to the
+//! flushed offset through the commit path (`commit`, the only way the
+//! manifest changes), and only then lets the log delete the segments below
+//! it. Maintenance (`compactor`) merges an hour's chunks into one Parquet
+//! chunk, drops expired chunks and deletes files no manifest references
+//! any more, through the same commit path. Readers see the engine through
+//! [`ReadView`] (`read`).
 //!
 //! The `metrics` stream's HTTP side also lives here because it reads and
 //! writes through the engine: `json` (point messages), `view` (the log
 //! read back as pages of messages), `exactly_once` (idempotent producers
 //! and `Stream-Seq`) and `consumer` (`--source`).
 //!
-//! May depend on `model`, `stream` and `storage`.
+//! May depend on `model`, `stream`, `storage` and `runtime`.
 
+mod admission;
 mod buffer;
+mod commit;
 pub mod compactor;
+mod config;
 pub mod consumer;
 mod engine;
+mod error;
 mod exactly_once;
 mod flusher;
 pub mod json;
+mod memory;
 mod normalize;
+mod read;
 pub(crate) mod record;
+mod sort;
 mod view;
 
+pub use admission::WriteReceipt;
 pub use buffer::{BufferedBatch, Snapshot};
+pub use config::{BufferSection, CacheSection, EngineConfig, LogSection, MaintenanceSection};
 pub use engine::{
-    BufferStatus, Engine, EngineConfig, EngineError, SourceStatus, Status, StorageStatus,
-    StreamStatus, TimeRange, WriteReceipt, WriterStatus,
+    BufferStatus, Engine, SourceStatus, Status, StorageStatus, StreamStatus, TimeRange,
+    WriterStatus,
 };
+pub use error::EngineError;
 pub use exactly_once::Once;
+pub use memory::MemoryView;
 pub use normalize::{normalize, BatchError, Origin, PointBatch};
+pub use read::ReadView;
 pub use view::{JsonPage, ViewError};

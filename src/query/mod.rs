@@ -50,7 +50,7 @@ pub use running::Admission;
 pub use scan::{MetricsScanExec, PruneStats};
 pub use table::MetricsTable;
 
-use crate::ingest::Engine;
+use crate::ingest::ReadView;
 
 #[derive(Debug, Clone)]
 pub struct QueryConfig {
@@ -97,7 +97,7 @@ pub fn check_bound(df: &DataFrame) -> Result<(), QueryError> {
 
 /// Plans and runs SQL against the engine's data.
 pub struct QueryEngine {
-    engine: Arc<Engine>,
+    engine: Arc<dyn ReadView>,
     config: QueryConfig,
     slots: Arc<tokio::sync::Semaphore>,
 }
@@ -138,7 +138,7 @@ impl QueryError {
 }
 
 impl QueryEngine {
-    pub fn new(engine: Arc<Engine>, config: QueryConfig) -> Self {
+    pub fn new(engine: Arc<dyn ReadView>, config: QueryConfig) -> Self {
         let slots = Arc::new(tokio::sync::Semaphore::new(config.max_concurrent));
         Self {
             engine,
@@ -165,7 +165,7 @@ impl QueryEngine {
         }
     }
 
-    pub fn engine(&self) -> &Arc<Engine> {
+    pub fn engine(&self) -> &Arc<dyn ReadView> {
         &self.engine
     }
 

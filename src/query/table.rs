@@ -14,12 +14,12 @@ use datafusion::physical_plan::ExecutionPlan;
 use super::filters::{analyze, is_exact};
 use super::rollup::rollup_schema;
 use super::scan::{MetricsScanExec, PruneStats, Work};
-use crate::ingest::{Engine, Snapshot};
+use crate::ingest::{ReadView, Snapshot};
 use crate::model::sql_schema;
 
 #[derive(Debug)]
 pub struct MetricsTable {
-    engine: Arc<Engine>,
+    engine: Arc<dyn ReadView>,
     schema: SchemaRef,
     /// Read this snapshot instead of the engine's current one (continuous
     /// queries start from a snapshot whose offset they know).
@@ -38,7 +38,7 @@ struct RollupScan {
 }
 
 impl MetricsTable {
-    pub fn new(engine: Arc<Engine>) -> Self {
+    pub fn new(engine: Arc<dyn ReadView>) -> Self {
         Self {
             engine,
             schema: sql_schema(),
@@ -62,7 +62,7 @@ impl MetricsTable {
         self.rollup.is_some()
     }
 
-    pub fn at(engine: Arc<Engine>, snapshot: Snapshot) -> Self {
+    pub fn at(engine: Arc<dyn ReadView>, snapshot: Snapshot) -> Self {
         Self {
             fixed: Some(snapshot),
             ..Self::new(engine)

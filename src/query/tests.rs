@@ -5,7 +5,7 @@ use arrow::datatypes::{DataType, Field, Schema};
 use arrow::util::pretty::pretty_format_batches;
 
 use super::*;
-use crate::ingest::EngineConfig;
+use crate::ingest::{MemoryView, ReadView};
 
 const T0: i64 = 1_705_276_800_000_000; // 2024-01-15T00:00:00Z
 
@@ -37,11 +37,13 @@ pub(crate) fn batch(rows: &[(i64, &str, &str, f64)]) -> RecordBatch {
     .unwrap()
 }
 
-async fn setup() -> (tempfile::TempDir, Arc<Engine>, QueryEngine) {
+/// A query engine over an in-memory view: no data directory, no log.
+/// The temporary directory is for tests that write files.
+async fn setup() -> (tempfile::TempDir, Arc<MemoryView>, QueryEngine) {
     let dir = tempfile::tempdir().unwrap();
-    let engine = Engine::open(EngineConfig::new(dir.path())).await.unwrap();
-    let q = QueryEngine::new(engine.clone(), QueryConfig::default());
-    (dir, engine, q)
+    let view = MemoryView::new();
+    let q = QueryEngine::new(view.clone(), QueryConfig::default());
+    (dir, view, q)
 }
 
 async fn run(q: &QueryEngine, sql: &str) -> String {
@@ -83,7 +85,6 @@ async fn buffered_and_flushed_rows_answer_the_same() {
         "two hour partitions"
     );
     assert_eq!(run(&q, sql).await, expected);
-    engine.shutdown().await.unwrap();
 }
 
 #[tokio::test]
@@ -123,7 +124,6 @@ async fn dialect_iso_strings_intervals_and_missing_tags() {
     )
     .await;
     assert!(got.contains("| 5 |"), "{got}");
-    engine.shutdown().await.unwrap();
 }
 
 #[tokio::test]
@@ -146,7 +146,6 @@ async fn explain_shows_pruning() {
         got.contains("chunks_scanned=0, chunks_pruned=2") && got.contains("series=0"),
         "{got}"
     );
-    engine.shutdown().await.unwrap();
 }
 
 #[tokio::test]
@@ -171,7 +170,6 @@ async fn explain_shows_the_series_rollup() {
         let got = run(&q, sql).await;
         assert!(!got.contains("rollup="), "{sql}: {got}");
     }
-    engine.shutdown().await.unwrap();
 }
 
 #[tokio::test]
@@ -203,7 +201,6 @@ async fn rollup_answers_equal_row_answers() {
 | mem    | a | 2024-01-15T01:00:00Z | 1 | 50.0 | 50.0 | 50.0 | 50.0 | 50.0 |
 +--------+---+----------------------+---+------+------+------+------+------+";
     assert_eq!(got, want);
-    engine.shutdown().await.unwrap();
 }
 
 #[tokio::test]
@@ -231,12 +228,11 @@ async fn bad_sql_is_an_invalid_argument_error() {
     assert!(
         matches!(QueryError::from_datafusion(err), QueryError::Invalid(m) if m.contains("invalid width"))
     );
-    engine.shutdown().await.unwrap();
 }
 
 #[tokio::test]
 async fn only_read_only_statements_run() {
-    let (dir, engine, q) = setup().await;
+    let (dir, _view, q) = setup().await;
     let target = dir.path().join("copied.csv");
     let refused = [
         format!("COPY (SELECT 1) TO '{}'", target.display()),
@@ -256,7 +252,6 @@ async fn only_read_only_statements_run() {
     for sql in ["EXPLAIN SELECT * FROM metrics", "SHOW TABLES"] {
         q.sql(sql).await.unwrap().collect().await.unwrap();
     }
-    engine.shutdown().await.unwrap();
 }
 
 mod pruning_property {
@@ -359,8 +354,7 @@ mod pruning_property {
                         assert_eq!(rows(&pruned, &sql).await, rows(&reference, &sql).await, "{sql}");
                     }
                 }
-                engine.shutdown().await.unwrap();
-            });
+                        });
         }
     }
 }

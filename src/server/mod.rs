@@ -18,9 +18,10 @@ use tokio::net::TcpListener;
 use tokio_stream::wrappers::TcpListenerStream;
 
 use crate::flight;
-use crate::ingest::{Engine, EngineConfig, EngineError};
+use crate::ingest::{Engine, EngineConfig, EngineError, ReadView};
 use crate::query::subscribe::{SubscribeConfig, Subscriptions};
 use crate::query::{QueryConfig, QueryEngine};
+use crate::runtime::Tasks;
 use crate::stream::registry::{Registry, RegistryConfig, StreamError};
 
 pub use streams::StreamsConfig;
@@ -66,10 +67,31 @@ pub enum ServerError {
 pub struct RunningServer {
     pub addr: SocketAddr,
     pub engine: Arc<Engine>,
-    shutdown: tokio::sync::oneshot::Sender<()>,
-    closing: tokio::sync::watch::Sender<bool>,
-    subscriptions: Arc<Subscriptions>,
+    /// The root of the shutdown tree; see [`RunningServer::stop`].
+    tree: ShutdownTree,
     task: tokio::task::JoinHandle<Result<(), ServerError>>,
+}
+
+/// The server's nodes of the shutdown tree, in the order they stop.
+struct ShutdownTree {
+    root: Tasks,
+    /// SSE sessions and long-polls.
+    sessions: Tasks,
+    subscriptions: Tasks,
+    /// Cancelled to stop accepting and drain the connections.
+    listener: Tasks,
+}
+
+impl ShutdownTree {
+    fn new() -> Self {
+        let root = Tasks::new();
+        Self {
+            sessions: root.child(),
+            subscriptions: root.child(),
+            listener: root.child(),
+            root,
+        }
+    }
 }
 
 impl RunningServer {
@@ -77,12 +99,20 @@ impl RunningServer {
     pub async fn stop(self) -> Result<(), ServerError> {
         // Long-lived calls (subscriptions, SSE, long-polls) end first, or
         // the graceful shutdown would wait for them indefinitely.
-        self.closing.send_replace(true);
-        self.subscriptions.close_all();
-        let _ = self.shutdown.send(());
-        self.task
+        let t = &self.tree;
+        t.sessions.token().cancel();
+        t.subscriptions.token().cancel();
+        t.listener.token().cancel();
+        // The serve task drains the connections, then shuts the engine
+        // down (its loops are a child of the root).
+        let served = self
+            .task
             .await
-            .map_err(|e| ServerError::Serve(e.to_string()))?
+            .map_err(|e| ServerError::Serve(e.to_string()))?;
+        t.sessions.shutdown().await;
+        t.subscriptions.shutdown().await;
+        t.root.shutdown().await;
+        served
     }
 }
 
@@ -102,16 +132,17 @@ fn incoming(
 }
 
 /// Deletes expired streams once a second, so that expiry frees disk even
-/// for streams nobody touches again. Ends when the registry is dropped.
-fn spawn_expiry_sweeper(registry: &Arc<Registry>) {
-    let weak = Arc::downgrade(registry);
-    tokio::spawn(async move {
+/// for streams nobody touches again, until `tasks` is cancelled.
+fn spawn_expiry_sweeper(registry: &Arc<Registry>, tasks: &Tasks) {
+    let registry = registry.clone();
+    let stop = tasks.clone();
+    tasks.spawn("stream expiry sweeper", async move {
         let mut tick = tokio::time::interval(Duration::from_secs(1));
         loop {
-            tick.tick().await;
-            let Some(registry) = weak.upgrade() else {
-                return;
-            };
+            tokio::select! {
+                _ = stop.cancelled() => return,
+                _ = tick.tick() => {}
+            }
             if let Err(e) = registry.sweep_expired().await {
                 tracing::warn!(error = %e, "removing expired streams failed");
             }
@@ -121,8 +152,10 @@ fn spawn_expiry_sweeper(registry: &Arc<Registry>) {
 
 /// Opens the engine and starts serving on `config.addr` (port 0 picks one).
 pub async fn start(config: ServerConfig) -> Result<RunningServer, ServerError> {
-    let engine = Engine::open(config.engine.clone()).await?;
-    let query = Arc::new(QueryEngine::new(engine.clone(), config.query.clone()));
+    let tree = ShutdownTree::new();
+    let engine = Engine::open_under(config.engine.clone(), &tree.root).await?;
+    let view: Arc<dyn ReadView> = engine.clone();
+    let query = Arc::new(QueryEngine::new(view, config.query.clone()));
     let listener = TcpListener::bind(config.addr)
         .await
         .map_err(|source| ServerError::Bind {
@@ -152,13 +185,12 @@ pub async fn start(config: ServerConfig) -> Result<RunningServer, ServerError> {
 
     let registry = Registry::open(RegistryConfig {
         dir: config.engine.data_dir.join("stream").join("named"),
-        fsync: config.engine.fsync,
+        fsync: config.engine.log.fsync,
         max_streams: config.streams.max_streams,
     })?;
-    spawn_expiry_sweeper(&registry);
-    let (closing, closing_rx) = tokio::sync::watch::channel(false);
+    spawn_expiry_sweeper(&registry, &tree.root);
     let tokens = crate::flight::auth::Tokens::new(config.auth_tokens.clone());
-    let subscriptions = Subscriptions::new(config.subscribe.clone());
+    let subscriptions = Subscriptions::new(config.subscribe.clone(), tree.subscriptions.clone());
     if let Some(url) = &config.source {
         crate::ingest::consumer::spawn(&engine, url.clone(), Duration::from_secs(20));
     }
@@ -178,7 +210,7 @@ pub async fn start(config: ServerConfig) -> Result<RunningServer, ServerError> {
             registry,
             engine: engine.clone(),
             config: config.streams.clone(),
-            closing: closing_rx,
+            sessions: tree.sessions.clone(),
             private: !config.auth_tokens.is_empty(),
         },
     )
@@ -210,7 +242,7 @@ pub async fn start(config: ServerConfig) -> Result<RunningServer, ServerError> {
         Some((cert, key)) => Some(tls::acceptor(cert, key).map_err(ServerError::Tls)?),
         None => None,
     };
-    let (tx, rx) = tokio::sync::oneshot::channel::<()>();
+    let listener_stop = tree.listener.clone();
     let serve_engine = engine.clone();
     let task = tokio::spawn(async move {
         let builder = || {
@@ -219,9 +251,7 @@ pub async fn start(config: ServerConfig) -> Result<RunningServer, ServerError> {
                 .http2_keepalive_interval(Some(Duration::from_secs(30)))
                 .add_routes(routes)
         };
-        let stop = async {
-            let _ = rx.await;
-        };
+        let stop = async move { listener_stop.cancelled().await };
         let served = match acceptor {
             Some(a) => {
                 builder()
@@ -241,9 +271,7 @@ pub async fn start(config: ServerConfig) -> Result<RunningServer, ServerError> {
     Ok(RunningServer {
         addr,
         engine,
-        shutdown: tx,
-        closing,
-        subscriptions,
+        tree,
         task,
     })
 }

@@ -16,7 +16,9 @@
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
+
+use tokio::time::Instant;
 
 use object_store::path::Path;
 use object_store::{ObjectStoreExt, PutMode, PutOptions, PutPayload, UpdateVersion};
@@ -24,6 +26,7 @@ use parking_lot::Mutex;
 use serde::{Deserialize, Serialize};
 
 use super::store::{StorageError, Store};
+use crate::runtime::Clock;
 
 pub const HEARTBEAT: Duration = Duration::from_secs(5);
 pub const TIMEOUT: Duration = Duration::from_secs(20);
@@ -40,19 +43,23 @@ struct Holder {
 pub struct Lease {
     store: Store,
     holder: Mutex<(Holder, UpdateVersion)>,
+    /// When the newest renewal that succeeded was sent (not answered: the
+    /// holder's heartbeat says that moment, and others count from it).
     last_renewed: Mutex<Instant>,
     lost: AtomicBool,
-}
-
-fn now_micros() -> i64 {
-    chrono::Utc::now().timestamp_micros()
+    clock: Clock,
 }
 
 impl Lease {
     /// Takes the lease for `node`, or fails if another server renewed it
     /// within [`TIMEOUT`].
-    pub async fn acquire(store: &Store, node: &str) -> Result<Arc<Self>, StorageError> {
+    pub async fn acquire(
+        store: &Store,
+        node: &str,
+        clock: Clock,
+    ) -> Result<Arc<Self>, StorageError> {
         let path = Path::from(OBJECT);
+        let sent = clock.instant();
         let (epoch, mode) = match store.inner().get(&path).await {
             Ok(got) => {
                 let version = UpdateVersion {
@@ -65,7 +72,8 @@ impl Lease {
                         path: OBJECT.into(),
                         why: e.to_string(),
                     })?;
-                let age = Duration::from_micros((now_micros() - held.heartbeat_at).max(0) as u64);
+                let age =
+                    Duration::from_micros((clock.now_micros() - held.heartbeat_at).max(0) as u64);
                 if held.node != node && age < TIMEOUT {
                     return Err(StorageError::Fenced(format!(
                         "another StreamDB (node {}) is writing to this object-store prefix; its last heartbeat was {:.1} s ago. Stop it first, or start this one {} s after it stopped",
@@ -82,7 +90,7 @@ impl Lease {
         let holder = Holder {
             node: node.to_string(),
             epoch,
-            heartbeat_at: now_micros(),
+            heartbeat_at: clock.now_micros(),
         };
         let version = put(store, &holder, mode).await.map_err(|e| match e {
             StorageError::Fenced(_) => StorageError::Fenced(
@@ -93,8 +101,9 @@ impl Lease {
         Ok(Arc::new(Self {
             store: store.clone(),
             holder: Mutex::new((holder, version)),
-            last_renewed: Mutex::new(Instant::now()),
+            last_renewed: Mutex::new(sent),
             lost: AtomicBool::new(false),
+            clock,
         }))
     }
 
@@ -105,11 +114,12 @@ impl Lease {
             return Err(self.lost_error());
         }
         let (mut holder, version) = self.holder.lock().clone();
-        holder.heartbeat_at = now_micros();
+        let sent = self.clock.instant();
+        holder.heartbeat_at = self.clock.now_micros();
         match put(&self.store, &holder, PutMode::Update(version)).await {
             Ok(version) => {
                 *self.holder.lock() = (holder, version);
-                *self.last_renewed.lock() = Instant::now();
+                *self.last_renewed.lock() = sent;
                 Ok(())
             }
             Err(e @ StorageError::Fenced(_)) => {
@@ -118,7 +128,7 @@ impl Lease {
             }
             Err(e) => {
                 // Unrenewed for TIMEOUT: another server may take over now.
-                if self.last_renewed.lock().elapsed() >= TIMEOUT {
+                if self.clock.since(*self.last_renewed.lock()) >= TIMEOUT {
                     self.lost.store(true, Ordering::Release);
                 }
                 Err(e)
@@ -148,7 +158,7 @@ impl Lease {
     }
 
     pub fn is_lost(&self) -> bool {
-        self.lost.load(Ordering::Acquire) || self.last_renewed.lock().elapsed() >= TIMEOUT
+        self.lost.load(Ordering::Acquire) || self.clock.since(*self.last_renewed.lock()) >= TIMEOUT
     }
 
     pub fn lost_error(&self) -> StorageError {
@@ -211,22 +221,66 @@ mod tests {
     #[tokio::test]
     async fn a_second_writer_is_refused_until_the_first_releases() {
         let store = Store::new(Arc::new(InMemory::new()));
-        let a = Lease::acquire(&store, "a").await.unwrap();
+        let a = Lease::acquire(&store, "a", Clock::system()).await.unwrap();
         assert_eq!(a.epoch(), 1);
-        let err = Lease::acquire(&store, "b").await.err().expect("refused");
+        let err = Lease::acquire(&store, "b", Clock::system())
+            .await
+            .err()
+            .expect("refused");
         assert!(
             matches!(&err, StorageError::Fenced(m) if m.contains("node a")),
             "{err}"
         );
         a.renew().await.unwrap();
         // The same node restarting takes its lease back at once.
-        let a2 = Lease::acquire(&store, "a").await.unwrap();
+        let a2 = Lease::acquire(&store, "a", Clock::system()).await.unwrap();
         assert_eq!(a2.epoch(), 2);
         // The old incarnation's renewal is refused: the object changed.
         assert!(matches!(a.renew().await, Err(StorageError::Fenced(_))));
         assert!(a.is_lost());
         a2.release().await.unwrap();
-        let b = Lease::acquire(&store, "b").await.unwrap();
+        let b = Lease::acquire(&store, "b", Clock::system()).await.unwrap();
         assert_eq!((b.node(), b.epoch()), ("b".to_string(), 3));
+    }
+
+    /// Lease takeover, in paused time: a holder that stops renewing (cut
+    /// off from the store) counts itself lost exactly when another node
+    /// may take over, and its later renewal is refused.
+    #[tokio::test(start_paused = true)]
+    async fn a_silent_holder_is_taken_over_after_the_timeout() {
+        let store = Store::new(Arc::new(InMemory::new()));
+        let clock = Clock::simulated(1_700_000_000_000_000);
+        let a = Lease::acquire(&store, "a", clock.clone()).await.unwrap();
+        // Renewals keep it, however long.
+        for _ in 0..10 {
+            tokio::time::advance(HEARTBEAT).await;
+            a.renew().await.unwrap();
+        }
+        tokio::time::advance(TIMEOUT - Duration::from_millis(1)).await;
+        assert!(!a.is_lost());
+        let early = Lease::acquire(&store, "b", clock.clone()).await;
+        assert!(matches!(early, Err(StorageError::Fenced(_))));
+        tokio::time::advance(Duration::from_millis(1)).await;
+        assert!(a.is_lost(), "unrenewed for the timeout: lost");
+        let b = Lease::acquire(&store, "b", clock.clone()).await.unwrap();
+        assert_eq!(b.epoch(), 2);
+        assert!(matches!(a.renew().await, Err(StorageError::Fenced(_))));
+        b.renew().await.unwrap();
+    }
+
+    /// Heartbeats are wall-clock times, so a node whose clock runs ahead
+    /// takes over early by its skew, while the old holder still counts
+    /// itself the writer: the window the writer-unique object names close.
+    #[tokio::test(start_paused = true)]
+    async fn a_clock_ahead_takes_over_early_by_its_skew() {
+        let store = Store::new(Arc::new(InMemory::new()));
+        let clock_a = Clock::simulated(1_700_000_000_000_000);
+        let clock_b = Clock::simulated(1_700_000_000_000_000);
+        clock_b.skew(5_000_000); // b is 5 s ahead
+        let _a = Lease::acquire(&store, "a", clock_a).await.unwrap();
+        tokio::time::advance(TIMEOUT - Duration::from_secs(6)).await;
+        assert!(Lease::acquire(&store, "b", clock_b.clone()).await.is_err());
+        tokio::time::advance(Duration::from_secs(1)).await;
+        assert!(Lease::acquire(&store, "b", clock_b).await.is_ok());
     }
 }

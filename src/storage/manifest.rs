@@ -169,15 +169,15 @@ impl ManifestStore {
         Ok(m)
     }
 
-    /// Commits `next` as version `current.version + 1`. Fails with
-    /// `AlreadyExists` if another writer got there first.
+    /// Commits `next` as version `current.version + 1` (the caller sets
+    /// `committed_at`). Fails with `AlreadyExists` if another writer got
+    /// there first.
     pub async fn commit(
         &self,
         current: &Manifest,
         mut next: Manifest,
     ) -> Result<Arc<Manifest>, StorageError> {
         next.version = current.version + 1;
-        next.committed_at = chrono::Utc::now().timestamp_micros();
         self.store
             .put_new(&version_path(next.version), encode(&next)?)
             .await?;

@@ -11,7 +11,7 @@ use arrow::datatypes::{
 };
 use object_store::path::Path;
 
-use crate::ingest::{Engine, EngineConfig};
+use crate::ingest::{Engine, EngineConfig, ReadView};
 use crate::storage::PARTITION_MICROS;
 
 const T0: i64 = 1_705_276_800_000_000; // 2024-01-15T00:00:00Z
@@ -53,9 +53,9 @@ fn points(series: usize, n: usize, base: i64) -> RecordBatch {
 fn config(dir: &std::path::Path) -> EngineConfig {
     let mut cfg = EngineConfig::new(dir);
     // Passes run when the test says so; data from 2024 is long cold.
-    cfg.compaction_interval = Duration::ZERO;
-    cfg.flush_interval = Duration::from_secs(3600);
-    cfg.gc_grace = Duration::from_secs(3600);
+    cfg.maintenance.compaction_interval = Duration::ZERO;
+    cfg.buffer.flush_interval = Duration::from_secs(3600);
+    cfg.maintenance.gc_grace = Duration::from_secs(3600);
     cfg
 }
 
@@ -161,7 +161,7 @@ async fn compaction_merges_each_partition_once_and_keeps_every_row_once() {
 
     // Past the grace period the merged inputs are deleted.
     let mut cfg = config(dir.path());
-    cfg.gc_grace = Duration::ZERO;
+    cfg.maintenance.gc_grace = Duration::ZERO;
     let e = Engine::open(cfg).await.unwrap();
     assert_eq!(contents(&e).await, before, "after a restart too");
     e.maintain().await.unwrap();
@@ -177,7 +177,7 @@ async fn compaction_merges_each_partition_once_and_keeps_every_row_once() {
 async fn a_hot_partition_merges_only_piled_up_flushes() {
     let dir = tempfile::tempdir().unwrap();
     let mut cfg = config(dir.path());
-    cfg.compaction_cold_after = Duration::from_secs(100 * 365 * 86_400);
+    cfg.maintenance.compaction_cold_after = Duration::from_secs(100 * 365 * 86_400);
     let e = Engine::open(cfg).await.unwrap();
     for k in 0..(super::HOT_MERGE as i64 - 1) {
         e.write(&points(2, 10, T0 + k * 100_000_000)).await.unwrap();
@@ -210,7 +210,7 @@ async fn retention_drops_expired_chunks_and_their_series_and_a_returning_series_
     let dir = tempfile::tempdir().unwrap();
     let now = chrono::Utc::now().timestamp_micros();
     let mut cfg = config(dir.path());
-    cfg.retention = Some(Duration::from_secs(7 * 86_400));
+    cfg.maintenance.retention = Some(Duration::from_secs(7 * 86_400));
     let e = Engine::open(cfg.clone()).await.unwrap();
     e.write(&points(3, 50, T0)).await.unwrap(); // m0..m2, long expired
     e.write(&points(1, 50, now - 3_600_000_000)).await.unwrap(); // m0, recent
@@ -243,7 +243,7 @@ async fn retention_drops_expired_chunks_and_their_series_and_a_returning_series_
 async fn orphans_from_a_crash_are_deleted_and_files_being_written_are_not() {
     let dir = tempfile::tempdir().unwrap();
     let mut cfg = config(dir.path());
-    cfg.gc_grace = Duration::ZERO;
+    cfg.maintenance.gc_grace = Duration::ZERO;
     let e = Engine::open(cfg).await.unwrap();
     e.write(&points(2, 10, T0)).await.unwrap();
     e.flush().await.unwrap();

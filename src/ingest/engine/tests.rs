@@ -43,7 +43,7 @@ fn faulty(dir: &std::path::Path) -> (Arc<FaultyStore>, EngineConfig) {
     )));
     let mut cfg = EngineConfig::new(dir);
     cfg.store = Some(Store::new(faults.clone()).exclusive());
-    cfg.flush_interval = Duration::from_millis(20);
+    cfg.buffer.flush_interval = Duration::from_millis(20);
     (faults, cfg)
 }
 
@@ -100,8 +100,8 @@ async fn a_full_buffer_makes_writes_wait_then_fail_and_changes_nothing() {
     let dir = tempfile::tempdir().unwrap();
     let (faults, mut cfg) = faulty(dir.path());
     faults.fail_writes(true);
-    cfg.max_buffer_bytes = 4096;
-    cfg.write_timeout = Duration::from_millis(300);
+    cfg.buffer.max_buffer_bytes = 4096;
+    cfg.buffer.write_timeout = Duration::from_millis(300);
     let engine = Engine::open(cfg).await.unwrap();
 
     // The first batch is admitted into the empty buffer, whatever its size.
@@ -134,7 +134,7 @@ async fn a_full_buffer_makes_writes_wait_then_fail_and_changes_nothing() {
 async fn a_data_directory_serves_one_process_at_a_time() {
     let dir = tempfile::tempdir().unwrap();
     let mut config = EngineConfig::new(dir.path());
-    config.fsync = false;
+    config.log.fsync = false;
     let first = Engine::open(config.clone()).await.unwrap();
     first.write(&batch(3, 0)).await.unwrap();
     let err = Engine::open(config.clone())

@@ -33,7 +33,6 @@ use arrow::array::RecordBatch;
 use arrow::datatypes::{Field, Schema, SchemaRef};
 use futures::TryStreamExt;
 use tokio::sync::{broadcast, mpsc};
-use tokio::time::Instant;
 
 pub use request::{is_subscribe, parse, SubscribeRequest, DEFAULT_EMIT_INTERVAL};
 use shape::Shape;
@@ -41,6 +40,7 @@ use state::AggState;
 
 use super::{MetricsTable, QueryEngine, QueryError};
 use crate::ingest::BufferedBatch;
+use crate::runtime::Tasks;
 use crate::stream::Offset;
 
 /// An idle subscription still reports progress this often.
@@ -115,9 +115,10 @@ impl Default for SubscribeConfig {
 pub struct Subscriptions {
     active: AtomicUsize,
     config: SubscribeConfig,
-    /// Set when the server stops: every subscription ends its stream so a
-    /// graceful shutdown is not held open by long-lived calls.
-    closing: tokio::sync::watch::Sender<bool>,
+    /// The shutdown tree's node for subscriptions: cancelled when the server
+    /// stops, so every subscription ends its stream and a graceful shutdown
+    /// is not held open by long-lived calls.
+    tasks: Tasks,
 }
 
 /// Held by a running subscription; frees its slot when the task ends.
@@ -130,17 +131,17 @@ impl Drop for Slot {
 }
 
 impl Subscriptions {
-    pub fn new(config: SubscribeConfig) -> Arc<Self> {
+    pub fn new(config: SubscribeConfig, tasks: Tasks) -> Arc<Self> {
         Arc::new(Self {
             active: AtomicUsize::new(0),
             config,
-            closing: tokio::sync::watch::channel(false).0,
+            tasks,
         })
     }
 
     /// Ends every running subscription (server shutdown).
     pub fn close_all(&self) {
-        self.closing.send_replace(true);
+        self.tasks.token().cancel();
     }
 
     /// Subscriptions running now (tasks not yet ended).
@@ -213,7 +214,7 @@ pub async fn subscribe(
     let slot = subs.admit()?;
     let engine = query.engine().clone();
     let fanout = engine.subscribe_batches();
-    let mut closing = subs.closing.subscribe();
+    let closing = subs.tasks.clone();
     let snapshot = engine.snapshot();
     let mut sub = Subscription {
         query: query.clone(),
@@ -235,11 +236,11 @@ pub async fn subscribe(
     let first = sub
         .start(MetricsTable::at(engine.clone(), snapshot), req.snapshot)
         .await?;
-    tokio::spawn(async move {
+    subs.tasks.spawn("subscription", async move {
         let _slot = slot;
         tokio::select! {
             _ = sub.run(first, fanout, req.emit_interval, outbox) => {}
-            _ = closing.wait_for(|c| *c) => {}
+            _ = closing.cancelled() => {}
         }
     });
     Ok((schema, Updates { rx, fate }))
@@ -379,8 +380,9 @@ impl Subscription {
         let period = emit_interval.min(PROGRESS_EVERY);
         let mut tick = tokio::time::interval(period);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-        let mut last_sent = Instant::now();
-        let mut next_emit = Instant::now() + emit_interval;
+        let clock = self.query.engine().clock().clone();
+        let mut last_sent = clock.instant();
+        let mut next_emit = clock.instant() + emit_interval;
         let mut pending: Vec<Arc<BufferedBatch>> = Vec::new();
         loop {
             tokio::select! {
@@ -408,14 +410,14 @@ impl Subscription {
                 _ = tick.tick() => {
                     // Half a tick of slack: ticks and deadlines drift apart
                     // by the time each update takes.
-                    let due = Instant::now() + period / 2 >= next_emit;
+                    let due = clock.instant() + period / 2 >= next_emit;
                     let update = if pending.is_empty() || !due {
                         if pending.is_empty() {
                             self.reported = (self.offset, self.max_time);
                         }
                         None
                     } else {
-                        next_emit = Instant::now() + emit_interval;
+                        next_emit = clock.instant() + emit_interval;
                         self.reported = (self.offset, self.max_time);
                         match self.apply(std::mem::take(&mut pending)).await {
                             Ok(u) => u,
@@ -427,14 +429,14 @@ impl Subscription {
                     };
                     let msg = match update {
                         Some(b) => self.message(Kind::Update, Some(b)),
-                        None if last_sent.elapsed() + period / 2 >= PROGRESS_EVERY => self.message(Kind::Progress, None),
+                        None if clock.since(last_sent) + period / 2 >= PROGRESS_EVERY => self.message(Kind::Progress, None),
                         None => continue,
                     };
                     if !out.send(msg).await {
                         return;
                     }
                     crate::telemetry::metrics().subscription_updates.inc();
-                    last_sent = Instant::now();
+                    last_sent = clock.instant();
                 }
                 _ = out.tx.closed() => return,
             }

@@ -7,8 +7,9 @@ use arrow::util::display::array_value_to_string;
 use proptest::prelude::*;
 
 use super::*;
-use crate::ingest::{Engine, EngineConfig};
+use crate::ingest::{MemoryView, ReadView};
 use crate::query::QueryConfig;
+use crate::runtime::Tasks;
 
 const T0: i64 = 1_705_276_800_000_000; // 2024-01-15T00:00:00Z
 const GROUPED: &str = "SELECT time_bucket('10s', time) AS bucket, tags['host'] AS host, sum(value), count(*), \
@@ -21,23 +22,15 @@ fn batch(rows: &[(i64, &str, f64)]) -> RecordBatch {
     crate::query::tests::batch(&rows)
 }
 
-async fn setup() -> (
-    tempfile::TempDir,
-    Arc<Engine>,
-    Arc<QueryEngine>,
-    Arc<Subscriptions>,
-) {
-    let dir = tempfile::tempdir().unwrap();
-    let mut config = EngineConfig::new(dir.path());
-    config.fsync = false;
-    let engine = Engine::open(config).await.unwrap();
-    let q = Arc::new(QueryEngine::new(engine.clone(), QueryConfig::default()));
-    (
-        dir,
-        engine,
-        q,
-        Subscriptions::new(SubscribeConfig::default()),
-    )
+/// A subscription over an in-memory view: no data directory, no log.
+async fn setup() -> (Arc<MemoryView>, Arc<QueryEngine>, Arc<Subscriptions>) {
+    let view = MemoryView::new();
+    let q = Arc::new(QueryEngine::new(view.clone(), QueryConfig::default()));
+    (view, q, subscriptions(SubscribeConfig::default()))
+}
+
+fn subscriptions(config: SubscribeConfig) -> Arc<Subscriptions> {
+    Subscriptions::new(config, Tasks::new())
 }
 
 fn request(sql: &str) -> SubscribeRequest {
@@ -116,7 +109,7 @@ proptest! {
     ) {
         let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
         rt.block_on(async {
-            let (_dir, engine, q, subs) = setup().await;
+            let (engine, q, subs) = setup().await;
             if !before.is_empty() {
                 engine.write(&batch(&to_rows(&before))).await.unwrap();
             }
@@ -163,7 +156,7 @@ proptest! {
     ) {
         let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
         rt.block_on(async {
-            let (_dir, engine, q, subs) = setup().await;
+            let (engine, q, subs) = setup().await;
             let (early, late) = batches.split_at(start_after.min(batches.len()));
             for b in early {
                 engine.write(&batch(&to_rows(b))).await.unwrap();
@@ -213,7 +206,7 @@ proptest! {
 
 #[tokio::test]
 async fn aggregates_it_cannot_maintain_are_refused_from_the_plan() {
-    let (_dir, _engine, q, subs) = setup().await;
+    let (_engine, q, subs) = setup().await;
     // Not in the syntactic list of aggregates, and no GROUP BY: only the
     // plan shows these aggregate.
     for sql in [
@@ -235,7 +228,7 @@ async fn aggregates_it_cannot_maintain_are_refused_from_the_plan() {
 
 #[tokio::test]
 async fn progress_comes_every_second_even_with_a_long_emit_interval() {
-    let (_dir, engine, q, subs) = setup().await;
+    let (engine, q, subs) = setup().await;
     let req = SubscribeRequest {
         emit_interval: Duration::from_secs(5),
         ..SubscribeRequest::new("SELECT count(*) FROM metrics")
@@ -275,7 +268,7 @@ async fn progress_comes_every_second_even_with_a_long_emit_interval() {
 
 #[tokio::test]
 async fn plain_selects_stream_new_matching_rows() {
-    let (_dir, engine, q, subs) = setup().await;
+    let (engine, q, subs) = setup().await;
     engine.write(&batch(&[(T0, "a", 1.0)])).await.unwrap();
     let req = SubscribeRequest {
         snapshot: false,
@@ -298,7 +291,7 @@ async fn plain_selects_stream_new_matching_rows() {
 
 #[tokio::test]
 async fn idle_subscriptions_report_progress() {
-    let (_dir, _engine, q, subs) = setup().await;
+    let (_engine, q, subs) = setup().await;
     let (_, mut rx) = subscribe(q, &subs, request("SELECT count(*) FROM metrics"))
         .await
         .unwrap();
@@ -315,8 +308,8 @@ async fn idle_subscriptions_report_progress() {
 
 #[tokio::test]
 async fn ended_subscriptions_free_their_task_and_slot() {
-    let (_dir, engine, q, _) = setup().await;
-    let subs = Subscriptions::new(SubscribeConfig {
+    let (engine, q, _) = setup().await;
+    let subs = subscriptions(SubscribeConfig {
         max_subscriptions: 2,
         ..SubscribeConfig::default()
     });
@@ -332,7 +325,7 @@ async fn ended_subscriptions_free_their_task_and_slot() {
         .unwrap_err();
     assert!(err.to_string().contains("too many subscriptions"), "{err}");
     assert_eq!(subs.active(), 2);
-    assert_eq!(engine.shared.fanout.receiver_count(), 2);
+    assert_eq!(engine.subscribers(), 2);
     drop((rx1, rx2));
     for _ in 0..100 {
         if subs.active() == 0 {
@@ -347,7 +340,7 @@ async fn ended_subscriptions_free_their_task_and_slot() {
     );
     // The task's state went with it, and so did its place in the fan-out
     // (which would otherwise keep batches queued for it).
-    assert_eq!(engine.shared.fanout.receiver_count(), 0);
+    assert_eq!(engine.subscribers(), 0);
     // Bad SQL is an error at subscribe time and takes no slot.
     let err = subscribe(q, &subs, request("SELECT nope FROM metrics"))
         .await
@@ -358,8 +351,8 @@ async fn ended_subscriptions_free_their_task_and_slot() {
 
 #[tokio::test]
 async fn a_subscriber_that_stops_reading_is_dropped() {
-    let (_dir, engine, q, _) = setup().await;
-    let subs = Subscriptions::new(SubscribeConfig {
+    let (engine, q, _) = setup().await;
+    let subs = subscriptions(SubscribeConfig {
         send_timeout: Duration::from_millis(200),
         ..SubscribeConfig::default()
     });

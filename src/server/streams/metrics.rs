@@ -11,7 +11,7 @@ use axum::response::{IntoResponse, Response};
 use super::params::{self, STREAM_NEXT_OFFSET};
 use super::source::METRICS_CONTENT_TYPE;
 use super::{error, set, stream_error, StreamsState};
-use crate::ingest::{json, EngineError, Once};
+use crate::ingest::{EngineError, Once};
 use crate::stream::registry::{accepts, media_type};
 
 /// `PUT /v1/stream/metrics` succeeds (200) when it asks for what the stream
@@ -76,17 +76,10 @@ pub(super) async fn post(s: &StreamsState, headers: &HeaderMap, body: Bytes) -> 
             "empty body: send one point, an array of points, or NDJSON",
         );
     }
-    let _gate = s.engine.series_guard().await;
-    let points = match json::parse(&body, ndjson, s.engine.catalog()) {
-        Ok(p) => p,
-        Err(e) => return error(StatusCode::BAD_REQUEST, e.to_string()),
-    };
-    let written = if producer.is_none() && stream_seq.is_none() {
-        s.engine.write_points(points).await.map(Once::Written)
-    } else {
-        let (p, seq) = (producer.clone(), stream_seq.clone());
-        s.engine.write_once(points, p, seq).await
-    };
+    let written = s
+        .engine
+        .write_json(body, ndjson, producer.clone(), stream_seq.clone())
+        .await;
     // A new producer batch is 200 with its tuple; a retry is 204 with the
     // highest sequence accepted (§5.2.1); plain appends are 204.
     let (status, next, seq) = match written {
@@ -114,7 +107,9 @@ pub(super) async fn post(s: &StreamsState, headers: &HeaderMap, body: Bytes) -> 
         }
         Err(e) => {
             let status = match &e {
-                EngineError::InvalidBatch(_) => StatusCode::BAD_REQUEST,
+                EngineError::InvalidBatch(_) | EngineError::InvalidJson(_) => {
+                    StatusCode::BAD_REQUEST
+                }
                 EngineError::Backpressure { .. } => StatusCode::TOO_MANY_REQUESTS,
                 EngineError::BatchTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
                 EngineError::ShuttingDown => StatusCode::SERVICE_UNAVAILABLE,

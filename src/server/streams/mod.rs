@@ -68,7 +68,9 @@ pub struct StreamsState {
     pub config: StreamsConfig,
     /// Becomes `true` when the server stops: live reads (long-poll, SSE)
     /// answer at once so a graceful shutdown is not held open by them.
-    pub closing: tokio::sync::watch::Receiver<bool>,
+    /// The shutdown tree's node for SSE sessions and long-polls: they end
+    /// when it is cancelled, so a graceful stop is not held open by them.
+    pub sessions: crate::runtime::Tasks,
     /// Requests are authenticated (`--auth-token`): data responses may be
     /// cached by the reader only, never by a shared cache that would hand
     /// them to anyone asking for the URL (§8, §10).

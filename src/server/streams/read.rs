@@ -177,7 +177,7 @@ async fn long_poll(
 ) -> Response {
     let deadline = tokio::time::Instant::now() + s.config.long_poll_timeout;
     let mut waiter = src.waiter();
-    let mut closing = s.closing.clone();
+    let closing = &s.sessions;
     loop {
         if let Some(e) = src.removed() {
             return stream_error(e);
@@ -205,7 +205,7 @@ async fn long_poll(
                     Ok(false) => return error(StatusCode::SERVICE_UNAVAILABLE, "the server is shutting down"),
                 },
                 // Stopping: answer "nothing new" now; the client polls again.
-                _ = closing.wait_for(|c| *c) => true,
+                _ = closing.cancelled() => true,
             }
         };
         if timed_out {

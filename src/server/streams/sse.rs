@@ -49,8 +49,8 @@ pub(super) fn respond(
     let cursor = cursor::next(client_cursor.as_deref());
     let max_read = s.config.max_read_bytes;
     let lifetime = s.config.sse_max_duration;
-    let mut closing = s.closing.clone();
-    tokio::spawn(async move {
+    let closing = s.sessions.clone();
+    s.sessions.spawn("sse session", async move {
         let session = Session {
             src,
             tx,
@@ -62,7 +62,7 @@ pub(super) fn respond(
         // its last offset.
         tokio::select! {
             _ = session.run(from, lifetime) => {}
-            _ = closing.wait_for(|c| *c) => {}
+            _ = closing.cancelled() => {}
         }
     });
     let mut r = (

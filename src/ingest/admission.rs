@@ -1,0 +1,153 @@
+//! [`Admission`]: the write path from a normalised batch to a durable,
+//! applied record. It checks the batch's size, reserves its bytes against
+//! the buffer's memory limit (waiting, bounded, for a flush to free space),
+//! appends it to the log and returns once the log's writer has fsynced it
+//! and applied it to the [`WriteBuffer`].
+//!
+//! Normalising and writing happen under the buffer's series gate, taken
+//! here, so no caller can forget it (see `WriteBuffer::share_series`).
+
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+
+use arrow::array::RecordBatch;
+use serde::Serialize;
+
+use super::buffer::WriteBuffer;
+use super::config::BufferSection;
+use super::error::EngineError;
+use super::normalize::{normalize, PointBatch};
+use super::record;
+use crate::runtime::{CancellationToken, Clock};
+use crate::storage::SeriesCatalog;
+use crate::stream::{Log, Offset};
+
+/// What a durable write returns.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize)]
+pub struct WriteReceipt {
+    pub rows: usize,
+    pub offset: Offset,
+}
+
+pub(crate) struct Admission {
+    buffer: Arc<WriteBuffer>,
+    log: Arc<Log<PointBatch>>,
+    limits: BufferSection,
+    clock: Clock,
+    /// Bytes of writes admitted but not yet in the buffer.
+    reserved: AtomicUsize,
+    /// Cancelled when the engine shuts down: writes are refused from then.
+    closed: CancellationToken,
+}
+
+/// Bytes of a write admitted to the buffer but not yet applied; given back
+/// when dropped.
+struct Reserved<'a>(&'a AtomicUsize, usize);
+
+impl Drop for Reserved<'_> {
+    fn drop(&mut self) {
+        self.0.fetch_sub(self.1, Ordering::AcqRel);
+    }
+}
+
+impl Admission {
+    pub fn new(
+        buffer: Arc<WriteBuffer>,
+        log: Arc<Log<PointBatch>>,
+        limits: BufferSection,
+        clock: Clock,
+        closed: CancellationToken,
+    ) -> Self {
+        Self {
+            buffer,
+            log,
+            limits,
+            clock,
+            reserved: AtomicUsize::new(0),
+            closed,
+        }
+    }
+
+    /// Validates, logs durably and buffers one Arrow batch.
+    pub async fn write(&self, batch: &RecordBatch) -> Result<WriteReceipt, EngineError> {
+        // Checked before normalising: an oversized batch costs nothing more.
+        self.check_rows(batch.num_rows())?;
+        self.write_with(|catalog| Ok(normalize(batch, catalog)?))
+            .await
+    }
+
+    /// Normalises with `make` against the catalog and writes the result,
+    /// all under the series gate. `make` may refuse with any error.
+    pub async fn write_with<F>(&self, make: F) -> Result<WriteReceipt, EngineError>
+    where
+        F: FnOnce(&SeriesCatalog) -> Result<PointBatch, EngineError>,
+    {
+        let _gate = self.buffer.share_series().await;
+        let points = make(self.buffer.catalog())?;
+        self.write_points(points).await
+    }
+
+    /// Logs durably and buffers an already normalised batch (the caller
+    /// holds the series gate). Returns once the batch is on disk and
+    /// visible to queries.
+    pub async fn write_points(&self, points: PointBatch) -> Result<WriteReceipt, EngineError> {
+        if self.closed.is_cancelled() {
+            return Err(EngineError::ShuttingDown);
+        }
+        let rows = points.rows();
+        self.check_rows(rows)?;
+        if rows == 0 {
+            return Ok(WriteReceipt {
+                rows,
+                offset: self.log.next_offset(),
+            });
+        }
+        let bytes = points.points.get_array_memory_size();
+        self.reserve(bytes).await?;
+        // Released however this ends, a client that went away mid-write
+        // included (the record is still written and applied).
+        let _reserved = Reserved(&self.reserved, bytes);
+        let payload = record::encode(&points);
+        let offset = self.log.append(payload, points).await?;
+        let m = crate::telemetry::metrics();
+        m.ingest_rows.inc_by(rows as u64);
+        m.ingest_batches.inc();
+        Ok(WriteReceipt { rows, offset })
+    }
+
+    fn check_rows(&self, rows: usize) -> Result<(), EngineError> {
+        let limit = self.limits.max_batch_rows;
+        if rows > limit {
+            crate::telemetry::metrics().limited("batch_rows");
+            return Err(EngineError::BatchTooLarge { rows, limit });
+        }
+        Ok(())
+    }
+
+    /// Waits until the buffer has room for `bytes`, then reserves it.
+    async fn reserve(&self, bytes: usize) -> Result<(), EngineError> {
+        let limit = self.limits.max_buffer_bytes;
+        let start = self.clock.instant();
+        let deadline = start + self.limits.write_timeout;
+        loop {
+            let space = self.buffer.space_freed();
+            let used =
+                self.buffer.with_state(|st| st.bytes) + self.reserved.load(Ordering::Acquire);
+            // A batch larger than the whole limit is still admitted into an
+            // empty buffer, or it could never be written.
+            if used + bytes <= limit || used == 0 {
+                self.reserved.fetch_add(bytes, Ordering::AcqRel);
+                return Ok(());
+            }
+            // The flusher frees space.
+            if tokio::time::timeout_at(deadline, space).await.is_err() {
+                crate::telemetry::metrics().limited("write_buffer");
+                return Err(EngineError::Backpressure {
+                    bytes: used,
+                    limit,
+                    waited: self.clock.since(start),
+                });
+            }
+        }
+    }
+}

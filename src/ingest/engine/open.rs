@@ -1,0 +1,214 @@
+//! Opening a data directory: its lock, the store and writer lease, the
+//! newest manifest and catalog, the log (retired if another node wrote the
+//! prefix since), and the replay of what the manifest does not cover.
+
+use std::path::Path;
+use std::sync::Arc;
+
+use futures::StreamExt;
+
+use crate::ingest::buffer::WriteBuffer;
+use crate::ingest::commit::committed_marker;
+use crate::ingest::config::EngineConfig;
+use crate::ingest::error::EngineError;
+use crate::ingest::normalize::PointBatch;
+use crate::ingest::record;
+use crate::storage::{
+    ChunkMeta, Lease, Manifest, ManifestStore, SeriesCatalog, StorageError, Store,
+};
+use crate::stream::{DurableSink, Log, LogConfig, LogError, Offset};
+
+/// What recovery hands the engine.
+pub(super) struct Opened {
+    pub dir_lock: std::fs::File,
+    pub store: Store,
+    pub lease: Option<Arc<Lease>>,
+    pub buffer: Arc<WriteBuffer>,
+    pub log: Arc<Log<PointBatch>>,
+    /// The catalog generation the manifest's snapshot holds (before replay
+    /// added the series of unflushed records).
+    pub catalog_persisted: u64,
+}
+
+pub(super) async fn open(config: &EngineConfig) -> Result<Opened, EngineError> {
+    let dir_lock = lock_data_dir(&config.data_dir)?;
+    let store = match &config.store {
+        Some(s) => s.clone(),
+        None => Store::local(&config.data_dir)?,
+    };
+    // Before reading anything: the lease decides whether we may write.
+    let lease = if store.is_shared() {
+        let node = crate::storage::node_id(&config.data_dir)?;
+        let lease = Lease::acquire(&store, &node, config.clock.clone()).await?;
+        tracing::info!(
+            store = store.location(),
+            node,
+            epoch = lease.epoch(),
+            "holding the writer lease"
+        );
+        Some(lease)
+    } else {
+        None
+    };
+    let (manifest, catalog) = load_manifest(&store).await?;
+    let catalog_persisted = catalog.generation();
+    let buffer = Arc::new(WriteBuffer::new(
+        manifest.clone(),
+        catalog,
+        config.clock.clone(),
+    ));
+    let log_dir = config.data_dir.join("stream").join("metrics");
+    if let (Some(lease), Some(writer)) = (&lease, &manifest.writer) {
+        if *writer != lease.node() {
+            retire_stale_log(&log_dir, &manifest, writer)?;
+        }
+    }
+    let mut log_config = LogConfig::new(&log_dir);
+    log_config.segment_bytes = config.log.segment_bytes;
+    log_config.fsync = config.log.fsync;
+    log_config.initial_offset = Offset(manifest.stream_offset);
+    let log = Arc::new(Log::open(log_config, buffer.clone())?);
+    replay(&log, &buffer, Offset(manifest.stream_offset))?;
+    Ok(Opened {
+        dir_lock,
+        store,
+        lease,
+        buffer,
+        log,
+        catalog_persisted,
+    })
+}
+
+/// The newest manifest (with each chunk's series list) and its catalog.
+async fn load_manifest(store: &Store) -> Result<(Arc<Manifest>, SeriesCatalog), EngineError> {
+    let mut manifest = ManifestStore::new(store.clone()).load_latest().await?;
+    let catalog = match &manifest.catalog {
+        Some(path) => {
+            let bytes = store.get(&path.as_str().into()).await?;
+            SeriesCatalog::decode_snapshot(path, &bytes)?
+        }
+        None => SeriesCatalog::default(),
+    };
+    load_chunk_series(store, &mut manifest.chunks).await?;
+    Ok((Arc::new(manifest), catalog))
+}
+
+/// Takes the data directory's lock file, so a second server started on the
+/// same directory refuses instead of interleaving writes to one log.
+fn lock_data_dir(dir: &Path) -> Result<std::fs::File, EngineError> {
+    let io = |what: &'static str, path: &Path| {
+        let path = path.to_path_buf();
+        move |source| EngineError::DataDir { what, path, source }
+    };
+    std::fs::create_dir_all(dir).map_err(io("creating", dir))?;
+    let path = dir.join("LOCK");
+    let file = std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(&path)
+        .map_err(io("opening", &path))?;
+    match file.try_lock() {
+        Ok(()) => Ok(file),
+        Err(std::fs::TryLockError::WouldBlock) => Err(EngineError::DataDirInUse {
+            dir: dir.to_path_buf(),
+        }),
+        Err(std::fs::TryLockError::Error(e)) => Err(io("locking", &path)(e)),
+    }
+}
+
+/// Discards what the manifest says nothing about.
+struct Discard;
+
+impl DurableSink<PointBatch> for Discard {
+    fn on_durable(&self, _: Offset, _: PointBatch) {}
+}
+
+/// Another node (`writer`) committed the manifest last, so its
+/// `stream_offset` counts that node's log, not ours. Our log may go if
+/// every record in it was flushed by us before we let go of the prefix
+/// (a clean stop, or a failover after one); if it holds writes we never
+/// flushed, starting would lose or misnumber them, so refuse with what to
+/// do.
+fn retire_stale_log(dir: &Path, manifest: &Manifest, writer: &str) -> Result<(), EngineError> {
+    if !dir.exists() {
+        return Ok(());
+    }
+    let (first, next) = {
+        let mut cfg = LogConfig::new(dir);
+        cfg.initial_offset = Offset(manifest.stream_offset);
+        let log: Log<PointBatch> = Log::open(cfg, Arc::new(Discard))?;
+        (log.first_offset(), log.next_offset())
+    };
+    let data_dir = dir.parent().and_then(|p| p.parent()).unwrap_or(dir);
+    let committed = std::fs::read_to_string(committed_marker(data_dir))
+        .ok()
+        .and_then(|s| s.trim().parse::<u64>().ok());
+    let flushed = first == next || committed.is_some_and(|c| next.0 <= c);
+    if !flushed {
+        return Err(EngineError::StaleLog {
+            dir: dir.to_path_buf(),
+            from: Offset(committed.unwrap_or(first.0).max(first.0)),
+            to: next,
+            writer: writer.to_string(),
+        });
+    }
+    if first != next || next.0 != manifest.stream_offset {
+        tracing::info!(dir = %dir.display(), writer, "another node wrote the object store since this node's last flush; starting a fresh stream log at its offset");
+        std::fs::remove_dir_all(dir).map_err(|source| EngineError::DataDir {
+            what: "removing",
+            path: dir.to_path_buf(),
+            source,
+        })?;
+    }
+    Ok(())
+}
+
+/// Re-applies log records the manifest does not cover.
+fn replay(log: &Log<PointBatch>, buffer: &WriteBuffer, from: Offset) -> Result<(), EngineError> {
+    // Records below `from` are in chunks; the log must still hold the rest.
+    if from < log.first_offset() {
+        return Err(EngineError::Log(LogError::Truncated {
+            requested: from,
+            first: log.first_offset(),
+        }));
+    }
+    if from > log.next_offset() {
+        return Err(EngineError::Log(LogError::BeyondEnd {
+            requested: from,
+            next: log.next_offset(),
+        }));
+    }
+    let mut next = from;
+    let mut records = 0usize;
+    loop {
+        let batch = log.read(next, 64 << 20)?;
+        let Some((last, _)) = batch.last() else { break };
+        next = last.next();
+        for (offset, payload) in batch {
+            let points = record::decode(&payload).map_err(|e| EngineError::BadRecord {
+                offset,
+                why: e.to_string(),
+            })?;
+            buffer.apply(offset, points);
+            records += 1;
+        }
+    }
+    if records > 0 {
+        tracing::info!(records, from = %from, "replayed stream log");
+    }
+    Ok(())
+}
+
+/// Reads each chunk's series list from its footer (a ranged read of the tail).
+async fn load_chunk_series(store: &Store, chunks: &mut [ChunkMeta]) -> Result<(), StorageError> {
+    let loaded: Vec<Result<Vec<u64>, StorageError>> = futures::stream::iter(chunks.iter())
+        .map(|c| async move { crate::storage::read_footer_series(store, c).await })
+        .buffered(16)
+        .collect()
+        .await;
+    for (c, series) in chunks.iter_mut().zip(loaded) {
+        c.series = Arc::new(series?);
+    }
+    Ok(())
+}

@@ -1,0 +1,64 @@
+//! [`EngineError`]: what the engine's operations fail with.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use super::json::JsonPointError;
+use super::normalize::BatchError;
+use crate::storage::StorageError;
+use crate::stream::{LogError, Offset};
+
+#[derive(Debug, thiserror::Error)]
+pub enum EngineError {
+    #[error("invalid batch: {0}")]
+    InvalidBatch(#[from] BatchError),
+    #[error(transparent)]
+    InvalidJson(#[from] JsonPointError),
+    #[error("write buffer full ({bytes} of {limit} bytes) for {waited:?}: flushing cannot keep up; retry later")]
+    Backpressure {
+        bytes: usize,
+        limit: usize,
+        waited: Duration,
+    },
+    #[error(transparent)]
+    Log(#[from] LogError),
+    #[error(transparent)]
+    Storage(#[from] StorageError),
+    #[error("stream log record {offset} cannot be decoded: {why}")]
+    BadRecord { offset: Offset, why: String },
+    #[error("engine is shutting down")]
+    ShuttingDown,
+    #[error("batch of {rows} rows is larger than the limit of {limit} rows per batch (--max-batch-rows); split it")]
+    BatchTooLarge { rows: usize, limit: usize },
+    #[error("data directory {} is in use by another StreamDB process; stop it or choose another --data-dir", .dir.display())]
+    DataDirInUse { dir: PathBuf },
+    #[error("{what} {}: {source}", .path.display())]
+    DataDir {
+        what: &'static str,
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("{dir} holds acknowledged writes (stream offsets {from} to {to}) this node never flushed to the object store, and node {writer} has written to the prefix since, so they can no longer be replayed into it. Move {dir} aside to start without them (keep the copy: the points are in it), or leave this node stopped", dir = .dir.display())]
+    StaleLog {
+        dir: PathBuf,
+        from: Offset,
+        to: Offset,
+        writer: String,
+    },
+    #[error("manifest version {version} was committed by another server: this one is fenced out of the object-store prefix and stops writing to it; stop the other server and restart this one")]
+    CommittedElsewhere { version: u64 },
+    #[error("{task} task failed: {source}")]
+    Task {
+        task: &'static str,
+        #[source]
+        source: tokio::task::JoinError,
+    },
+}
+
+impl EngineError {
+    /// A failed `spawn_blocking` or spawned task.
+    pub(crate) fn task(task: &'static str) -> impl Fn(tokio::task::JoinError) -> Self {
+        move |source| Self::Task { task, source }
+    }
+}
