@@ -15,6 +15,7 @@ use arrow::datatypes::{DataType, Field, Schema};
 use indicatif::{ProgressBar, ProgressState, ProgressStyle};
 use streamdb_client::Client;
 
+use super::connection::Connection;
 use super::sample::Sample;
 use super::units::{self, parse_duration};
 
@@ -44,7 +45,7 @@ pub struct IngestArgs {
     #[arg(long, default_value_t = 10_000)]
     batch_size: usize,
     #[command(flatten)]
-    conn: super::Connection,
+    conn: Connection,
 }
 
 /// `1000/s`, `50k/s`, `2M/s`, or a bare number of points per second.

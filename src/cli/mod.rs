@@ -1,17 +1,17 @@
 //! The `streamdb` command line. `start` runs the server; every other
 //! command talks to a server through the bundled client.
 
+mod connection;
 mod ingest;
 mod sample;
 mod start;
 mod units;
 
-use std::path::PathBuf;
-
-use anyhow::{Context, Result};
+use anyhow::Result;
 use arrow::array::RecordBatch;
-use clap::{Args, Parser, Subcommand, ValueEnum};
-use streamdb_client::{Client, ConnectOptions};
+use clap::{Parser, Subcommand, ValueEnum};
+
+use connection::Connection;
 
 #[derive(Parser, Debug)]
 #[command(
@@ -26,37 +26,6 @@ pub struct Cli {
     /// targets (e.g. RUST_LOG=info,streamdb::slow_query=warn).
     #[arg(long, global = true, value_enum, env = "STREAMDB_LOG_FORMAT", default_value_t = LogFormat::Text)]
     log_format: LogFormat,
-}
-
-/// Where a client command connects, and how (the flags every command but
-/// `start` takes).
-#[derive(Args, Debug)]
-struct Connection {
-    /// Server URL: http://host:port, or https:// for a server with TLS.
-    #[arg(long, env = "STREAMDB_SERVER", default_value = "http://127.0.0.1:8080")]
-    server: String,
-    /// Bearer token for servers started with --auth-token.
-    #[arg(long, env = "STREAMDB_TOKEN", hide_env_values = true)]
-    token: Option<String>,
-    /// PEM CA certificate to trust for https:// servers (private CA or
-    /// self-signed).
-    #[arg(long, env = "STREAMDB_CA_FILE")]
-    ca_file: Option<PathBuf>,
-}
-
-impl Connection {
-    async fn connect(&self) -> Result<Client> {
-        let ca_pem = match &self.ca_file {
-            Some(p) => Some(std::fs::read(p).with_context(|| format!("reading {}", p.display()))?),
-            None => None,
-        };
-        let opts = ConnectOptions {
-            token: self.token.clone(),
-            ca_pem,
-            ..ConnectOptions::default()
-        };
-        Ok(Client::connect_with(&self.server, opts).await?)
-    }
 }
 
 #[derive(Clone, Copy, Debug, ValueEnum)]

@@ -10,7 +10,13 @@
 //! - any other undecodable command or ticket gets an INVALID_ARGUMENT that
 //!   says what was expected.
 //!
-//! Everything else passes through unchanged.
+//! Everything else passes through unchanged. [`service`] builds the tonic
+//! server around it.
+//!
+//! May depend on the Flight SQL service in `flight`'s `mod.rs` (which only
+//! re-exports this file), `ingest` and `query`.
+
+use std::sync::Arc;
 
 use arrow_flight::flight_descriptor::DescriptorType;
 use arrow_flight::flight_service_server::FlightService;
@@ -22,7 +28,10 @@ use arrow_flight::{
 use prost::Message;
 use tonic::{Request, Response, Status, Streaming};
 
-use super::StreamDbFlight;
+use super::{auth, StreamDbFlight};
+use crate::ingest::Engine;
+use crate::query::subscribe::Subscriptions;
+use crate::query::QueryEngine;
 
 /// Flight SQL messages are `Any`s whose type URL names this package.
 const FLIGHT_SQL_TYPE_PREFIX: &str = "type.googleapis.com/arrow.flight.protocol.sql.";
@@ -189,6 +198,25 @@ impl FlightService for Gateway {
         });
         Ok(Response::new(Box::pin(supported)))
     }
+}
+
+/// The gRPC service: the Flight SQL service behind the [`Gateway`].
+pub fn service(
+    engine: Arc<Engine>,
+    query: Arc<QueryEngine>,
+    subscriptions: Arc<Subscriptions>,
+    tokens: auth::Tokens,
+    max_message_bytes: usize,
+) -> arrow_flight::flight_service_server::FlightServiceServer<Gateway> {
+    arrow_flight::flight_service_server::FlightServiceServer::new(Gateway(StreamDbFlight::new(
+        engine,
+        query,
+        subscriptions,
+        tokens,
+    )))
+    .max_decoding_message_size(max_message_bytes)
+    // Replies are bounded by the batch size queries produce, not by this.
+    .max_encoding_message_size(usize::MAX >> 1)
 }
 
 #[cfg(test)]

@@ -46,7 +46,7 @@ use futures::{Stream, StreamExt, TryStreamExt};
 use prost::Message;
 use tonic::{Request, Response, Status};
 
-pub use gateway::Gateway;
+pub use gateway::{service, Gateway};
 pub use statement::Prepared;
 
 use crate::ingest::Engine;
@@ -497,23 +497,4 @@ impl FlightSqlService for StreamDbFlight {
     }
 
     async fn register_sql_info(&self, _id: i32, _result: &SqlInfo) {}
-}
-
-/// The gRPC service: the Flight SQL service behind the [`Gateway`].
-pub fn service(
-    engine: Arc<Engine>,
-    query: Arc<QueryEngine>,
-    subscriptions: Arc<Subscriptions>,
-    tokens: auth::Tokens,
-    max_message_bytes: usize,
-) -> arrow_flight::flight_service_server::FlightServiceServer<Gateway> {
-    arrow_flight::flight_service_server::FlightServiceServer::new(Gateway(StreamDbFlight::new(
-        engine,
-        query,
-        subscriptions,
-        tokens,
-    )))
-    .max_decoding_message_size(max_message_bytes)
-    // Replies are bounded by the batch size queries produce, not by this.
-    .max_encoding_message_size(usize::MAX >> 1)
 }

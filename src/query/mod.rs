@@ -14,6 +14,7 @@
 //! - `complexity`: the bound on operator chains, checked before parsing.
 //! - `running`: [`Admission`], a running query's slot, metrics and
 //!   slow-query log line.
+//! - `error`: [`QueryError`], which every file here may return.
 //!
 //! Plans are read-only: DDL, DML and `SET` are refused in [`QueryEngine::plan`].
 //!
@@ -23,6 +24,7 @@ mod complexity;
 mod convert;
 mod dialect;
 mod duration;
+mod error;
 mod filters;
 mod functions;
 mod names;
@@ -35,7 +37,6 @@ mod table;
 use std::sync::Arc;
 use std::time::Duration;
 
-use datafusion::common::DataFusionError;
 use datafusion::execution::context::SQLOptions;
 use datafusion::execution::memory_pool::FairSpillPool;
 use datafusion::execution::runtime_env::RuntimeEnvBuilder;
@@ -46,6 +47,7 @@ use datafusion::sql::parser::{DFParser, Statement};
 
 pub use complexity::check as check_complexity;
 pub use duration::parse_duration_micros;
+pub use error::QueryError;
 pub use running::Admission;
 pub use scan::{MetricsScanExec, PruneStats};
 pub use table::MetricsTable;
@@ -100,41 +102,6 @@ pub struct QueryEngine {
     engine: Arc<dyn ReadView>,
     config: QueryConfig,
     slots: Arc<tokio::sync::Semaphore>,
-}
-
-#[derive(Debug, thiserror::Error)]
-pub enum QueryError {
-    #[error("{0}")]
-    Invalid(String),
-    #[error("query failed: {0}")]
-    Execution(String),
-    #[error("query exceeded its memory limit: {0}")]
-    ResourcesExhausted(String),
-    #[error("query timed out after {0:?}")]
-    Timeout(Duration),
-    #[error("too many queries running (limit {0}, --max-concurrent-queries); retry shortly")]
-    Busy(usize),
-    /// A limit other than memory ended the work (a subscriber too slow,
-    /// too many subscriptions); the message names it.
-    #[error("{0}")]
-    Limit(String),
-}
-
-impl QueryError {
-    /// Sorts a DataFusion error into what the user did wrong or not.
-    pub fn from_datafusion(e: DataFusionError) -> Self {
-        match e.find_root() {
-            DataFusionError::SQL(..)
-            | DataFusionError::Plan(_)
-            | DataFusionError::SchemaError(..)
-            | DataFusionError::NotImplemented(_) => QueryError::Invalid(e.to_string()),
-            DataFusionError::ResourcesExhausted(m) => QueryError::ResourcesExhausted(m.clone()),
-            DataFusionError::Execution(m) if m.starts_with("time_bucket") => {
-                QueryError::Invalid(e.to_string())
-            }
-            _ => QueryError::Execution(e.to_string()),
-        }
-    }
 }
 
 impl QueryEngine {

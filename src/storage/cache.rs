@@ -18,7 +18,8 @@ use arrow::array::RecordBatch;
 use object_store::path::Path;
 use parking_lot::Mutex;
 
-use super::chunk::{decode_chunk, ChunkMeta};
+use super::chunk::decode_chunk;
+use super::chunk_meta::ChunkMeta;
 use super::compacted;
 use super::store::{StorageError, Store};
 
@@ -218,7 +219,7 @@ mod tests {
         let store = Store::new(Arc::new(InMemory::new()));
         let mut metas = Vec::new();
         for id in 0..4u64 {
-            let b = crate::storage::chunk::test_points(
+            let b = crate::storage::chunk_meta::test_points(
                 vec![id; 1000],
                 (0..1000).collect(),
                 vec![1.0; 1000],
@@ -264,7 +265,7 @@ mod tests {
             .flat_map(|s| std::iter::repeat_n(s + 1, n))
             .collect();
         let times: Vec<i64> = (0..8).flat_map(|_| 0..n as i64).collect();
-        let b = crate::storage::chunk::test_points(ids, times, vec![0.5; 8 * n]);
+        let b = crate::storage::chunk_meta::test_points(ids, times, vec![0.5; 8 * n]);
         let (bytes, meta) = compacted::encode(1, &b).unwrap();
         store
             .put(&Path::from(meta.path.as_str()), bytes)

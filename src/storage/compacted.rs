@@ -1,14 +1,18 @@
 //! Compacted chunks: the Parquet format the compactor writes.
 //!
-//! Same rows and footer entries as a flushed Arrow chunk (see `chunk`), in
-//! fewer bytes: ZSTD over per-column encodings chosen for time series,
-//! dictionary-coded series ids (a partition holds few series, each in one
-//! sorted run), delta-coded times (regular intervals become a few bits per
-//! point) and byte-stream-split values (the exponent bytes of neighbouring
-//! floats compress together). docs/STORAGE.md has the measurements.
+//! Same rows and footer entries (`chunk_meta`) as a flushed Arrow chunk
+//! (`chunk`), in fewer bytes: ZSTD over per-column encodings chosen for
+//! time series, dictionary-coded series ids (a partition holds few series,
+//! each in one sorted run), delta-coded times (regular intervals become a
+//! few bits per point) and byte-stream-split values (the exponent bytes of
+//! neighbouring floats compress together). docs/STORAGE.md has the
+//! measurements.
 //!
 //! Row groups carry series-id statistics, so a reader that wants a few
 //! series fetches only their row groups with range requests.
+//!
+//! May depend on `chunk_meta`, `store` and `model` (not on `chunk`, which
+//! dispatches reads here).
 
 use std::collections::{BTreeSet, HashMap};
 use std::ops::Range;
@@ -30,7 +34,7 @@ use parquet::file::metadata::{KeyValue, ParquetMetaData, ParquetMetaDataReader};
 use parquet::file::properties::WriterProperties;
 use parquet::schema::types::ColumnPath;
 
-use super::chunk::{check_format, describe, parse_series, ChunkMeta, Described};
+use super::chunk_meta::{check_format, describe, parse_series, ChunkMeta, Described};
 use super::store::{StorageError, Store};
 use crate::model::{point_schema, POINT_SERIES_ID, POINT_TIME, POINT_VALUE};
 
@@ -250,7 +254,7 @@ mod tests {
                 values.push((s as f64) + (i as f64) / 100.0);
             }
         }
-        crate::storage::chunk::test_points(ids, times, values)
+        crate::storage::chunk_meta::test_points(ids, times, values)
     }
 
     #[tokio::test]

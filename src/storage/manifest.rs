@@ -15,7 +15,7 @@ use bytes::Bytes;
 use object_store::path::Path;
 use serde::{Deserialize, Serialize};
 
-use super::chunk::ChunkMeta;
+use super::chunk_meta::ChunkMeta;
 use super::store::{StorageError, Store};
 use crate::model::Writers;
 

@@ -4,8 +4,9 @@
 //!
 //! # Layout
 //! - `store`: the object store handle and error type.
-//! - `chunk`: chunk files, their footer metadata and the flush format
-//!   (Arrow IPC).
+//! - `chunk_meta`: what every chunk carries whatever its format: metadata,
+//!   path, partition and footer entries.
+//! - `chunk`: the flush format (Arrow IPC), and reads of either format.
 //! - `compacted`: the compacted chunk format (Parquet) and ranged reads.
 //! - `cache`: the decoded-chunk cache queries read through.
 //! - `manifest`: versioned manifest objects committed by conditional create.
@@ -17,6 +18,7 @@
 mod cache;
 mod catalog;
 mod chunk;
+mod chunk_meta;
 mod compacted;
 #[cfg(test)]
 pub(crate) mod faults;
@@ -26,9 +28,8 @@ mod store;
 
 pub use cache::{CacheStats, ChunkReader};
 pub use catalog::{SeriesCatalog, TagPredicate};
-pub use chunk::{
-    chunk_path, decode_chunk, encode_chunk, read_footer_series, ChunkMeta, PARTITION_MICROS,
-};
+pub use chunk::{decode_chunk, encode_chunk, read_footer_series};
+pub use chunk_meta::{chunk_path, ChunkMeta, PARTITION_MICROS};
 pub use compacted::encode as encode_compacted;
 pub use lease::{node_id, Lease, HEARTBEAT as LEASE_HEARTBEAT};
 pub use manifest::{Garbage, Manifest, ManifestStore, SourceCheckpoint};

@@ -31,12 +31,21 @@
 //! `DISTINCT`, grouping sets, `value` in a key) is left to DataFusion as
 //! it was. The rule matches DataFusion's built-in aggregates by name:
 //! StreamDB registers no function under those names.
+//!
+//! # Layout
+//! - this file: the optimizer rule; it builds the rollup scan through
+//!   `table`, so `table` imports none of it.
+//! - `partial`: the kernel the scan runs, and the partial columns.
+//! - `schema`: the rollup table's columns (what `table` needs to know).
+//!
+//! May depend on `query`'s `filters`, `functions` and `table`.
 
 mod partial;
+mod schema;
 
 use std::sync::Arc;
 
-use arrow::datatypes::{DataType, Field, Schema, SchemaRef};
+use arrow::datatypes::DataType;
 use datafusion::common::tree_node::{Transformed, TreeNode};
 use datafusion::common::{Column, Result, TableReference};
 use datafusion::datasource::{provider_as_source, source_as_provider};
@@ -49,50 +58,13 @@ use datafusion::logical_expr::{
 };
 use datafusion::optimizer::{ApplyOrder, OptimizerConfig, OptimizerRule};
 
-pub use partial::{Partials, PARTIAL_COLUMNS};
+pub use partial::Partials;
+pub use schema::rollup_schema;
 
+use self::schema::{index_of, internal};
 use super::filters::is_exact;
 use super::functions::width_micros;
 use super::table::MetricsTable;
-use crate::model::{tags_type, time_type};
-
-/// The rollup table's columns: the series columns, then the partials.
-/// Internal names, never visible to SQL (the rule runs after planning).
-pub fn rollup_schema() -> SchemaRef {
-    let mut fields = vec![
-        Field::new("series_id", DataType::UInt64, false),
-        Field::new("metric", DataType::Utf8, false),
-        Field::new("tags", tags_type(), false),
-    ];
-    for name in &PARTIAL_COLUMNS[1..] {
-        let ty = match *name {
-            "bucket" | "first_time" | "last_time" => time_type(),
-            "count" => DataType::Int64,
-            _ => DataType::Float64,
-        };
-        fields.push(Field::new(internal(name), ty, false));
-    }
-    Arc::new(Schema::new(fields))
-}
-
-fn internal(name: &str) -> String {
-    format!("__rollup_{name}")
-}
-
-/// Index of a column of [`rollup_schema`].
-fn index_of(name: &str) -> usize {
-    match name {
-        "series_id" => 0,
-        "metric" => 1,
-        "tags" => 2,
-        partial => {
-            2 + PARTIAL_COLUMNS
-                .iter()
-                .position(|c| *c == partial)
-                .expect("a partial column")
-        }
-    }
-}
 
 /// The optimizer rule; see the module documentation.
 #[derive(Debug, Default)]

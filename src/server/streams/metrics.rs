@@ -9,8 +9,9 @@ use axum::http::{HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 
 use super::params::{self, STREAM_NEXT_OFFSET};
+use super::response::{error, set, stream_error};
 use super::source::METRICS_CONTENT_TYPE;
-use super::{error, set, stream_error, StreamsState};
+use super::state::StreamsState;
 use crate::ingest::{EngineError, Once};
 use crate::stream::registry::{accepts, media_type};
 

@@ -12,81 +12,32 @@
 //! - `write`: PUT, POST, DELETE on named streams.
 //! - `metrics`: writes to the metrics stream.
 //! - `cursor`: `Stream-Cursor` values.
+//! - `state`: the handlers' shared state and tunables.
+//! - `response`: error responses and the status of each stream error.
+//!
+//! This file dispatches requests to the handlers; they import what they
+//! share from the leaves (`state`, `response`, `params`, `source`), never
+//! from here. May depend on `model`, `stream` and `ingest`.
 
 mod cursor;
 mod metrics;
 pub(crate) mod params;
 mod read;
+mod response;
 mod source;
 mod sse;
+mod state;
 mod write;
-
-use std::sync::Arc;
-use std::time::Duration;
 
 use axum::body::Bytes;
 use axum::extract::{Path, Query, State};
 use axum::http::{header, HeaderMap, HeaderValue, Method, StatusCode, Uri};
 use axum::response::{IntoResponse, Response};
 
-use crate::ingest::Engine;
-use crate::stream::registry::{Registry, StreamError};
-
 pub use source::METRICS;
+pub use state::{StreamsConfig, StreamsState};
 
-/// Tunables of the protocol endpoint.
-#[derive(Debug, Clone)]
-pub struct StreamsConfig {
-    /// How long a long-poll waits for data before answering 204.
-    pub long_poll_timeout: Duration,
-    /// How long one SSE connection stays open (clients reconnect).
-    pub sse_max_duration: Duration,
-    /// Largest body one request may carry (413 above it).
-    pub max_body_bytes: usize,
-    /// Most bytes one catch-up response carries (clients page on).
-    pub max_read_bytes: usize,
-    /// Streams that may exist at once (429 on create above it).
-    pub max_streams: usize,
-}
-
-impl Default for StreamsConfig {
-    fn default() -> Self {
-        Self {
-            long_poll_timeout: Duration::from_secs(20),
-            sse_max_duration: Duration::from_secs(60),
-            max_body_bytes: 64 << 20,
-            max_read_bytes: 1 << 20,
-            max_streams: 10_000,
-        }
-    }
-}
-
-#[derive(Clone)]
-pub struct StreamsState {
-    pub registry: Arc<Registry>,
-    pub engine: Arc<Engine>,
-    pub config: StreamsConfig,
-    /// Becomes `true` when the server stops: live reads (long-poll, SSE)
-    /// answer at once so a graceful shutdown is not held open by them.
-    /// The shutdown tree's node for SSE sessions and long-polls: they end
-    /// when it is cancelled, so a graceful stop is not held open by them.
-    pub sessions: crate::runtime::Tasks,
-    /// Requests are authenticated (`--auth-token`): data responses may be
-    /// cached by the reader only, never by a shared cache that would hand
-    /// them to anyone asking for the URL (§8, §10).
-    pub private: bool,
-}
-
-impl StreamsState {
-    /// `Cache-Control` of a response that carries data.
-    fn data_cache_control(&self) -> HeaderValue {
-        HeaderValue::from_static(if self.private {
-            "private, max-age=60, stale-while-revalidate=300"
-        } else {
-            "public, max-age=60, stale-while-revalidate=300"
-        })
-    }
-}
+use response::error;
 
 /// Headers every response of the HTTP side carries, errors included: no
 /// MIME sniffing, cross-origin reads allowed, and the protocol's headers
@@ -198,61 +149,6 @@ fn preflight(headers: &HeaderMap) -> Response {
         HeaderValue::from_static("86400"),
     );
     r
-}
-
-/// A JSON error body `{"error": "..."}` with `status`.
-pub fn error(status: StatusCode, message: impl Into<String>) -> Response {
-    let body = serde_json::json!({ "error": message.into() }).to_string();
-    let mut r = (status, body).into_response();
-    r.headers_mut().insert(
-        header::CONTENT_TYPE,
-        HeaderValue::from_static("application/json"),
-    );
-    r
-}
-
-/// Maps a stream error to its status and headers (§5).
-fn stream_error(e: StreamError) -> Response {
-    use params::*;
-    let status = match &e {
-        StreamError::NotFound => StatusCode::NOT_FOUND,
-        StreamError::Gone | StreamError::Truncated { .. } => StatusCode::GONE,
-        StreamError::BadRequest(_) => StatusCode::BAD_REQUEST,
-        StreamError::Conflict(_)
-        | StreamError::Closed { .. }
-        | StreamError::ContentTypeMismatch { .. }
-        | StreamError::SeqRegression { .. }
-        | StreamError::SequenceGap { .. } => StatusCode::CONFLICT,
-        StreamError::StaleEpoch { .. } => StatusCode::FORBIDDEN,
-        StreamError::Io(_) => StatusCode::INTERNAL_SERVER_ERROR,
-        StreamError::TooMany { .. } => StatusCode::TOO_MANY_REQUESTS,
-    };
-    if status == StatusCode::INTERNAL_SERVER_ERROR {
-        tracing::error!(error = %e, "stream operation failed");
-    }
-    let mut r = error(status, e.to_string());
-    let h = r.headers_mut();
-    match e {
-        StreamError::Closed { next } => {
-            h.insert(STREAM_CLOSED, HeaderValue::from_static("true"));
-            set(h, STREAM_NEXT_OFFSET, next.to_string());
-        }
-        StreamError::StaleEpoch { current } => set(h, PRODUCER_EPOCH, current.to_string()),
-        StreamError::SequenceGap { expected, received } => {
-            set(h, PRODUCER_EXPECTED_SEQ, expected.to_string());
-            set(h, PRODUCER_RECEIVED_SEQ, received.to_string());
-        }
-        _ => {}
-    }
-    r
-}
-
-/// Sets a header from text that is known to be a valid header value
-/// (offsets, integers, content types the client sent us).
-fn set(h: &mut HeaderMap, name: &'static str, value: String) {
-    if let Ok(v) = HeaderValue::from_str(&value) {
-        h.insert(name, v);
-    }
 }
 
 #[cfg(test)]

@@ -4,9 +4,11 @@ use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 
 use super::params::{self, Live, Start, *};
+use super::response::{error, set, stream_error};
 use super::source::{Source, METRICS};
-use super::{cursor, error, set, sse, stream_error, StreamsState};
-use crate::stream::registry::{render_json, Body, Expiry, ReadBatch, StreamError};
+use super::state::StreamsState;
+use super::{cursor, sse};
+use crate::stream::registry::{Expiry, ReadBatch, StreamError};
 use crate::stream::Position;
 
 /// Looks a stream up by name (`metrics` is the engine's log).
@@ -122,7 +124,7 @@ fn catch_up(s: &StreamsState, src: &Source, from: Position, headers: &HeaderMap)
     let mut r = if matches {
         StatusCode::NOT_MODIFIED.into_response()
     } else {
-        (StatusCode::OK, render(src, &batch.bodies)).into_response()
+        (StatusCode::OK, src.render(&batch.bodies)).into_response()
     };
     let h = r.headers_mut();
     set(h, header::ETAG.as_str(), etag);
@@ -150,25 +152,6 @@ fn data_headers(h: &mut HeaderMap, src: &Source, batch: &ReadBatch) {
     }
 }
 
-/// A response body: JSON streams as one array of every message, others as
-/// the concatenated bytes.
-pub(super) fn render(src: &Source, bodies: &[Body]) -> Vec<u8> {
-    if src.is_json() {
-        render_json(bodies.iter().flat_map(|b| match b {
-            Body::Json(m) => m.iter().map(Vec::as_slice).collect::<Vec<_>>(),
-            Body::Bytes(b) => vec![b.as_slice()],
-        }))
-    } else {
-        let mut out = Vec::new();
-        for b in bodies {
-            if let Body::Bytes(b) = b {
-                out.extend_from_slice(b);
-            }
-        }
-        out
-    }
-}
-
 async fn long_poll(
     s: &StreamsState,
     src: &Source,
@@ -187,7 +170,7 @@ async fn long_poll(
             Err(e) => return stream_error(e),
         };
         if !batch.bodies.is_empty() {
-            let mut r = (StatusCode::OK, render(src, &batch.bodies)).into_response();
+            let mut r = (StatusCode::OK, src.render(&batch.bodies)).into_response();
             let h = r.headers_mut();
             data_headers(h, src, &batch);
             set(h, STREAM_CURSOR, cursor::next(client_cursor));

@@ -1,13 +1,14 @@
 //! What the read paths (catch-up, long-poll, SSE) read from: a named stream
 //! of the registry, or the `metrics` stream, which is the engine's log
-//! rendered as JSON point messages.
+//! rendered as JSON point messages; and how what they read becomes a
+//! response body.
 
 use std::sync::Arc;
 
 use tokio::sync::watch;
 
 use crate::ingest::{Engine, ViewError};
-use crate::stream::registry::{Body, NamedStream, ReadBatch, StreamError};
+use crate::stream::registry::{render_json, Body, NamedStream, ReadBatch, StreamError};
 use crate::stream::{LogError, Offset, Position};
 
 pub const METRICS: &str = "metrics";
@@ -106,6 +107,25 @@ impl Source {
                 rx.borrow_and_update();
                 Waiter::Metrics(rx)
             }
+        }
+    }
+
+    /// A response body: JSON streams as one array of every message, others as
+    /// the concatenated bytes.
+    pub fn render(&self, bodies: &[Body]) -> Vec<u8> {
+        if self.is_json() {
+            render_json(bodies.iter().flat_map(|b| match b {
+                Body::Json(m) => m.iter().map(Vec::as_slice).collect::<Vec<_>>(),
+                Body::Bytes(b) => vec![b.as_slice()],
+            }))
+        } else {
+            let mut out = Vec::new();
+            for b in bodies {
+                if let Body::Bytes(b) = b {
+                    out.extend_from_slice(b);
+                }
+            }
+            out
         }
     }
 

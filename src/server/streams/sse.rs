@@ -19,10 +19,11 @@ use base64::Engine as _;
 use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
 
+use super::cursor;
 use super::params::STREAM_SSE_DATA_ENCODING;
-use super::read::render;
+use super::response::stream_error;
 use super::source::Source;
-use super::{cursor, StreamsState};
+use super::state::StreamsState;
 use crate::stream::Position;
 
 /// Frames buffered per connection.
@@ -42,7 +43,7 @@ pub(super) fn respond(
     // would reconnect to it forever. So the first read happens before the
     // response starts (its one record is read again by the session).
     if let Err(e) = src.read(from, 1) {
-        return super::stream_error(e);
+        return stream_error(e);
     }
     let (tx, rx) = mpsc::channel::<Result<Bytes, Infallible>>(FRAMES);
     let text = src.is_text();
@@ -104,7 +105,7 @@ impl Session {
             };
             if !batch.bodies.is_empty() || !sent_control || batch.closed {
                 if !batch.bodies.is_empty() {
-                    let payload = render(&self.src, &batch.bodies);
+                    let payload = self.src.render(&batch.bodies);
                     if !self.send(self.data_event(&payload)).await {
                         return;
                     }

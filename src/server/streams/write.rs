@@ -5,7 +5,8 @@ use axum::http::{header, HeaderMap, HeaderValue, StatusCode, Uri};
 use axum::response::{IntoResponse, Response};
 
 use super::params::{self, *};
-use super::{error, set, stream_error, StreamsState};
+use super::response::{error, set, stream_error};
+use super::state::StreamsState;
 use crate::stream::registry::{
     AppendOutcome, AppendRequest, CreateRequest, Created, ForkRequest, NamedStream,
 };

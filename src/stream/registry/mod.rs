@@ -12,11 +12,13 @@
 //! found at startup are leftovers of interrupted creates and deletes.
 //!
 //! # Layout
+//! - `error`: [`StreamError`], and what a writer check means for an append.
 //! - `meta`: configuration, persisted flags, content-type comparison.
 //! - `record`: the record format (body plus writer state).
 //! - `json`: JSON mode's validation and one-level flattening.
 //! - `named`: [`NamedStream`], appends and stitched reads.
 
+mod error;
 pub(crate) mod json;
 mod meta;
 mod named;
@@ -30,69 +32,13 @@ use std::sync::Arc;
 
 use parking_lot::Mutex;
 
+pub use error::{accepts, StreamError};
 pub use json::render as render_json;
 pub use meta::{media_type, Expiry, ForkOrigin, StreamConfig};
 pub use named::{AppendOutcome, AppendRequest, NamedStream, ReadBatch};
 pub use record::{Body, ProducerTuple};
 
-use crate::model::Verdict;
 use crate::stream::Offset;
-
-/// Why a stream operation was refused. The HTTP layer maps each to its
-/// status code; every message names the problem.
-#[derive(Debug, thiserror::Error)]
-pub enum StreamError {
-    #[error("stream not found")]
-    NotFound,
-    #[error("stream was deleted (its data is kept only for the forks that read it)")]
-    Gone,
-    #[error("{0}")]
-    BadRequest(String),
-    #[error("{0}")]
-    Conflict(String),
-    #[error("stream is closed: no further appends are accepted")]
-    Closed { next: Offset },
-    #[error("content type {request:?} does not match the stream's {stream:?}")]
-    ContentTypeMismatch { stream: String, request: String },
-    #[error("Stream-Seq {received:?} is not greater than the last one, {last:?}")]
-    SeqRegression { last: String, received: String },
-    #[error("Producer-Epoch is stale: the producer has moved on to epoch {current}")]
-    StaleEpoch { current: u64 },
-    #[error("Producer-Seq gap: expected {expected}, received {received}")]
-    SequenceGap { expected: u64, received: u64 },
-    #[error("offset is before the oldest data kept ({first}); older data was flushed to chunks (query it with SQL)")]
-    Truncated { first: Offset },
-    #[error("storage error: {0}")]
-    Io(String),
-    #[error("too many streams: {limit} exist (--max-streams); delete some or raise the limit")]
-    TooMany { limit: usize },
-}
-
-/// What a writer check means for an append: `Ok(None)` to append,
-/// `Ok(Some(last_seq))` for a producer's retry (answer success, append
-/// nothing), or the refusal.
-pub fn accepts(
-    verdict: Verdict,
-    producer: Option<&ProducerTuple>,
-    stream_seq: Option<&str>,
-) -> Result<Option<u64>, StreamError> {
-    match verdict {
-        Verdict::Accept => Ok(None),
-        Verdict::Duplicate { last_seq } => Ok(Some(last_seq)),
-        Verdict::StaleEpoch { current } => Err(StreamError::StaleEpoch { current }),
-        Verdict::EpochNeedsSeqZero => {
-            let (epoch, seq) = producer.map_or((0, 0), |p| (p.epoch, p.seq));
-            Err(StreamError::BadRequest(format!(
-                "Producer-Epoch {epoch} is new, so Producer-Seq must start at 0 (got {seq})"
-            )))
-        }
-        Verdict::Gap { expected, received } => Err(StreamError::SequenceGap { expected, received }),
-        Verdict::SeqRegression { last } => Err(StreamError::SeqRegression {
-            last,
-            received: stream_seq.unwrap_or_default().to_string(),
-        }),
-    }
-}
 
 #[derive(Debug, Clone)]
 pub struct RegistryConfig {

@@ -9,10 +9,10 @@ use std::time::{Duration, Instant};
 use parking_lot::Mutex;
 use tokio::sync::watch;
 
+use super::error::{accepts, StreamError};
 use super::json;
 use super::meta::{self, Expiry, Meta};
 use super::record::{self, Body, Entry, ProducerTuple};
-use super::StreamError;
 use crate::model::{Verdict, Writers};
 use crate::stream::{Log, LogConfig, Offset, Position};
 
@@ -313,7 +313,7 @@ impl NamedStream {
                 .writers
                 .check(req.producer.as_ref(), req.stream_seq.as_deref());
             if let Some(last_seq) =
-                super::accepts(verdict, req.producer.as_ref(), req.stream_seq.as_deref())?
+                accepts(verdict, req.producer.as_ref(), req.stream_seq.as_deref())?
             {
                 return Ok(AppendOutcome::Duplicate {
                     next,
