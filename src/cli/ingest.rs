@@ -7,17 +7,19 @@ use std::fs::File;
 use std::io::{BufReader, IsTerminal, Read, Seek};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use anyhow::{bail, Context, Result};
 use arrow::array::RecordBatch;
 use arrow::datatypes::{DataType, Field, Schema};
 use indicatif::{ProgressBar, ProgressState, ProgressStyle};
 use streamdb_client::Client;
+use tokio::time::Instant;
 
 use super::connection::Connection;
 use super::sample::Sample;
 use super::units::{self, parse_duration};
+use crate::runtime::Clock;
 
 #[derive(clap::Args, Debug)]
 pub struct IngestArgs {
@@ -100,8 +102,8 @@ impl Progress {
         });
         Self {
             bar,
-            started: Instant::now(),
-            last_line: Instant::now(),
+            started: Clock::system().instant(),
+            last_line: Clock::system().instant(),
             points: 0,
             batches: 0,
             last_offset: None,
@@ -117,7 +119,7 @@ impl Progress {
         match &self.bar {
             Some(bar) => bar.set_position(self.points),
             None if self.last_line.elapsed() >= Duration::from_secs(5) => {
-                self.last_line = Instant::now();
+                self.last_line = Clock::system().instant();
                 eprintln!(
                     "ingest: {} points, {}/s",
                     units::count(self.points),
@@ -202,7 +204,7 @@ async fn generate(
     let per_tick = ((a.rate * 0.1).ceil() as usize).clamp(1, a.batch_size);
     // Points in a batch are stamped 1/rate apart, as they would be sampled.
     let spacing_us = ((1e6 / a.rate).round() as i64).max(1);
-    let start = Instant::now();
+    let start = Clock::system().instant();
     let mut sent: u64 = 0;
     loop {
         // A duration is a point budget (rate × duration) sent on schedule;
@@ -213,18 +215,18 @@ async fn generate(
             // asked for.
             let end = start + Duration::from_secs_f64(sent as f64 / a.rate);
             tokio::select! {
-                _ = tokio::time::sleep_until(end.into()) => {}
+                _ = tokio::time::sleep_until(end) => {}
                 _ = &mut *ctrl_c => {}
             }
             break;
         }
         let due = start + Duration::from_secs_f64(sent as f64 / a.rate);
         tokio::select! {
-            _ = tokio::time::sleep_until(due.into()) => {}
+            _ = tokio::time::sleep_until(due) => {}
             _ = &mut *ctrl_c => break,
         }
         let n = total.map_or(per_tick, |t| per_tick.min((t - sent) as usize));
-        let now_us = chrono::Utc::now().timestamp_micros();
+        let now_us = Clock::system().now_micros();
         let summary = client
             .write(vec![sample.batch(n, now_us, spacing_us)])
             .await?;

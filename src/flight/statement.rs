@@ -195,7 +195,8 @@ pub async fn execute(
     let timeout = q.config().timeout;
     let batches =
         execute_stream(plan, task).map_err(|e| query_status(QueryError::from_datafusion(e)))?;
-    let deadline = tokio::time::Instant::now() + timeout;
+    let clock = q.engine().clock().clone();
+    let deadline = clock.instant() + timeout;
     let limited = batches
         // The admission lives as long as the stream: its drop records
         // the query and frees the slot.
@@ -207,13 +208,14 @@ pub async fn execute(
         // If the deadline cut the stream short, end it with an error rather
         // than a silently truncated result.
         .chain(
-            futures::stream::once(async move { tokio::time::Instant::now() >= deadline })
-                .filter_map(move |late| {
+            futures::stream::once(async move { clock.instant() >= deadline }).filter_map(
+                move |late| {
                     let err = arrow_flight::error::FlightError::from(query_status(
                         QueryError::Timeout(timeout),
                     ));
                     futures::future::ready(late.then_some(Err(err)))
-                }),
+                },
+            ),
         );
     Ok(FlightDataEncoderBuilder::new()
         .with_schema(schema)

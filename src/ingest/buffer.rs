@@ -86,7 +86,7 @@ impl State {
         }
     }
 
-    pub fn push(&mut self, batch: Arc<BufferedBatch>, now: Instant) {
+    pub fn push(&mut self, batch: Arc<BufferedBatch>, now: Instant, now_secs: i64) {
         debug_assert!(
             batch.offset >= self.applied,
             "records must arrive in offset order"
@@ -94,7 +94,7 @@ impl State {
         self.applied = batch.offset.next();
         let o = &batch.origin;
         self.writers
-            .record(o.producer.as_ref(), o.stream_seq.as_deref());
+            .record(o.producer.as_ref(), o.stream_seq.as_deref(), now_secs);
         if batch.points.num_rows() == 0 {
             return;
         }
@@ -177,7 +177,8 @@ impl WriteBuffer {
             self.catalog.insert(id, key);
         }
         let batch = Arc::new(BufferedBatch::new(offset, batch.points, batch.origin));
-        self.state.write().push(batch.clone(), self.clock.instant());
+        let (now, now_secs) = (self.clock.instant(), self.clock.now_secs());
+        self.state.write().push(batch.clone(), now, now_secs);
         // No receivers is the normal case; nothing to do then.
         let _ = self.fanout.send(batch);
     }

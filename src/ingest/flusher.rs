@@ -145,7 +145,10 @@ impl Flusher {
         let upto = snap.applied;
         let committed = a
             .commit
-            .commit(|current| Some(next_manifest(current, &snap, chunks, idle_before)))
+            .commit(|current| {
+                let now = a.clock.now_secs();
+                Some(next_manifest(current, &snap, chunks, idle_before, now))
+            })
             .await?
             .expect("a flush always commits");
         if let Some(before) = idle_before {
@@ -212,6 +215,7 @@ fn next_manifest(
     snap: &Snapshot,
     chunks: Vec<ChunkMeta>,
     idle_before: Option<i64>,
+    now_secs: i64,
 ) -> Manifest {
     let mut next = current.clone();
     next.chunks.extend(chunks);
@@ -228,7 +232,7 @@ fn next_manifest(
             next.source_checkpoint = o.source.clone();
         }
         next.writers
-            .record(o.producer.as_ref(), o.stream_seq.as_deref());
+            .record(o.producer.as_ref(), o.stream_seq.as_deref(), now_secs);
     }
     next
 }

@@ -92,13 +92,13 @@ impl Producers {
 
     /// Records an accepted tuple (after its record is durable, or while
     /// replaying the log).
-    pub fn record(&mut self, t: &ProducerTuple) {
+    pub fn record(&mut self, t: &ProducerTuple, now_secs: i64) {
         self.0.insert(
             t.id.clone(),
             ProducerState {
                 epoch: t.epoch,
                 last_seq: t.seq,
-                seen: chrono::Utc::now().timestamp(),
+                seen: now_secs,
             },
         );
     }
@@ -150,10 +150,16 @@ impl Writers {
         }
     }
 
-    /// Records what an accepted append carried.
-    pub fn record(&mut self, producer: Option<&ProducerTuple>, stream_seq: Option<&str>) {
+    /// Records what an accepted append carried, at `now_secs` (Unix
+    /// seconds: when the producer was last seen).
+    pub fn record(
+        &mut self,
+        producer: Option<&ProducerTuple>,
+        stream_seq: Option<&str>,
+        now_secs: i64,
+    ) {
         if let Some(p) = producer {
-            self.producers.record(p);
+            self.producers.record(p, now_secs);
         }
         if let Some(s) = stream_seq {
             self.last_stream_seq = Some(s.to_string());
@@ -184,10 +190,10 @@ mod tests {
             }
         );
         assert_eq!(p.check(&t("a", 0, 0)), Verdict::Accept);
-        p.record(&t("a", 0, 0));
+        p.record(&t("a", 0, 0), 0);
         assert_eq!(p.check(&t("a", 0, 0)), Verdict::Duplicate { last_seq: 0 });
         assert_eq!(p.check(&t("a", 0, 1)), Verdict::Accept);
-        p.record(&t("a", 0, 1));
+        p.record(&t("a", 0, 1), 0);
         assert_eq!(
             p.check(&t("a", 0, 3)),
             Verdict::Gap {
@@ -197,7 +203,7 @@ mod tests {
         );
         assert_eq!(p.check(&t("a", 1, 1)), Verdict::EpochNeedsSeqZero);
         assert_eq!(p.check(&t("a", 1, 0)), Verdict::Accept);
-        p.record(&t("a", 1, 0));
+        p.record(&t("a", 1, 0), 0);
         assert_eq!(p.check(&t("a", 0, 2)), Verdict::StaleEpoch { current: 1 });
         // Producers are independent.
         assert_eq!(p.check(&t("b", 0, 0)), Verdict::Accept);
@@ -207,7 +213,7 @@ mod tests {
     fn stream_seq_must_grow_and_a_duplicate_wins_over_it() {
         let mut w = Writers::default();
         assert_eq!(w.check(None, Some("b")), Verdict::Accept);
-        w.record(Some(&t("a", 0, 0)), Some("b"));
+        w.record(Some(&t("a", 0, 0)), Some("b"), 0);
         for stale in ["b", "a", "B"] {
             assert_eq!(
                 w.check(None, Some(stale)),
@@ -230,10 +236,9 @@ mod tests {
     #[test]
     fn idle_producers_are_forgotten_and_must_start_over() {
         let mut p = Producers::default();
-        p.record(&t("old", 0, 5));
-        p.record(&t("new", 0, 5));
-        p.0.get_mut("old").unwrap().seen -= 100;
-        let now = p.0["new"].seen;
+        let now = 1_700_000_000;
+        p.record(&t("old", 0, 5), now - 100);
+        p.record(&t("new", 0, 5), now);
         p.forget_idle(now - 50);
         assert_eq!(p.len(), 1);
         assert_eq!(

@@ -124,6 +124,7 @@ impl QueryEngine {
                 protocol,
                 sql,
                 self.config.slow_threshold,
+                self.engine.clock().clone(),
             ))),
             Err(_) => {
                 crate::telemetry::metrics().limited("concurrent_queries");

@@ -2,9 +2,12 @@
 //! latency metrics, and the slow-query log.
 
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use tokio::sync::OwnedSemaphorePermit;
+use tokio::time::Instant;
+
+use crate::runtime::Clock;
 
 /// SQL longer than this is cut in the slow-query log.
 const LOGGED_SQL_CHARS: usize = 2000;
@@ -16,6 +19,7 @@ pub struct Admission {
     protocol: &'static str,
     sql: String,
     started: Instant,
+    clock: Clock,
     slow_threshold: Option<Duration>,
     rows: AtomicU64,
 }
@@ -26,13 +30,15 @@ impl Admission {
         protocol: &'static str,
         sql: &str,
         slow_threshold: Option<Duration>,
+        clock: Clock,
     ) -> Self {
         crate::telemetry::metrics().queries_running.inc();
         Self {
             _slot: slot,
             protocol,
             sql: sql.to_string(),
-            started: Instant::now(),
+            started: clock.instant(),
+            clock,
             slow_threshold,
             rows: AtomicU64::new(0),
         }
@@ -46,7 +52,7 @@ impl Admission {
 
 impl Drop for Admission {
     fn drop(&mut self) {
-        let took = self.started.elapsed();
+        let took = self.clock.since(self.started);
         let m = crate::telemetry::metrics();
         m.queries_running.dec();
         m.queries.with_label_values(&[self.protocol]).inc();

@@ -29,6 +29,9 @@ enum Source {
         start: Instant,
         /// Added to the wall time (clock skew between nodes).
         skew_micros: AtomicI64,
+        /// The runtime whose (paused) time this clock reads, from any
+        /// thread: the log's writer thread asks it too.
+        runtime: tokio::runtime::Handle,
     },
 }
 
@@ -45,12 +48,15 @@ impl Clock {
     }
 
     /// A clock whose wall time starts at `wall_micros` and then moves with
-    /// tokio's monotonic time (paused in tests).
+    /// the current tokio runtime's monotonic time (paused in tests). Call
+    /// it inside that runtime.
+    #[allow(clippy::disallowed_methods)] // the one place that reads it
     pub fn simulated(wall_micros: i64) -> Self {
         Self(Arc::new(Source::Simulated {
             wall_at_start: wall_micros,
             start: Instant::now(),
             skew_micros: AtomicI64::new(0),
+            runtime: tokio::runtime::Handle::current(),
         }))
     }
 
@@ -63,8 +69,10 @@ impl Clock {
                 wall_at_start,
                 start,
                 skew_micros,
+                ..
             } => {
-                let elapsed = i64::try_from(start.elapsed().as_micros()).unwrap_or(i64::MAX);
+                let elapsed = self.instant().saturating_duration_since(*start);
+                let elapsed = i64::try_from(elapsed.as_micros()).unwrap_or(i64::MAX);
                 wall_at_start
                     .saturating_add(elapsed)
                     .saturating_add(skew_micros.load(Ordering::Relaxed))
@@ -85,7 +93,13 @@ impl Clock {
     /// Monotonic time (tokio's, so a paused test runtime controls it).
     #[allow(clippy::disallowed_methods)] // the one place that reads it
     pub fn instant(&self) -> Instant {
-        Instant::now()
+        match &*self.0 {
+            Source::System => Instant::now(),
+            Source::Simulated { runtime, .. } => {
+                let _in_its_time = runtime.enter();
+                Instant::now()
+            }
+        }
     }
 
     /// Moves a simulated clock's wall time by `by` (forward if positive);
@@ -93,6 +107,27 @@ impl Clock {
     pub fn skew(&self, by_micros: i64) {
         if let Source::Simulated { skew_micros, .. } = &*self.0 {
             skew_micros.fetch_add(by_micros, Ordering::Relaxed);
+        }
+    }
+
+    /// Waits for an answer from a thread outside tokio (the log's writer).
+    /// Under a simulated clock the wait counts as blocking work, so a
+    /// paused runtime does not jump its time ahead while the other thread
+    /// is busy (it would otherwise see itself idle and advance to the next
+    /// timer); the system clock just awaits. `None` if the thread hung up.
+    pub async fn answer_from_thread<T: Send + 'static>(
+        &self,
+        answer: tokio::sync::oneshot::Receiver<T>,
+    ) -> Option<T> {
+        match &*self.0 {
+            Source::System => answer.await.ok(),
+            Source::Simulated { .. } => {
+                match tokio::task::spawn_blocking(move || answer.blocking_recv()).await {
+                    Ok(got) => got.ok(),
+                    Err(e) if e.is_panic() => std::panic::resume_unwind(e.into_panic()),
+                    Err(_) => None,
+                }
+            }
         }
     }
 

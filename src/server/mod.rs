@@ -186,6 +186,7 @@ pub async fn start(config: ServerConfig) -> Result<RunningServer, ServerError> {
     let registry = Registry::open(RegistryConfig {
         dir: config.engine.data_dir.join("stream").join("named"),
         fsync: config.engine.log.fsync,
+        clock: config.engine.clock.clone(),
         max_streams: config.streams.max_streams,
     })?;
     spawn_expiry_sweeper(&registry, &tree.root);

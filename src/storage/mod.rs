@@ -31,6 +31,6 @@ pub use catalog::{SeriesCatalog, TagPredicate};
 pub use chunk::{decode_chunk, encode_chunk, read_footer_series};
 pub use chunk_meta::{chunk_path, ChunkMeta, PARTITION_MICROS};
 pub use compacted::encode as encode_compacted;
-pub use lease::{node_id, Lease, HEARTBEAT as LEASE_HEARTBEAT};
+pub use lease::{node_id, Lease, HEARTBEAT as LEASE_HEARTBEAT, TIMEOUT as LEASE_TIMEOUT};
 pub use manifest::{Garbage, Manifest, ManifestStore, SourceCheckpoint};
 pub use store::{StorageError, Store};

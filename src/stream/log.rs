@@ -21,6 +21,7 @@ use tokio::sync::{mpsc, oneshot, watch};
 
 use super::offset::Offset;
 use super::segment::{self, SegmentError};
+use crate::runtime::Clock;
 
 /// Receives every record once it is durable, in offset order, on the log's
 /// writer thread. Implementations must be quick (no I/O).
@@ -44,6 +45,8 @@ pub struct LogConfig {
     /// The first offset of a log created from nothing (a new node taking
     /// over storage whose manifest already covers earlier offsets).
     pub initial_offset: Offset,
+    /// Times the fsyncs (telemetry).
+    pub clock: Clock,
 }
 
 impl LogConfig {
@@ -54,6 +57,7 @@ impl LogConfig {
             fsync: true,
             group_bytes: 16 << 20,
             initial_offset: Offset::ZERO,
+            clock: Clock::system(),
         }
     }
 }
@@ -140,6 +144,7 @@ pub struct Log<A: Send + 'static> {
     state: Arc<Mutex<State>>,
     tx: mpsc::Sender<Msg<A>>,
     next: watch::Receiver<Offset>,
+    clock: Clock,
 }
 
 impl<A: Send + 'static> Log<A> {
@@ -159,6 +164,7 @@ impl<A: Send + 'static> Log<A> {
         let next_seq = state.lock().next_seq();
         let (next_tx, next_rx) = watch::channel(Offset(next_seq));
         let (tx, rx) = mpsc::channel(1024);
+        let clock = config.clock.clone();
         let writer = Writer {
             config,
             state: state.clone(),
@@ -178,6 +184,7 @@ impl<A: Send + 'static> Log<A> {
             state,
             tx,
             next: next_rx,
+            clock,
         })
     }
 
@@ -198,7 +205,10 @@ impl<A: Send + 'static> Log<A> {
             }))
             .await
             .map_err(|_| LogError::Closed)?;
-        rx.await.map_err(|_| LogError::Closed)?
+        self.clock
+            .answer_from_thread(rx)
+            .await
+            .ok_or(LogError::Closed)?
     }
 
     /// The offset the next record will get; changes after every commit.
@@ -296,7 +306,10 @@ impl<A: Send + 'static> Log<A> {
             .send(Msg::Seal(reply))
             .await
             .map_err(|_| LogError::Closed)?;
-        rx.await.map_err(|_| LogError::Closed)?
+        self.clock
+            .answer_from_thread(rx)
+            .await
+            .ok_or(LogError::Closed)?
     }
 
     /// Deletes whole sealed segments whose records all lie before `before`
@@ -567,9 +580,9 @@ impl<A: Send + 'static> Writer<A> {
         let m = crate::telemetry::metrics();
         m.log_bytes.inc_by(buf.len() as u64);
         if self.config.fsync {
-            let started = std::time::Instant::now();
+            let started = self.config.clock.instant();
             self.file.sync_data().map_err(io_err)?;
-            m.observe_fsync(started.elapsed());
+            m.observe_fsync(self.config.clock.since(started));
         }
         let mut st = self.state.lock();
         let active = st.segments.back_mut().expect("active");

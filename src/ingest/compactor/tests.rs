@@ -208,7 +208,7 @@ async fn a_hot_partition_merges_only_piled_up_flushes() {
 #[tokio::test]
 async fn retention_drops_expired_chunks_and_their_series_and_a_returning_series_is_kept() {
     let dir = tempfile::tempdir().unwrap();
-    let now = chrono::Utc::now().timestamp_micros();
+    let now = crate::runtime::Clock::system().now_micros();
     let mut cfg = config(dir.path());
     cfg.maintenance.retention = Some(Duration::from_secs(7 * 86_400));
     let e = Engine::open(cfg.clone()).await.unwrap();
@@ -302,4 +302,55 @@ async fn a_failing_store_fails_the_pass_and_changes_nothing_until_it_recovers() 
     let st = e.status().storage;
     assert_eq!((st.chunks, st.compacted_chunks), (1, 1));
     assert_eq!(contents(&e).await, before);
+}
+
+/// Retention and the GC grace period in paused time: nothing expires a
+/// microsecond early, a dropped chunk's file outlives the grace period's
+/// queries, then goes.
+#[tokio::test(start_paused = true)]
+async fn retention_then_gc_grace_follow_the_clock() {
+    let dir = tempfile::tempdir().unwrap();
+    let clock = crate::runtime::Clock::simulated(T0 + 30 * 86_400_000_000);
+    let mut cfg = EngineConfig::for_tests(dir.path());
+    cfg.clock = clock.clone();
+    cfg.maintenance.retention = Some(Duration::from_secs(86_400));
+    cfg.maintenance.gc_grace = Duration::from_secs(600);
+    let e = Engine::open(cfg).await.unwrap();
+    // 10 points ending now, in one hour partition.
+    tokio::time::advance(Duration::from_secs(1800)).await;
+    e.write(&points(1, 10, clock.now_micros() - 9_000_000))
+        .await
+        .unwrap();
+    e.flush().await.unwrap();
+    let path = e.snapshot().manifest.chunks[0].path.clone();
+    // Paused time still moves a little while the engine waits on files;
+    // measure from the newest point, not from the test's start.
+    let newest = e.snapshot().manifest.chunks[0].max_time;
+    let until_expiry = newest + 86_400_000_000 - clock.now_micros();
+    tokio::time::advance(Duration::from_micros(until_expiry as u64 - 1_000_000)).await;
+    e.maintain().await.unwrap();
+    assert_eq!(e.status().storage.chunks, 1, "a second before its expiry");
+    tokio::time::advance(Duration::from_secs(2)).await;
+    e.maintain().await.unwrap();
+    let st = e.status().storage;
+    assert_eq!((st.chunks, st.maintenance.expired_chunks), (0, 1));
+    // The flushed chunk (compacted at the first pass) and its compacted
+    // successor (expired now).
+    assert_eq!(st.maintenance.garbage_pending, 2);
+    let file = Path::from(path.as_str());
+    assert!(
+        e.store().get(&file).await.is_ok(),
+        "kept for the grace period"
+    );
+    tokio::time::advance(Duration::from_secs(590)).await;
+    e.maintain().await.unwrap();
+    assert_eq!(e.status().storage.maintenance.garbage_pending, 2);
+    tokio::time::advance(Duration::from_secs(15)).await;
+    e.maintain().await.unwrap();
+    assert_eq!(e.status().storage.maintenance.garbage_pending, 0);
+    assert!(
+        e.store().get(&file).await.is_err(),
+        "deleted after the grace period"
+    );
+    e.shutdown().await.unwrap();
 }

@@ -152,3 +152,73 @@ async fn a_data_directory_serves_one_process_at_a_time() {
     let again = Engine::open(config).await.unwrap();
     assert_eq!(again.status().rows, 3);
 }
+
+/// Every object in `store` with its bytes.
+async fn objects(store: &Store) -> std::collections::BTreeMap<String, bytes::Bytes> {
+    let mut all = std::collections::BTreeMap::new();
+    for meta in store
+        .list_meta(&object_store::path::Path::from(""))
+        .await
+        .unwrap()
+    {
+        let bytes = store.get(&meta.location).await.unwrap();
+        all.insert(meta.location.to_string(), bytes);
+    }
+    all
+}
+
+/// Lease takeover in paused time. Node A is cut off from the bucket; until
+/// its lease times out node B is refused, then B takes over with A's
+/// flushed data. A, though still accepting writes into its local log,
+/// never writes to the bucket again, not even once it can reach it: every
+/// object B committed keeps its bytes.
+#[tokio::test(start_paused = true)]
+async fn a_writer_cut_off_past_its_lease_is_taken_over_and_writes_nothing_more() {
+    let dir = tempfile::tempdir().unwrap();
+    let clock = crate::runtime::Clock::simulated(1_705_276_800_000_000);
+    let bucket: Arc<dyn object_store::ObjectStore> =
+        Arc::new(object_store::memory::InMemory::new());
+    let cut = Arc::new(FaultyStore::new(bucket.clone()));
+    let node = |name: &str, store: Store| {
+        let mut cfg = EngineConfig::for_tests(dir.path().join(name));
+        cfg.store = Some(store);
+        cfg.clock = clock.clone();
+        cfg
+    };
+    let a = Engine::open(node("a", Store::new(cut.clone())))
+        .await
+        .unwrap();
+    a.write(&batch(100, 0)).await.unwrap();
+    a.flush().await.unwrap();
+
+    cut.fail_writes(true);
+    let b_config = node("b", Store::new(bucket.clone()));
+    let refused = Engine::open(b_config.clone()).await.unwrap_err();
+    assert!(
+        refused.to_string().contains("another StreamDB"),
+        "{refused}"
+    );
+    tokio::time::advance(crate::storage::LEASE_TIMEOUT + Duration::from_secs(1)).await;
+    assert!(!a.status().storage.writer.unwrap().lease_held);
+
+    let b = Engine::open(b_config).await.unwrap();
+    assert_eq!(b.status().storage.writer.as_ref().unwrap().epoch, 2);
+    assert_eq!(b.status().rows, 100);
+    b.write(&batch(50, 1_000)).await.unwrap();
+    b.flush().await.unwrap();
+    let committed = objects(&b.store().clone()).await;
+
+    // A keeps taking writes locally, and reaches the bucket again.
+    a.write(&batch(10, 5_000)).await.unwrap();
+    cut.fail_writes(false);
+    let err = a.flush().await.unwrap_err();
+    assert!(
+        err.to_string().contains("no longer holds the writer lease"),
+        "{err}"
+    );
+    assert!(a.maintain().await.is_err());
+    tokio::time::advance(Duration::from_secs(60)).await;
+    assert_eq!(objects(b.store()).await, committed, "A wrote to the bucket");
+    assert_eq!(b.status().rows, 150);
+    b.shutdown().await.unwrap();
+}

@@ -140,3 +140,37 @@ async fn each_batch_is_taken_once_across_crashes_and_flushes() {
     assert_eq!(e.status().rows, 3, "three batches accepted, each once");
     e.shutdown().await.unwrap();
 }
+
+/// Producer expiry in paused time: with `--retention`, a producer idle for
+/// longer is forgotten at the next flush and must start over; one that
+/// wrote within it is kept.
+#[tokio::test(start_paused = true)]
+async fn idle_producers_expire_with_retention_on_the_clock() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut cfg = EngineConfig::for_tests(dir.path());
+    cfg.clock = crate::runtime::Clock::simulated(1_705_276_800_000_000);
+    cfg.maintenance.retention = Some(Duration::from_secs(3600));
+    let e = Engine::open(cfg).await.unwrap();
+    assert!(matches!(
+        write(&e, "idle", 0, 0, "").await,
+        Once::Written(_)
+    ));
+    tokio::time::advance(Duration::from_secs(1800)).await;
+    assert!(matches!(
+        write(&e, "busy", 0, 0, "").await,
+        Once::Written(_)
+    ));
+    tokio::time::advance(Duration::from_secs(1801)).await;
+    e.flush().await.unwrap();
+    assert_eq!(e.status().stream.producers, 1, "only the busy one is kept");
+    assert_eq!(write(&e, "busy", 0, 0, "").await, dup(0));
+    assert_eq!(
+        write(&e, "idle", 0, 1, "").await,
+        Once::NotWritten(Verdict::Gap {
+            expected: 0,
+            received: 1
+        }),
+        "a forgotten producer starts over at 0"
+    );
+    e.shutdown().await.unwrap();
+}

@@ -9,7 +9,7 @@ use proptest::prelude::*;
 use super::*;
 use crate::ingest::{MemoryView, ReadView};
 use crate::query::QueryConfig;
-use crate::runtime::Tasks;
+use crate::runtime::{Clock, Tasks};
 
 const T0: i64 = 1_705_276_800_000_000; // 2024-01-15T00:00:00Z
 const GROUPED: &str = "SELECT time_bucket('10s', time) AS bucket, tags['host'] AS host, sum(value), count(*), \
@@ -226,9 +226,15 @@ async fn aggregates_it_cannot_maintain_are_refused_from_the_plan() {
     assert_eq!(subs.active(), 0);
 }
 
-#[tokio::test]
+/// The cadence, in paused time: with a 5 s emit interval, progress still
+/// comes every second and never covers the pending write; the update comes
+/// at the emit interval.
+#[tokio::test(start_paused = true)]
 async fn progress_comes_every_second_even_with_a_long_emit_interval() {
-    let (engine, q, subs) = setup().await;
+    let clock = Clock::simulated(T0);
+    let view = MemoryView::with_clock(clock.clone());
+    let q = Arc::new(QueryEngine::new(view.clone(), QueryConfig::default()));
+    let subs = subscriptions(SubscribeConfig::default());
     let req = SubscribeRequest {
         emit_interval: Duration::from_secs(5),
         ..SubscribeRequest::new("SELECT count(*) FROM metrics")
@@ -236,33 +242,47 @@ async fn progress_comes_every_second_even_with_a_long_emit_interval() {
     let (_, mut rx) = subscribe(q, &subs, req).await.unwrap();
     let snap = rx.recv().await.unwrap().unwrap();
     assert_eq!(snap.kind, Kind::Snapshot);
-    // A write is pending (not yet due), so progress must not claim it.
-    let before = engine.snapshot().applied;
-    engine.write(&batch(&[(T0, "a", 1.0)])).await.unwrap();
-    let started = std::time::Instant::now();
-    let p = rx.recv().await.unwrap().unwrap();
-    assert_eq!(p.kind, Kind::Progress);
-    assert!(
-        started.elapsed() <= PROGRESS_EVERY + Duration::from_millis(700),
-        "progress after {:?}",
-        started.elapsed()
+    let subscribed = clock.instant();
+    let before = view.snapshot().applied;
+    view.write(&batch(&[(T0, "a", 1.0)])).await.unwrap();
+    let mut progress = Vec::new();
+    let update_at = loop {
+        let m = rx.recv().await.unwrap().unwrap();
+        let at = clock.since(subscribed);
+        match m.kind {
+            Kind::Progress => {
+                assert_eq!(
+                    m.offset, before,
+                    "progress does not cover the pending write"
+                );
+                progress.push(at);
+            }
+            Kind::Update => {
+                assert_eq!(rows(m.batch.as_ref().unwrap()), [["1"]]);
+                assert!(m.offset > before);
+                break at;
+            }
+            Kind::Snapshot => panic!("a second snapshot"),
+        }
+    };
+    assert_eq!(
+        progress,
+        (1..=4).map(Duration::from_secs).collect::<Vec<_>>(),
+        "progress every second until the update"
     );
     assert_eq!(
-        p.offset, before,
-        "progress does not cover the pending write"
+        update_at,
+        Duration::from_secs(5),
+        "the update at the emit interval"
     );
-    // The update with the write arrives at the emit interval.
-    loop {
-        let m = tokio::time::timeout(Duration::from_secs(8), rx.recv())
-            .await
-            .expect("an update within the emit interval")
-            .unwrap()
-            .unwrap();
-        if m.kind == Kind::Update {
-            assert_eq!(rows(m.batch.as_ref().unwrap()), [["1"]]);
-            assert!(m.offset > before);
-            break;
-        }
+    // Idle again: progress every second, covering the write now.
+    for second in 6..9 {
+        let m = rx.recv().await.unwrap().unwrap();
+        assert_eq!(
+            (m.kind, clock.since(subscribed)),
+            (Kind::Progress, Duration::from_secs(second))
+        );
+        assert!(m.offset > before);
     }
 }
 
@@ -289,9 +309,12 @@ async fn plain_selects_stream_new_matching_rows() {
     assert!(m.metadata().contains(r#""kind":"update""#));
 }
 
-#[tokio::test]
+#[tokio::test(start_paused = true)]
 async fn idle_subscriptions_report_progress() {
-    let (_engine, q, subs) = setup().await;
+    let clock = Clock::simulated(T0);
+    let view = MemoryView::with_clock(clock.clone());
+    let q = Arc::new(QueryEngine::new(view, QueryConfig::default()));
+    let subs = subscriptions(SubscribeConfig::default());
     let (_, mut rx) = subscribe(q, &subs, request("SELECT count(*) FROM metrics"))
         .await
         .unwrap();
@@ -300,10 +323,12 @@ async fn idle_subscriptions_report_progress() {
         (snap.kind, rows(snap.batch.as_ref().unwrap())),
         (Kind::Snapshot, vec![vec!["0".to_string()]])
     );
-    let started = std::time::Instant::now();
-    let p = rx.recv().await.unwrap().unwrap();
-    assert_eq!(p.kind, Kind::Progress);
-    assert!(started.elapsed() <= PROGRESS_EVERY + Duration::from_millis(500));
+    let started = clock.instant();
+    for n in 1..=3 {
+        let p = rx.recv().await.unwrap().unwrap();
+        assert_eq!(p.kind, Kind::Progress);
+        assert_eq!(clock.since(started), PROGRESS_EVERY * n);
+    }
 }
 
 #[tokio::test]

@@ -5,14 +5,16 @@
 
 use rand::Rng;
 
+use crate::runtime::Clock;
+
 /// 2024-10-09T00:00:00Z in Unix seconds.
 const EPOCH_SECS: i64 = 1_728_432_000;
 const INTERVAL_SECS: i64 = 20;
 
-/// The cursor for a live response, given the one the client echoed.
-pub fn next(client: Option<&str>) -> String {
-    let now = chrono::Utc::now().timestamp();
-    next_at(now, client, rand::rng().random_range(1..=3600)).to_string()
+/// The cursor for a live response at `clock`'s time, given the one the
+/// client echoed.
+pub fn next(clock: &Clock, client: Option<&str>) -> String {
+    next_at(clock.now_secs(), client, rand::rng().random_range(1..=3600)).to_string()
 }
 
 fn next_at(now_secs: i64, client: Option<&str>, jitter_secs: i64) -> u64 {

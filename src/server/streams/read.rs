@@ -158,7 +158,7 @@ async fn long_poll(
     from: Position,
     client_cursor: Option<&str>,
 ) -> Response {
-    let deadline = tokio::time::Instant::now() + s.config.long_poll_timeout;
+    let deadline = s.clock().instant() + s.config.long_poll_timeout;
     let mut waiter = src.waiter();
     let closing = &s.sessions;
     loop {
@@ -173,7 +173,7 @@ async fn long_poll(
             let mut r = (StatusCode::OK, src.render(&batch.bodies)).into_response();
             let h = r.headers_mut();
             data_headers(h, src, &batch);
-            set(h, STREAM_CURSOR, cursor::next(client_cursor));
+            set(h, STREAM_CURSOR, cursor::next(s.clock(), client_cursor));
             h.insert(header::CACHE_CONTROL, s.data_cache_control());
             return r;
         }
@@ -200,7 +200,7 @@ async fn long_poll(
             if batch.closed {
                 h.insert(STREAM_CLOSED, HeaderValue::from_static("true"));
             } else {
-                set(h, STREAM_CURSOR, cursor::next(client_cursor));
+                set(h, STREAM_CURSOR, cursor::next(s.clock(), client_cursor));
             }
             return r;
         }

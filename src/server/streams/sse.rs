@@ -47,9 +47,9 @@ pub(super) fn respond(
     }
     let (tx, rx) = mpsc::channel::<Result<Bytes, Infallible>>(FRAMES);
     let text = src.is_text();
-    let cursor = cursor::next(client_cursor.as_deref());
+    let cursor = cursor::next(s.clock(), client_cursor.as_deref());
     let max_read = s.config.max_read_bytes;
-    let lifetime = s.config.sse_max_duration;
+    let deadline = s.clock().instant() + s.config.sse_max_duration;
     let closing = s.sessions.clone();
     s.sessions.spawn("sse session", async move {
         let session = Session {
@@ -62,7 +62,7 @@ pub(super) fn respond(
         // Ending the session ends the response; the client reconnects from
         // its last offset.
         tokio::select! {
-            _ = session.run(from, lifetime) => {}
+            _ = session.run(from, deadline) => {}
             _ = closing.cancelled() => {}
         }
     });
@@ -92,8 +92,7 @@ struct Session {
 }
 
 impl Session {
-    async fn run(self, mut pos: Position, lifetime: Duration) {
-        let deadline = tokio::time::Instant::now() + lifetime;
+    async fn run(self, mut pos: Position, deadline: tokio::time::Instant) {
         let mut waiter = self.src.waiter();
         let mut sent_control = false;
         loop {
@@ -240,6 +239,7 @@ mod backpressure_tests {
         let registry = Registry::open(RegistryConfig {
             dir: dir.path().to_path_buf(),
             fsync: false,
+            clock: crate::runtime::Clock::system(),
             max_streams: 8,
         })
         .unwrap();
@@ -266,7 +266,8 @@ mod backpressure_tests {
             cursor: "1".into(),
             max_read: 64 << 10,
         };
-        let task = tokio::spawn(session.run(Position::default(), Duration::from_secs(60)));
+        let deadline = crate::runtime::Clock::system().instant() + Duration::from_secs(60);
+        let task = tokio::spawn(session.run(Position::default(), deadline));
         tokio::time::sleep(Duration::from_millis(300)).await;
         // Full channel, task parked on the next send: 40 records exist, at
         // most FRAMES frames (two records' worth of data) are held.

@@ -53,6 +53,11 @@ pub struct StreamsState {
 }
 
 impl StreamsState {
+    /// The engine's clock: cursors, long-poll and SSE deadlines.
+    pub(super) fn clock(&self) -> &crate::runtime::Clock {
+        &self.engine.config().clock
+    }
+
     /// `Cache-Control` of a response that carries data.
     pub(super) fn data_cache_control(&self) -> HeaderValue {
         HeaderValue::from_static(if self.private {

@@ -38,12 +38,15 @@ pub use meta::{media_type, Expiry, ForkOrigin, StreamConfig};
 pub use named::{AppendOutcome, AppendRequest, NamedStream, ReadBatch};
 pub use record::{Body, ProducerTuple};
 
+use crate::runtime::Clock;
 use crate::stream::Offset;
 
 #[derive(Debug, Clone)]
 pub struct RegistryConfig {
     pub dir: PathBuf,
     pub fsync: bool,
+    /// TTLs and expiry times are read on it.
+    pub clock: Clock,
     /// Streams that may exist at once (each holds an open log and its
     /// writer thread).
     pub max_streams: usize,
@@ -121,7 +124,13 @@ impl Registry {
                 })?),
                 None => None,
             };
-            let s = Arc::new(NamedStream::open(dir, m, source, config.fsync)?);
+            let s = Arc::new(NamedStream::open(
+                dir,
+                m,
+                source,
+                config.fsync,
+                config.clock.clone(),
+            )?);
             by_id.insert(s.id, s.clone());
             by_name.insert(s.name.clone(), s);
         }
@@ -158,7 +167,7 @@ impl Registry {
     /// A live stream by name; expired streams are removed on the way.
     pub async fn get(&self, name: &str) -> Result<Arc<NamedStream>, StreamError> {
         let s = self.lookup(name)?;
-        if s.expired(now_ms()) {
+        if s.expired(self.now_ms()) {
             let _admin = self.admin.lock().await;
             self.remove(&s)?;
             return Err(StreamError::NotFound);
@@ -174,7 +183,7 @@ impl Registry {
                     "a deleted stream with this name is still read by its forks; the name cannot be reused yet".into(),
                 ));
             }
-            if existing.expired(now_ms()) {
+            if existing.expired(self.now_ms()) {
                 self.remove(&existing)?;
             } else {
                 return self.recreate(existing, &req);
@@ -260,8 +269,13 @@ impl Registry {
         // Build the initial content in the temporary directory, then make
         // the whole stream appear at once.
         {
-            let building =
-                NamedStream::open(tmp.clone(), m.clone(), source.clone(), self.config.fsync)?;
+            let building = NamedStream::open(
+                tmp.clone(),
+                m.clone(),
+                source.clone(),
+                self.config.fsync,
+                self.config.clock.clone(),
+            )?;
             if let Some(prefix) = inherited {
                 building.append_initial(prefix, false).await?;
             }
@@ -278,7 +292,13 @@ impl Registry {
                 .and_then(|d| d.sync_all())
                 .map_err(io)?;
         }
-        let stream = Arc::new(NamedStream::open(final_dir, m, source, self.config.fsync)?);
+        let stream = Arc::new(NamedStream::open(
+            final_dir,
+            m,
+            source,
+            self.config.fsync,
+            self.config.clock.clone(),
+        )?);
         self.streams.lock().insert(req.name, stream.clone());
         Ok(Created::New(stream))
     }
@@ -337,7 +357,7 @@ impl Registry {
         if src.is_soft_deleted() {
             return Err(StreamError::Conflict("the fork source was deleted".into()));
         }
-        if src.expired(now_ms()) {
+        if src.expired(self.now_ms()) {
             return Err(StreamError::NotFound);
         }
         let tail = src.tail();
@@ -366,7 +386,7 @@ impl Registry {
     pub async fn delete(&self, name: &str) -> Result<(), StreamError> {
         let _admin = self.admin.lock().await;
         let s = self.lookup(name)?;
-        if s.expired(now_ms()) {
+        if s.expired(self.now_ms()) {
             self.remove(&s)?;
             return Err(StreamError::NotFound);
         }
@@ -408,9 +428,13 @@ impl Registry {
             .count()
     }
 
+    fn now_ms(&self) -> i64 {
+        self.config.clock.now_millis()
+    }
+
     /// Removes every expired stream; called periodically.
     pub async fn sweep_expired(&self) -> Result<usize, StreamError> {
-        let now = now_ms();
+        let now = self.now_ms();
         let expired: Vec<_> = self
             .streams
             .lock()
@@ -427,10 +451,6 @@ impl Registry {
         }
         Ok(expired.len())
     }
-}
-
-fn now_ms() -> i64 {
-    chrono::Utc::now().timestamp_millis()
 }
 
 #[cfg(test)]

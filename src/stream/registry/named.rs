@@ -4,7 +4,9 @@
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
+
+use tokio::time::Instant;
 
 use parking_lot::Mutex;
 use tokio::sync::watch;
@@ -14,6 +16,7 @@ use super::json;
 use super::meta::{self, Expiry, Meta};
 use super::record::{self, Body, Entry, ProducerTuple};
 use crate::model::{Verdict, Writers};
+use crate::runtime::Clock;
 use crate::stream::{Log, LogConfig, Offset, Position};
 
 /// One append request, as parsed from HTTP.
@@ -91,6 +94,7 @@ pub struct NamedStream {
     changed: watch::Sender<u64>,
     last_access: Mutex<Instant>,
     removed: AtomicBool,
+    clock: Clock,
 }
 
 pub(super) fn log_config(dir: &Path, first: Offset, fsync: bool) -> LogConfig {
@@ -109,6 +113,7 @@ impl NamedStream {
         meta: Meta,
         source: Option<Arc<NamedStream>>,
         fsync: bool,
+        clock: Clock,
     ) -> Result<Self, StreamError> {
         let log = Log::open(log_config(&dir, meta.first_offset(), fsync), Arc::new(()))
             .map_err(|e| StreamError::Io(e.to_string()))?;
@@ -127,13 +132,17 @@ impl NamedStream {
                 let e = record::decode(payload).map_err(|e| {
                     StreamError::Io(format!("{}: record {offset}: {e}", dir.display()))
                 })?;
-                writers.record(e.producer.as_ref(), e.stream_seq.as_deref());
+                writers.record(
+                    e.producer.as_ref(),
+                    e.stream_seq.as_deref(),
+                    clock.now_secs(),
+                );
                 if e.closes {
                     closed_in_log = Some(e.producer);
                 }
             }
         }
-        writers.record(meta.closed_by.as_ref(), None);
+        writers.record(meta.closed_by.as_ref(), None, clock.now_secs());
         let config = meta.config.clone();
         Ok(Self {
             id: meta.id,
@@ -150,8 +159,9 @@ impl NamedStream {
             }),
             write: tokio::sync::Mutex::new(()),
             changed: watch::channel(0).0,
-            last_access: Mutex::new(Instant::now()),
+            last_access: Mutex::new(clock.instant()),
             removed: AtomicBool::new(false),
+            clock,
         })
     }
 
@@ -199,7 +209,7 @@ impl NamedStream {
 
     /// Restarts a sliding TTL: every read and write counts, HEAD does not.
     pub fn touch(&self) {
-        *self.last_access.lock() = Instant::now();
+        *self.last_access.lock() = self.clock.instant();
     }
 
     pub fn expired(&self, now_unix_ms: i64) -> bool {
@@ -207,7 +217,7 @@ impl NamedStream {
             None => false,
             Some(Expiry::At(at)) => now_unix_ms >= at,
             Some(Expiry::TtlSecs(ttl)) => {
-                self.last_access.lock().elapsed() >= Duration::from_secs(ttl)
+                self.clock.since(*self.last_access.lock()) >= Duration::from_secs(ttl)
             }
         }
     }
@@ -330,7 +340,8 @@ impl NamedStream {
             st.meta.closed_by = req.producer.clone();
             meta::store(&self.dir, &st.meta, self.fsync)
                 .map_err(|e| StreamError::Io(e.to_string()))?;
-            st.writers.record(req.producer.as_ref(), None);
+            st.writers
+                .record(req.producer.as_ref(), None, self.clock.now_secs());
             drop(st);
             self.notify();
             return Ok(AppendOutcome::Closed { next });
@@ -348,8 +359,11 @@ impl NamedStream {
             .map_err(|e| StreamError::Io(e.to_string()))?;
         {
             let mut st = self.state.lock();
-            st.writers
-                .record(entry.producer.as_ref(), entry.stream_seq.as_deref());
+            st.writers.record(
+                entry.producer.as_ref(),
+                entry.stream_seq.as_deref(),
+                self.clock.now_secs(),
+            );
             if entry.closes {
                 st.closed_in_log = Some(entry.producer.clone());
             }

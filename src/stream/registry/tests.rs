@@ -4,6 +4,7 @@ fn registry(dir: &std::path::Path) -> Arc<Registry> {
     Registry::open(RegistryConfig {
         dir: dir.to_path_buf(),
         fsync: false,
+        clock: crate::runtime::Clock::system(),
         max_streams: 8,
     })
     .unwrap()
@@ -243,4 +244,44 @@ async fn an_append_abandoned_by_its_client_still_fences_its_retry() {
         );
     }
     assert_eq!(text(&s, Offset(0)), "z".repeat(20));
+}
+
+/// Stream TTL and expiry time, in paused time: a sliding TTL restarts at
+/// every touch, an absolute expiry does not, and the sweep removes both
+/// once due.
+#[tokio::test(start_paused = true)]
+async fn streams_expire_by_ttl_and_expiry_time_on_the_clock() {
+    let dir = tempfile::tempdir().unwrap();
+    let clock = crate::runtime::Clock::simulated(1_700_000_000_000_000);
+    let r = Registry::open(RegistryConfig {
+        dir: dir.path().to_path_buf(),
+        fsync: false,
+        clock: clock.clone(),
+        max_streams: 8,
+    })
+    .unwrap();
+    let ttl = CreateRequest {
+        expiry: Some(Expiry::TtlSecs(60)),
+        ..create("ttl", "text/plain", b"")
+    };
+    let at = CreateRequest {
+        expiry: Some(Expiry::At(clock.now_millis() + 90_000)),
+        ..create("at", "text/plain", b"")
+    };
+    r.create(ttl).await.unwrap();
+    r.create(at).await.unwrap();
+    let advance = |secs| tokio::time::advance(std::time::Duration::from_secs(secs));
+    advance(59).await;
+    assert_eq!(r.sweep_expired().await.unwrap(), 0);
+    r.get("ttl").await.unwrap().touch(); // the TTL starts again
+    advance(59).await; // 118 s: "at" is past its time, "ttl" is not
+    assert_eq!(r.sweep_expired().await.unwrap(), 1);
+    assert!(r.get("at").await.is_err());
+    assert!(r.get("ttl").await.is_ok());
+    advance(2).await; // 61 s since the touch
+    assert!(
+        r.get("ttl").await.is_err(),
+        "expired streams are gone on read"
+    );
+    assert_eq!(r.len(), 0, "{:?}", r.sweep_expired().await);
 }
