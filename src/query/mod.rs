@@ -50,6 +50,7 @@ pub use running::Admission;
 pub use scan::{MetricsScanExec, PruneStats};
 pub use table::MetricsTable;
 
+use crate::error::{ErrorKind, HasKind};
 use crate::ingest::Engine;
 
 #[derive(Debug, Clone)]
@@ -121,7 +122,8 @@ pub enum QueryError {
 }
 
 impl QueryError {
-    /// Sorts a DataFusion error into what the user did wrong or not.
+    /// Sorts a DataFusion error into what the user did wrong or not, by
+    /// the type of its root cause (never by its text).
     pub fn from_datafusion(e: DataFusionError) -> Self {
         match e.find_root() {
             DataFusionError::SQL(..)
@@ -129,10 +131,25 @@ impl QueryError {
             | DataFusionError::SchemaError(..)
             | DataFusionError::NotImplemented(_) => QueryError::Invalid(e.to_string()),
             DataFusionError::ResourcesExhausted(m) => QueryError::ResourcesExhausted(m.clone()),
-            DataFusionError::Execution(m) if m.starts_with("time_bucket") => {
-                QueryError::Invalid(e.to_string())
+            // Our functions' argument errors, raised while executing; the
+            // message is the function's own ("time_bucket: ...").
+            DataFusionError::External(inner) if inner.is::<functions::ArgumentError>() => {
+                QueryError::Invalid(inner.to_string())
             }
             _ => QueryError::Execution(e.to_string()),
+        }
+    }
+}
+
+impl HasKind for QueryError {
+    fn kind(&self) -> ErrorKind {
+        match self {
+            QueryError::Invalid(_) => ErrorKind::InvalidInput,
+            QueryError::Execution(_) => ErrorKind::Internal,
+            QueryError::ResourcesExhausted(_) | QueryError::Busy(_) | QueryError::Limit(_) => {
+                ErrorKind::Busy
+            }
+            QueryError::Timeout(_) => ErrorKind::Timeout,
         }
     }
 }
