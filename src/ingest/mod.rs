@@ -25,6 +25,7 @@ mod buffer;
 pub mod compactor;
 pub mod consumer;
 mod engine;
+mod error_kind;
 mod exactly_once;
 mod flusher;
 pub mod json;
