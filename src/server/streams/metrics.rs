@@ -10,8 +10,8 @@ use axum::response::{IntoResponse, Response};
 
 use super::params::{self, STREAM_NEXT_OFFSET};
 use super::source::METRICS_CONTENT_TYPE;
-use super::{error, set, stream_error, StreamsState};
-use crate::ingest::{json, EngineError, Once};
+use super::{error, error_response, set, stream_error, StreamsState};
+use crate::ingest::{json, Once};
 use crate::stream::registry::{accepts, media_type};
 
 /// `PUT /v1/stream/metrics` succeeds (200) when it asks for what the stream
@@ -79,7 +79,7 @@ pub(super) async fn post(s: &StreamsState, headers: &HeaderMap, body: Bytes) -> 
     let _gate = s.engine.series_guard().await;
     let points = match json::parse(&body, ndjson, s.engine.catalog()) {
         Ok(p) => p,
-        Err(e) => return error(StatusCode::BAD_REQUEST, e.to_string()),
+        Err(e) => return error_response(&e),
     };
     let written = if producer.is_none() && stream_seq.is_none() {
         s.engine.write_points(points).await.map(Once::Written)
@@ -112,16 +112,7 @@ pub(super) async fn post(s: &StreamsState, headers: &HeaderMap, body: Bytes) -> 
                 Err(e) => return stream_error(e),
             }
         }
-        Err(e) => {
-            let status = match &e {
-                EngineError::InvalidBatch(_) => StatusCode::BAD_REQUEST,
-                EngineError::Backpressure { .. } => StatusCode::TOO_MANY_REQUESTS,
-                EngineError::BatchTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
-                EngineError::ShuttingDown => StatusCode::SERVICE_UNAVAILABLE,
-                _ => StatusCode::INTERNAL_SERVER_ERROR,
-            };
-            return error(status, e.to_string());
-        }
+        Err(e) => return error_response(&e),
     };
     let mut r = status.into_response();
     let h = r.headers_mut();

@@ -29,6 +29,7 @@ use axum::extract::{Path, Query, State};
 use axum::http::{header, HeaderMap, HeaderValue, Method, StatusCode, Uri};
 use axum::response::{IntoResponse, Response};
 
+pub(crate) use super::error::{error, error_response};
 use crate::ingest::Engine;
 use crate::stream::registry::{Registry, StreamError};
 
@@ -198,37 +199,10 @@ fn preflight(headers: &HeaderMap) -> Response {
     r
 }
 
-/// A JSON error body `{"error": "..."}` with `status`.
-pub fn error(status: StatusCode, message: impl Into<String>) -> Response {
-    let body = serde_json::json!({ "error": message.into() }).to_string();
-    let mut r = (status, body).into_response();
-    r.headers_mut().insert(
-        header::CONTENT_TYPE,
-        HeaderValue::from_static("application/json"),
-    );
-    r
-}
-
-/// Maps a stream error to its status and headers (§5).
+/// A stream error's response (its kind's status) with the headers §5 adds.
 fn stream_error(e: StreamError) -> Response {
     use params::*;
-    let status = match &e {
-        StreamError::NotFound => StatusCode::NOT_FOUND,
-        StreamError::Gone | StreamError::Truncated { .. } => StatusCode::GONE,
-        StreamError::BadRequest(_) => StatusCode::BAD_REQUEST,
-        StreamError::Conflict(_)
-        | StreamError::Closed { .. }
-        | StreamError::ContentTypeMismatch { .. }
-        | StreamError::SeqRegression { .. }
-        | StreamError::SequenceGap { .. } => StatusCode::CONFLICT,
-        StreamError::StaleEpoch { .. } => StatusCode::FORBIDDEN,
-        StreamError::Io(_) => StatusCode::INTERNAL_SERVER_ERROR,
-        StreamError::TooMany { .. } => StatusCode::TOO_MANY_REQUESTS,
-    };
-    if status == StatusCode::INTERNAL_SERVER_ERROR {
-        tracing::error!(error = %e, "stream operation failed");
-    }
-    let mut r = error(status, e.to_string());
+    let mut r = error_response(&e);
     let h = r.headers_mut();
     match e {
         StreamError::Closed { next } => {
