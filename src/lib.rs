@@ -27,8 +27,12 @@
 //!
 //! [`telemetry`] (the server's own Prometheus metrics) sits beside this
 //! list: every module may record into it, and it uses none of them.
+//! [`error`] sits below the list the same way: every module's error enum
+//! names its [`error::ErrorKind`], from which `flight` and `server` each
+//! choose a status in one place.
 
 pub mod cli;
+pub mod error;
 pub mod flight;
 pub mod ingest;
 pub mod model;

@@ -454,6 +454,13 @@ async fn bad_input_gets_a_clear_error_and_changes_nothing() {
             StatusCode::METHOD_NOT_ALLOWED,
             "cannot be deleted",
         ),
+        (
+            http.post(url(&srv, "metrics"))
+                .header("content-type", "application/json")
+                .body(r#"{"time": 1, "metric": "m", "value": "high"}"#),
+            StatusCode::BAD_REQUEST,
+            "point 0",
+        ),
     ];
     for (req, status, text) in cases {
         let r = req.send().await.unwrap();

@@ -85,21 +85,50 @@ async fn sql_errors_are_invalid_argument_and_the_server_keeps_serving() {
     let mut client = Client::connect(&format!("http://{}", srv.addr))
         .await
         .unwrap();
-    for (sql, needle) in [
+    // A row, so that time_bucket runs (its width is checked as it runs).
+    client.write(vec![batch(&["a"], &[1.0])]).await.unwrap();
+    let cases = [
         ("SELEC 1", "SELEC"),
         ("SELECT nope FROM metrics", "nope"),
         ("SELECT * FROM nope", "nope"),
-    ] {
+        (
+            "SELECT time_bucket('5 parsecs', time) FROM metrics",
+            "time_bucket: invalid width",
+        ),
+    ];
+    for (sql, needle) in cases {
         let err = client.query(sql).await.unwrap_err().to_string();
         assert!(
             err.starts_with("invalid argument") && err.contains(needle),
             "{sql}: {err}"
         );
     }
+    // The same errors over HTTP are 400 with the same message.
+    for (sql, needle) in cases {
+        let (status, message) = http_query(&srv, sql).await;
+        assert_eq!(status, 400, "{sql}: {message}");
+        assert!(message.contains(needle), "{sql}: {message}");
+    }
     assert!(table(&mut client, "SELECT count(*) AS n FROM metrics")
         .await
-        .contains("| 0 |"));
+        .contains("| 1 |"));
     srv.stop().await.unwrap();
+}
+
+/// `GET /v1/query?sql=...`: the status and the `error` of a failure.
+async fn http_query(srv: &server::RunningServer, sql: &str) -> (u16, String) {
+    let r = reqwest::Client::new()
+        .get(format!("http://{}/v1/query", srv.addr))
+        .query(&[("sql", sql)])
+        .send()
+        .await
+        .unwrap();
+    let status = r.status().as_u16();
+    let body: serde_json::Value = serde_json::from_str(&r.text().await.unwrap()).unwrap();
+    (
+        status,
+        body["error"].as_str().unwrap_or_default().to_string(),
+    )
 }
 
 /// `n` rows over 100 hosts, one per millisecond.
@@ -148,6 +177,24 @@ async fn runaway_queries_hit_their_limits_and_the_server_keeps_serving() {
         err.contains("resource exhausted") && err.contains("memory"),
         "{err}"
     );
+
+    // Over HTTP: 504 for the timeout, 429 for the memory limit. (The
+    // timeout is a query that yields between batches: HTTP answers a
+    // result that arrives late, whereas Flight ends it with the timeout.)
+    let (status, message) = http_query(
+        &srv,
+        "SELECT count(*) FROM generate_series(1, 100000000000)",
+    )
+    .await;
+    assert_eq!(status, 504, "{message}");
+    assert!(message.contains("timed out"), "{message}");
+    let (status, message) = http_query(
+        &srv,
+        "SELECT tags['host'], array_agg(value ORDER BY value) FROM metrics GROUP BY 1",
+    )
+    .await;
+    assert_eq!(status, 429, "{message}");
+    assert!(message.contains("memory"), "{message}");
 
     assert!(table(&mut client, "SELECT count(*) AS n FROM metrics")
         .await

@@ -8,7 +8,8 @@ use arrow_flight::PutResult;
 use futures::{Stream, TryStreamExt};
 use tonic::Status;
 
-use super::error::engine_status;
+use super::error::{status, with_kind};
+use crate::error::ErrorKind;
 use crate::ingest::{Engine, WriteReceipt};
 
 /// Batches of one DoPut stream written concurrently (their results still
@@ -25,27 +26,31 @@ pub fn write_stream(
         .map_err(|e| match e {
             // The transport's own error (a message over the size limit, a
             // cancelled call) is not the client's Arrow data being wrong.
-            FlightError::Tonic(status) => transport_status(*status),
+            FlightError::Tonic(s) => transport_status(*s),
             e => Status::invalid_argument(format!("invalid Arrow IPC data: {e}")),
         })
         .map_ok(move |batch| {
             let engine = engine.clone();
-            async move { engine.write(&batch).await.map_err(engine_status) }
+            async move { engine.write(&batch).await.map_err(status) }
         })
         .try_buffered(PIPELINE)
 }
 
-/// tonic refuses an oversized message with OUT_OF_RANGE; to clients it is
-/// a resource limit, named as such.
-fn transport_status(status: Status) -> Status {
-    if status.code() == tonic::Code::OutOfRange && status.message().contains("too large") {
+/// tonic refuses an oversized message with OUT_OF_RANGE (the only status
+/// its decoder gives that code); to clients it is a size limit, named as
+/// such.
+fn transport_status(s: Status) -> Status {
+    if s.code() == tonic::Code::OutOfRange {
         crate::telemetry::metrics().limited("message_bytes");
-        return Status::resource_exhausted(format!(
-            "{} (--max-message-bytes); send smaller batches",
-            status.message()
-        ));
+        return with_kind(
+            ErrorKind::TooLarge,
+            format!(
+                "{} (--max-message-bytes); send smaller batches",
+                s.message()
+            ),
+        );
     }
-    status
+    s
 }
 
 /// PutResult metadata: `{"rows": N, "offset": "..."}`.

@@ -21,7 +21,7 @@ use futures::{Stream, StreamExt, TryStreamExt};
 use parking_lot::Mutex;
 use tonic::Status;
 
-use super::error::query_status;
+use super::error::status;
 use crate::query::{QueryEngine, QueryError};
 
 const HANDLE_MAGIC: &[u8; 4] = b"SDB1";
@@ -91,14 +91,14 @@ fn param_values(batch: &RecordBatch) -> Result<ParamValues, Status> {
 }
 
 async fn dataframe(q: &QueryEngine, p: &Prepared) -> Result<DataFrame, Status> {
-    let mut df = q.sql(&p.sql).await.map_err(query_status)?;
+    let mut df = q.sql(&p.sql).await.map_err(status)?;
     if let Some(params) = &p.params {
         df = df
             .with_param_values(param_values(params)?)
-            .map_err(|e| query_status(QueryError::from_datafusion(e)))?;
+            .map_err(|e| status(QueryError::from_datafusion(e)))?;
     }
     // Whatever is still unbound is the client's mistake, not a server fault.
-    crate::query::check_bound(&df).map_err(query_status)?;
+    crate::query::check_bound(&df).map_err(status)?;
     Ok(df)
 }
 
@@ -118,7 +118,7 @@ pub async fn physical_plan(
     let plan = df
         .create_physical_plan()
         .await
-        .map_err(|e| query_status(QueryError::from_datafusion(e)))?;
+        .map_err(|e| status(QueryError::from_datafusion(e)))?;
     Ok((plan, task))
 }
 
@@ -168,7 +168,7 @@ async fn schema(q: &QueryEngine, p: &Prepared) -> Result<SchemaRef, Status> {
     match physical_plan(q, p).await {
         Ok((plan, _)) => Ok(plan.schema()),
         Err(e) if p.params.is_none() => {
-            let df = q.sql(&p.sql).await.map_err(query_status)?;
+            let df = q.sql(&p.sql).await.map_err(status)?;
             if df
                 .logical_plan()
                 .get_parameter_types()
@@ -189,30 +189,27 @@ pub async fn execute(
     p: &Prepared,
 ) -> Result<impl Stream<Item = Result<FlightData, Status>> + Send + 'static, Status> {
     // Admitted before planning: the slot covers the whole query.
-    let admission = q.admit("flight", &p.sql).map_err(query_status)?;
+    let admission = q.admit("flight", &p.sql).map_err(status)?;
     let (plan, task) = physical_plan(q, p).await?;
     let schema = plan.schema();
     let timeout = q.config().timeout;
-    let batches =
-        execute_stream(plan, task).map_err(|e| query_status(QueryError::from_datafusion(e)))?;
+    let batches = execute_stream(plan, task).map_err(|e| status(QueryError::from_datafusion(e)))?;
     let clock = q.engine().clock().clone();
     let deadline = clock.instant() + timeout;
     let limited = batches
         // The admission lives as long as the stream: its drop records
         // the query and frees the slot.
         .inspect_ok(move |b| admission.sent(b.num_rows()))
-        .map_err(|e| {
-            arrow_flight::error::FlightError::from(query_status(QueryError::from_datafusion(e)))
-        })
+        .map_err(|e| arrow_flight::error::FlightError::from(status(QueryError::from_datafusion(e))))
         .take_until(tokio::time::sleep_until(deadline))
         // If the deadline cut the stream short, end it with an error rather
         // than a silently truncated result.
         .chain(
             futures::stream::once(async move { clock.instant() >= deadline }).filter_map(
                 move |late| {
-                    let err = arrow_flight::error::FlightError::from(query_status(
-                        QueryError::Timeout(timeout),
-                    ));
+                    let err = arrow_flight::error::FlightError::from(status(QueryError::Timeout(
+                        timeout,
+                    )));
                     futures::future::ready(late.then_some(Err(err)))
                 },
             ),

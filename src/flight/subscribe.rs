@@ -19,7 +19,7 @@ use futures::StreamExt;
 use prost::Message as _;
 use tonic::{Request, Response, Status, Streaming};
 
-use super::error::query_status;
+use super::error::status;
 use super::{BoxStream, StreamDbFlight};
 use crate::query::subscribe::{self, Message, SubscribeRequest};
 
@@ -40,7 +40,7 @@ const TYPE_URL: &str = "type.googleapis.com/streamdb.v1.CommandSubscribe";
 fn parse_command(cmd: &[u8]) -> Result<SubscribeRequest, Status> {
     if let Ok(text) = std::str::from_utf8(cmd) {
         if subscribe::is_subscribe(text) {
-            return subscribe::parse(text).map_err(query_status);
+            return subscribe::parse(text).map_err(status);
         }
     }
     let proto = match prost_types::Any::decode(cmd) {
@@ -55,7 +55,7 @@ fn parse_command(cmd: &[u8]) -> Result<SubscribeRequest, Status> {
     })?;
     // The SQL may be the SELECT alone or a whole SUBSCRIBE statement.
     let mut req = if subscribe::is_subscribe(&proto.sql) {
-        subscribe::parse(&proto.sql).map_err(query_status)?
+        subscribe::parse(&proto.sql).map_err(status)?
     } else {
         SubscribeRequest::new(proto.sql.trim().trim_end_matches(';'))
     };
@@ -83,7 +83,7 @@ impl StreamDbFlight {
         let req = parse_command(&cmd)?;
         let (schema, updates) = subscribe::subscribe(self.query.clone(), &self.subscriptions, req)
             .await
-            .map_err(query_status)?;
+            .map_err(status)?;
         // The client closing its side (pyarrow's `writer.close()` or
         // `done_writing()`) ends the subscription; other client messages
         // are ignored.
@@ -94,7 +94,7 @@ impl StreamDbFlight {
             .flat_map(|m| {
                 futures::stream::iter(match m {
                     Ok(m) => encode(m),
-                    Err(e) => vec![Err(query_status(e))],
+                    Err(e) => vec![Err(status(e))],
                 })
             })
             .take_until(client_done);

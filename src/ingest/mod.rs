@@ -33,6 +33,7 @@ mod config;
 pub mod consumer;
 mod engine;
 mod error;
+mod error_kind;
 mod exactly_once;
 mod flusher;
 pub mod json;

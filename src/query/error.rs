@@ -1,11 +1,15 @@
 //! [`QueryError`]: why a query was refused or failed, sorted into what the
 //! user did wrong and what went wrong on the server.
 //!
-//! A leaf: every file of `query` may use it, and it uses none of them.
+//! Every file of `query` may use it; it uses only `functions`'
+//! [`ArgumentError`](super::functions::ArgumentError), a leaf.
 
 use std::time::Duration;
 
 use datafusion::common::DataFusionError;
+
+use super::functions::ArgumentError;
+use crate::error::{ErrorKind, HasKind};
 
 #[derive(Debug, thiserror::Error)]
 pub enum QueryError {
@@ -26,7 +30,8 @@ pub enum QueryError {
 }
 
 impl QueryError {
-    /// Sorts a DataFusion error into what the user did wrong or not.
+    /// Sorts a DataFusion error into what the user did wrong or not, by
+    /// the type of its root cause (never by its text).
     pub fn from_datafusion(e: DataFusionError) -> Self {
         match e.find_root() {
             DataFusionError::SQL(..)
@@ -34,10 +39,25 @@ impl QueryError {
             | DataFusionError::SchemaError(..)
             | DataFusionError::NotImplemented(_) => QueryError::Invalid(e.to_string()),
             DataFusionError::ResourcesExhausted(m) => QueryError::ResourcesExhausted(m.clone()),
-            DataFusionError::Execution(m) if m.starts_with("time_bucket") => {
-                QueryError::Invalid(e.to_string())
+            // Our functions' argument errors, raised while executing; the
+            // message is the function's own ("time_bucket: ...").
+            DataFusionError::External(inner) if inner.is::<ArgumentError>() => {
+                QueryError::Invalid(inner.to_string())
             }
             _ => QueryError::Execution(e.to_string()),
+        }
+    }
+}
+
+impl HasKind for QueryError {
+    fn kind(&self) -> ErrorKind {
+        match self {
+            QueryError::Invalid(_) => ErrorKind::InvalidInput,
+            QueryError::Execution(_) => ErrorKind::Internal,
+            QueryError::ResourcesExhausted(_) | QueryError::Busy(_) | QueryError::Limit(_) => {
+                ErrorKind::Busy
+            }
+            QueryError::Timeout(_) => ErrorKind::Timeout,
         }
     }
 }

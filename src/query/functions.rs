@@ -10,12 +10,26 @@ use std::sync::Arc;
 use arrow::array::{AsArray, TimestampMicrosecondArray};
 use arrow::compute::cast;
 use arrow::datatypes::{DataType, IntervalMonthDayNano, TimestampMicrosecondType};
-use datafusion::common::{exec_err, plan_err, Result, ScalarValue};
+use datafusion::common::{plan_err, DataFusionError, Result, ScalarValue};
 use datafusion::logical_expr::{
     ColumnarValue, ScalarFunctionArgs, ScalarUDF, ScalarUDFImpl, Signature, Volatility,
 };
 
 use super::duration::parse_duration_micros;
+
+/// A function argument the query got wrong, found only when the function
+/// runs (a width string that is no duration). Raised as
+/// `DataFusionError::External`, so that [`super::QueryError::from_datafusion`]
+/// recognises it by type as the user's mistake.
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+pub struct ArgumentError(String);
+
+fn bad<T>(message: impl Into<String>) -> Result<T> {
+    Err(DataFusionError::External(Box::new(ArgumentError(
+        message.into(),
+    ))))
+}
 
 #[derive(Debug, PartialEq, Eq, Hash)]
 pub struct TimeBucket {
@@ -38,21 +52,23 @@ pub(super) fn width_micros(v: &ScalarValue) -> Result<i64> {
         ScalarValue::Utf8(Some(s)) | ScalarValue::Utf8View(Some(s)) | ScalarValue::LargeUtf8(Some(s)) => {
             match parse_duration_micros(s) {
                 Some(us) => us,
-                None => return exec_err!("time_bucket: invalid width {s:?}; expected a duration such as '5m', '10s', '1h' or '1 day'"),
+                None => return bad(format!("time_bucket: invalid width {s:?}; expected a duration such as '5m', '10s', '1h' or '1 day'")),
             }
         }
         ScalarValue::IntervalMonthDayNano(Some(IntervalMonthDayNano { months, days, nanoseconds })) => {
             if *months != 0 {
-                return exec_err!("time_bucket: widths in months or years are not supported; use days");
+                return bad("time_bucket: widths in months or years are not supported; use days");
             }
             *days as i64 * 86_400_000_000 + nanoseconds / 1_000
         }
         ScalarValue::IntervalDayTime(Some(d)) => d.days as i64 * 86_400_000_000 + d.milliseconds as i64 * 1_000,
         ScalarValue::DurationMicrosecond(Some(us)) => *us,
-        other => return exec_err!("time_bucket: the width must be a constant duration string or interval, got {other}"),
+        other => return bad(format!("time_bucket: the width must be a constant duration string or interval, got {other}")),
     };
     if us <= 0 {
-        return exec_err!("time_bucket: the width must be positive, got {us} microseconds");
+        return bad(format!(
+            "time_bucket: the width must be positive, got {us} microseconds"
+        ));
     }
     Ok(us)
 }
@@ -76,10 +92,10 @@ impl ScalarUDFImpl for TimeBucket {
 
     fn invoke_with_args(&self, args: ScalarFunctionArgs) -> Result<ColumnarValue> {
         let [width, time] = args.args.as_slice() else {
-            return exec_err!("time_bucket takes two arguments");
+            return bad("time_bucket takes two arguments");
         };
         let ColumnarValue::Scalar(width) = width else {
-            return exec_err!("time_bucket: the width must be a constant, not a column");
+            return bad("time_bucket: the width must be a constant, not a column");
         };
         let w = width_micros(width)?;
         let bucket = |t: i64| t.div_euclid(w) * w;

@@ -11,6 +11,7 @@ use axum::{Json, Router};
 use futures::TryStreamExt;
 use serde::Deserialize;
 
+use super::error::{error, error_response};
 use super::streams::{self, StreamsState};
 use crate::ingest::Engine;
 use crate::query::{QueryEngine, QueryError};
@@ -93,24 +94,6 @@ async fn query_post(
     run_query(&s, sql, p.format).await
 }
 
-/// Every error of this API, axum's own rejections included, is
-/// `{"error": "..."}`.
-fn error(status: StatusCode, msg: impl Into<String>) -> Response {
-    (status, Json(serde_json::json!({ "error": msg.into() }))).into_response()
-}
-
-fn query_error(e: QueryError) -> Response {
-    let status = match &e {
-        QueryError::Invalid(_) => StatusCode::BAD_REQUEST,
-        QueryError::ResourcesExhausted(_) | QueryError::Busy(_) | QueryError::Limit(_) => {
-            StatusCode::TOO_MANY_REQUESTS
-        }
-        QueryError::Timeout(_) => StatusCode::GATEWAY_TIMEOUT,
-        QueryError::Execution(_) => StatusCode::INTERNAL_SERVER_ERROR,
-    };
-    error(status, e.to_string())
-}
-
 async fn run_query(s: &AppState, sql: Option<String>, format: Option<String>) -> Response {
     let Some(sql) = sql else {
         return error(
@@ -127,7 +110,7 @@ async fn run_query(s: &AppState, sql: Option<String>, format: Option<String>) ->
     }
     let admission = match s.query.admit("http", &sql) {
         Ok(a) => a,
-        Err(e) => return query_error(e),
+        Err(e) => return error_response(&e),
     };
     let df = match s
         .query
@@ -136,7 +119,7 @@ async fn run_query(s: &AppState, sql: Option<String>, format: Option<String>) ->
         .and_then(|df| crate::query::check_bound(&df).map(|_| df))
     {
         Ok(df) => df,
-        Err(e) => return query_error(e),
+        Err(e) => return error_response(&e),
     };
     let schema = std::sync::Arc::new(df.schema().as_arrow().clone());
     let batches: Vec<_> = match tokio::time::timeout(s.query.config().timeout, async {
@@ -145,8 +128,8 @@ async fn run_query(s: &AppState, sql: Option<String>, format: Option<String>) ->
     .await
     {
         Ok(Ok(b)) => b,
-        Ok(Err(e)) => return query_error(QueryError::from_datafusion(e)),
-        Err(_) => return query_error(QueryError::Timeout(s.query.config().timeout)),
+        Ok(Err(e)) => return error_response(&QueryError::from_datafusion(e)),
+        Err(_) => return error_response(&QueryError::Timeout(s.query.config().timeout)),
     };
     admission.sent(batches.iter().map(|b| b.num_rows()).sum());
     let schema = batches.first().map(|b| b.schema()).unwrap_or(schema);

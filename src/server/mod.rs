@@ -1,10 +1,12 @@
 //! Wiring: one TCP port serving gRPC (Flight, health, reflection) and HTTP
 //! side by side, startup, and graceful shutdown that flushes the buffer.
-//! `auth` and `observe` (error counting, `/metrics`) wrap every route.
+//! `auth` and `observe` (error counting, `/metrics`) wrap every route;
+//! `error` turns errors into HTTP responses.
 //!
 //! May depend on every layer below it.
 
 mod auth;
+mod error;
 mod http;
 mod observe;
 pub(crate) mod streams;

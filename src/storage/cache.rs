@@ -123,7 +123,10 @@ impl ChunkReader {
         let path = chunk.path.clone();
         let batches = tokio::task::spawn_blocking(move || decode_chunk(&path, bytes))
             .await
-            .map_err(|e| StorageError::Other(format!("chunk decode task failed: {e}")))??;
+            .map_err(|source| StorageError::Join {
+                task: "chunk decode",
+                source,
+            })??;
         let batches = Arc::new(batches);
         self.insert(&chunk.path, batches.clone());
         Ok(batches)

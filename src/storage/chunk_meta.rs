@@ -90,12 +90,15 @@ pub(super) struct Described {
 /// of id `id` in the format with extension `ext`.
 pub(super) fn describe(id: u64, batch: &RecordBatch, ext: &str) -> Result<Described, StorageError> {
     if batch.num_rows() == 0 {
-        return Err(StorageError::Other(
-            "refusing to write an empty chunk".into(),
-        ));
+        return Err(StorageError::BadChunk {
+            id,
+            why: "it is empty",
+        });
     }
-    let (series, times, values) = columns(batch)
-        .ok_or_else(|| StorageError::Other("chunk batch has the wrong schema".into()))?;
+    let (series, times, values) = columns(batch).ok_or(StorageError::BadChunk {
+        id,
+        why: "the batch does not have the point schema",
+    })?;
     let min_time = arrow::compute::min(times).expect("non-empty");
     let max_time = arrow::compute::max(times).expect("non-empty");
     let mut ids: Vec<u64> = series.values().to_vec();

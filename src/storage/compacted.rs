@@ -47,7 +47,7 @@ const BATCH_ROWS: usize = 64 * 1024;
 const ZSTD_LEVEL: i32 = 3;
 
 fn properties(footer: Vec<(&'static str, String)>) -> Result<WriterProperties, StorageError> {
-    let zstd = ZstdLevel::try_new(ZSTD_LEVEL).map_err(|e| StorageError::Other(e.to_string()))?;
+    let zstd = ZstdLevel::try_new(ZSTD_LEVEL)?;
     Ok(WriterProperties::builder()
         .set_compression(Compression::ZSTD(zstd))
         .set_max_row_group_row_count(Some(ROWS_PER_GROUP))
@@ -68,12 +68,10 @@ fn properties(footer: Vec<(&'static str, String)>) -> Result<WriterProperties, S
 /// use [`point_schema`] and be sorted by `(series_id, time)`.
 pub fn encode(id: u64, batch: &RecordBatch) -> Result<(Bytes, ChunkMeta), StorageError> {
     let Described { mut meta, footer } = describe(id, batch, "parquet")?;
-    let parquet = |e: parquet::errors::ParquetError| StorageError::Other(format!("parquet: {e}"));
     let mut buf = Vec::with_capacity(batch.get_array_memory_size() / 8);
-    let mut w = ArrowWriter::try_new(&mut buf, point_schema(), Some(properties(footer)?))
-        .map_err(parquet)?;
-    w.write(batch).map_err(parquet)?;
-    w.close().map_err(parquet)?;
+    let mut w = ArrowWriter::try_new(&mut buf, point_schema(), Some(properties(footer)?))?;
+    w.write(batch)?;
+    w.close()?;
     meta.bytes = buf.len() as u64;
     Ok((Bytes::from(buf), meta))
 }
@@ -232,8 +230,7 @@ pub async fn read_series_rows(
 /// The row groups of a compacted chunk.
 #[cfg(test)]
 pub fn row_groups(bytes: Bytes) -> Result<usize, StorageError> {
-    let b = ParquetRecordBatchReaderBuilder::try_new(bytes)
-        .map_err(|e| StorageError::Other(e.to_string()))?;
+    let b = ParquetRecordBatchReaderBuilder::try_new(bytes)?;
     Ok(b.metadata().num_row_groups())
 }
 

@@ -199,17 +199,16 @@ async fn put(store: &Store, holder: &Holder, mode: PutMode) -> Result<UpdateVers
 /// so a restarted server retakes its own lease at once.
 pub fn node_id(data_dir: &std::path::Path) -> Result<String, StorageError> {
     let file = data_dir.join("node-id");
-    let io = |e: std::io::Error| StorageError::Other(format!("{}: {e}", file.display()));
     match std::fs::read_to_string(&file) {
         Ok(id) if !id.trim().is_empty() => return Ok(id.trim().to_string()),
         Ok(_) => {}
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-        Err(e) => return Err(io(e)),
+        Err(e) => return Err(StorageError::io("reading", &file)(e)),
     }
-    std::fs::create_dir_all(data_dir).map_err(io)?;
+    std::fs::create_dir_all(data_dir).map_err(StorageError::io("creating", data_dir))?;
     let host = std::env::var("HOSTNAME").unwrap_or_else(|_| "node".into());
     let id = format!("{host}-{}", uuid::Uuid::new_v4().simple());
-    std::fs::write(&file, &id).map_err(io)?;
+    std::fs::write(&file, &id).map_err(StorageError::io("writing", &file))?;
     Ok(id)
 }
 

@@ -112,14 +112,15 @@ fn parse_version(path: &Path) -> Option<u64> {
 }
 
 pub fn encode(m: &Manifest) -> Result<Bytes, StorageError> {
-    let body = serde_json::to_string(m).map_err(|e| StorageError::Other(e.to_string()))?;
+    let json = |what| move |source| StorageError::Json { what, source };
+    let body = serde_json::to_string(m).map_err(json("manifest"))?;
     let env = Envelope {
         format: FORMAT.into(),
         crc32: crc32fast::hash(body.as_bytes()),
         body,
     };
     Ok(Bytes::from(
-        serde_json::to_vec(&env).map_err(|e| StorageError::Other(e.to_string()))?,
+        serde_json::to_vec(&env).map_err(json("manifest envelope"))?,
     ))
 }
 

@@ -11,6 +11,8 @@ use object_store::path::Path;
 use object_store::prefix::PrefixStore;
 use object_store::{ObjectStore, ObjectStoreExt, PutMode, PutOptions, PutPayload, RetryConfig};
 
+use crate::error::{ErrorKind, HasKind};
+
 #[derive(Debug, thiserror::Error)]
 pub enum StorageError {
     #[error("object store: {0}")]
@@ -21,10 +23,74 @@ pub enum StorageError {
     Corrupt { path: String, why: String },
     #[error("arrow: {0}")]
     Arrow(#[from] arrow::error::ArrowError),
+    #[error("parquet: {0}")]
+    Parquet(#[from] parquet::errors::ParquetError),
+    #[error("encoding {what} as JSON: {source}")]
+    Json {
+        what: &'static str,
+        source: serde_json::Error,
+    },
+    /// A file of the data directory (not an object) could not be used.
+    #[error("{op} {}: {source}", path.display())]
+    Io {
+        op: &'static str,
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    /// A blocking task (decoding, encoding) panicked or was cancelled.
+    #[error("{task} task failed: {source}")]
+    Join {
+        task: &'static str,
+        source: tokio::task::JoinError,
+    },
+    /// A setting names no store this server can use; the message says
+    /// which setting and what was expected.
+    #[error("{0}")]
+    Config(String),
+    /// The object-store client could not be built from its URL and the
+    /// environment.
+    #[error("--object-store {url:?}: {source}")]
+    Open {
+        url: String,
+        source: object_store::Error,
+    },
+    /// A chunk the server itself asked to write is not one (a bug).
+    #[error("refusing to write chunk {id}: {why}")]
+    BadChunk { id: u64, why: &'static str },
     #[error("{0}")]
     Fenced(String),
-    #[error("{0}")]
-    Other(String),
+}
+
+impl StorageError {
+    /// A failed operation `op` on the local file `path`.
+    pub fn io<'a>(op: &'static str, path: &'a FsPath) -> impl FnOnce(std::io::Error) -> Self + 'a {
+        move |source| StorageError::Io {
+            op,
+            path: path.to_path_buf(),
+            source,
+        }
+    }
+}
+
+impl HasKind for StorageError {
+    fn kind(&self) -> ErrorKind {
+        match self {
+            StorageError::AlreadyExists { .. } => ErrorKind::Conflict,
+            StorageError::Corrupt { .. } => ErrorKind::Corrupt,
+            StorageError::Fenced(_) => ErrorKind::Fenced,
+            // The server's own objects and files: whatever fails with them
+            // is not the client's doing (a missing object included).
+            StorageError::ObjectStore(_)
+            | StorageError::Arrow(_)
+            | StorageError::Parquet(_)
+            | StorageError::Json { .. }
+            | StorageError::Io { .. }
+            | StorageError::Join { .. }
+            | StorageError::Config(_)
+            | StorageError::Open { .. }
+            | StorageError::BadChunk { .. } => ErrorKind::Internal,
+        }
+    }
 }
 
 /// A cheap-to-clone handle on the object store that holds chunks, manifests
@@ -67,9 +133,13 @@ impl Store {
     /// which all three support.
     pub fn from_url(url: &str) -> Result<Self, StorageError> {
         let bad = |why: &str| {
-            StorageError::Other(format!(
+            StorageError::Config(format!(
                 "--object-store {url:?}: {why} (expected s3://bucket or s3://bucket/prefix)"
             ))
+        };
+        let open = |source: object_store::Error| StorageError::Open {
+            url: url.to_string(),
+            source,
         };
         let rest = url.strip_prefix("s3://").ok_or_else(|| {
             bad("only s3:// URLs are supported; leave the flag out to store chunks in --data-dir")
@@ -91,13 +161,13 @@ impl Store {
             .with_url(format!("s3://{bucket}"))
             .with_retry(retry)
             .build()
-            .map_err(|e| bad(&e.to_string()))?;
+            .map_err(open)?;
         let inner: Arc<dyn ObjectStore> = if prefix.is_empty() {
             Arc::new(s3)
         } else {
             Arc::new(PrefixStore::new(
                 s3,
-                Path::parse(prefix).map_err(|e| bad(&e.to_string()))?,
+                Path::parse(prefix).map_err(|e| open(e.into()))?,
             ))
         };
         Ok(Self {
@@ -122,11 +192,10 @@ impl Store {
 
     /// Local file system rooted at `dir` (created if missing).
     pub fn local(dir: &FsPath) -> Result<Self, StorageError> {
-        std::fs::create_dir_all(dir)
-            .map_err(|e| StorageError::Other(format!("creating {}: {e}", dir.display())))?;
+        std::fs::create_dir_all(dir).map_err(StorageError::io("creating", dir))?;
         let root = dir
             .canonicalize()
-            .map_err(|e| StorageError::Other(format!("{}: {e}", dir.display())))?;
+            .map_err(StorageError::io("resolving", dir))?;
         Ok(Self {
             inner: Arc::new(LocalFileSystem::new_with_prefix(&root)?),
             location: root.display().to_string(),
@@ -145,11 +214,9 @@ impl Store {
         let mut dirs = std::collections::BTreeSet::new();
         for p in paths {
             let file = root.join(p.as_ref());
-            let io =
-                |e: std::io::Error| StorageError::Other(format!("fsync {}: {e}", file.display()));
             std::fs::File::open(&file)
                 .and_then(|f| f.sync_all())
-                .map_err(io)?;
+                .map_err(StorageError::io("fsync", &file))?;
             if let Some(parent) = file.parent() {
                 dirs.insert(parent.to_path_buf());
             }
@@ -157,7 +224,7 @@ impl Store {
         for d in dirs {
             std::fs::File::open(&d)
                 .and_then(|f| f.sync_all())
-                .map_err(|e| StorageError::Other(format!("fsync {}: {e}", d.display())))?;
+                .map_err(StorageError::io("fsync", &d))?;
         }
         Ok(())
     }

@@ -21,6 +21,7 @@ use tokio::sync::{mpsc, oneshot, watch};
 
 use super::offset::Offset;
 use super::segment::{self, SegmentError};
+use crate::error::{ErrorKind, HasKind};
 use crate::runtime::Clock;
 
 /// Receives every record once it is durable, in offset order, on the log's
@@ -90,6 +91,20 @@ pub enum LogError {
     Failed(String),
     #[error("stream log is closed")]
     Closed,
+}
+
+impl HasKind for LogError {
+    fn kind(&self) -> ErrorKind {
+        match self {
+            LogError::Segment(e) => e.kind(),
+            LogError::Io { .. } | LogError::Failed(_) => ErrorKind::Internal,
+            LogError::Corrupt { .. } | LogError::Gap { .. } => ErrorKind::Corrupt,
+            LogError::Truncated { .. } => ErrorKind::Gone,
+            LogError::BeyondEnd { .. } => ErrorKind::InvalidInput,
+            // The log closes when the server stops.
+            LogError::Closed => ErrorKind::Unavailable,
+        }
+    }
 }
 
 /// Sizes and offsets, for status pages.

@@ -14,6 +14,8 @@ use std::fs::{File, OpenOptions};
 use std::io::{self, Read, Seek, SeekFrom, Write};
 use std::path::{Path, PathBuf};
 
+use crate::error::{ErrorKind, HasKind};
+
 pub const MAGIC: &[u8; 6] = b"SDBSEG";
 pub const VERSION: u16 = 1;
 pub const HEADER_LEN: u64 = 20;
@@ -66,6 +68,15 @@ pub enum SegmentError {
     Io { path: PathBuf, source: io::Error },
     #[error("segment {path}: bad header ({why})")]
     BadHeader { path: PathBuf, why: &'static str },
+}
+
+impl HasKind for SegmentError {
+    fn kind(&self) -> ErrorKind {
+        match self {
+            SegmentError::Io { .. } => ErrorKind::Internal,
+            SegmentError::BadHeader { .. } => ErrorKind::Corrupt,
+        }
+    }
 }
 
 fn io_err(path: &Path) -> impl FnOnce(io::Error) -> SegmentError + '_ {

@@ -12,7 +12,8 @@ use super::params::{self, STREAM_NEXT_OFFSET};
 use super::response::{error, set, stream_error};
 use super::source::METRICS_CONTENT_TYPE;
 use super::state::StreamsState;
-use crate::ingest::{EngineError, Once};
+use crate::ingest::Once;
+use crate::server::error::error_response;
 use crate::stream::registry::{accepts, media_type};
 
 /// `PUT /v1/stream/metrics` succeeds (200) when it asks for what the stream
@@ -106,18 +107,7 @@ pub(super) async fn post(s: &StreamsState, headers: &HeaderMap, body: Bytes) -> 
                 Err(e) => return stream_error(e),
             }
         }
-        Err(e) => {
-            let status = match &e {
-                EngineError::InvalidBatch(_) | EngineError::InvalidJson(_) => {
-                    StatusCode::BAD_REQUEST
-                }
-                EngineError::Backpressure { .. } => StatusCode::TOO_MANY_REQUESTS,
-                EngineError::BatchTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
-                EngineError::ShuttingDown => StatusCode::SERVICE_UNAVAILABLE,
-                _ => StatusCode::INTERNAL_SERVER_ERROR,
-            };
-            return error(status, e.to_string());
-        }
+        Err(e) => return error_response(&e),
     };
     let mut r = status.into_response();
     let h = r.headers_mut();

@@ -1,44 +1,20 @@
-//! Error responses of the protocol endpoint: a JSON `{"error": "..."}`
-//! body, and the status and headers each stream error maps to (§5).
+//! Error responses of the protocol endpoint: a stream error's status (its
+//! kind's, from `server::error`) plus the headers §5 adds to it.
 //!
-//! A leaf of `streams`: may depend on `params` and `stream` only.
+//! A leaf of `streams`: may depend on `params`, `server::error` and
+//! `stream` only.
 
-use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
-use axum::response::{IntoResponse, Response};
+use axum::http::{HeaderMap, HeaderValue};
+use axum::response::Response;
 
+pub(super) use crate::server::error::error;
+use crate::server::error::error_response;
 use crate::stream::registry::StreamError;
 
-/// A JSON error body `{"error": "..."}` with `status`.
-pub fn error(status: StatusCode, message: impl Into<String>) -> Response {
-    let body = serde_json::json!({ "error": message.into() }).to_string();
-    let mut r = (status, body).into_response();
-    r.headers_mut().insert(
-        header::CONTENT_TYPE,
-        HeaderValue::from_static("application/json"),
-    );
-    r
-}
-
-/// Maps a stream error to its status and headers (§5).
+/// A stream error's response (its kind's status) with the headers §5 adds.
 pub(super) fn stream_error(e: StreamError) -> Response {
     use super::params::*;
-    let status = match &e {
-        StreamError::NotFound => StatusCode::NOT_FOUND,
-        StreamError::Gone | StreamError::Truncated { .. } => StatusCode::GONE,
-        StreamError::BadRequest(_) => StatusCode::BAD_REQUEST,
-        StreamError::Conflict(_)
-        | StreamError::Closed { .. }
-        | StreamError::ContentTypeMismatch { .. }
-        | StreamError::SeqRegression { .. }
-        | StreamError::SequenceGap { .. } => StatusCode::CONFLICT,
-        StreamError::StaleEpoch { .. } => StatusCode::FORBIDDEN,
-        StreamError::Io(_) => StatusCode::INTERNAL_SERVER_ERROR,
-        StreamError::TooMany { .. } => StatusCode::TOO_MANY_REQUESTS,
-    };
-    if status == StatusCode::INTERNAL_SERVER_ERROR {
-        tracing::error!(error = %e, "stream operation failed");
-    }
-    let mut r = error(status, e.to_string());
+    let mut r = error_response(&e);
     let h = r.headers_mut();
     match e {
         StreamError::Closed { next } => {

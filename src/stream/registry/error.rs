@@ -1,15 +1,16 @@
 //! Why a stream operation was refused ([`StreamError`]), and what a
 //! producer check's verdict means for an append.
 //!
-//! A leaf of `registry`: may depend on `record`, `model` and `stream`'s
-//! offsets only.
+//! A leaf of `registry`: may depend on `record`, `model`, `error` and
+//! `stream`'s offsets only.
 
 use super::record::ProducerTuple;
+use crate::error::{ErrorKind, HasKind};
 use crate::model::Verdict;
 use crate::stream::Offset;
 
-/// Why a stream operation was refused. The HTTP layer maps each to its
-/// status code; every message names the problem.
+/// Why a stream operation was refused. Its [`ErrorKind`] gives the status
+/// code (§5); every message names the problem.
 #[derive(Debug, thiserror::Error)]
 pub enum StreamError {
     #[error("stream not found")]
@@ -36,6 +37,24 @@ pub enum StreamError {
     Io(String),
     #[error("too many streams: {limit} exist (--max-streams); delete some or raise the limit")]
     TooMany { limit: usize },
+}
+
+impl HasKind for StreamError {
+    fn kind(&self) -> ErrorKind {
+        match self {
+            StreamError::NotFound => ErrorKind::NotFound,
+            StreamError::Gone | StreamError::Truncated { .. } => ErrorKind::Gone,
+            StreamError::BadRequest(_) => ErrorKind::InvalidInput,
+            StreamError::Conflict(_)
+            | StreamError::Closed { .. }
+            | StreamError::ContentTypeMismatch { .. }
+            | StreamError::SeqRegression { .. }
+            | StreamError::SequenceGap { .. } => ErrorKind::Conflict,
+            StreamError::StaleEpoch { .. } => ErrorKind::Fenced,
+            StreamError::Io(_) => ErrorKind::Internal,
+            StreamError::TooMany { .. } => ErrorKind::Busy,
+        }
+    }
 }
 
 /// What a writer check means for an append: `Ok(None)` to append,
