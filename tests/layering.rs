@@ -5,7 +5,8 @@
 //!   layers below it (modules that share a layer, `stream` and `storage`,
 //!   import neither each other);
 //! - no import cycle between files, not even between a `mod.rs` and its
-//!   children.
+//!   children;
+//! - only `runtime/clock.rs` reads the system's clock.
 //!
 //! The checker is in `layering_check/`, with tests on fake trees that show
 //! each rule can fail.
@@ -14,7 +15,7 @@ mod layering_check;
 
 use std::path::{Path, PathBuf};
 
-use layering_check::{check, Cycle, Report, Rules};
+use layering_check::{check, time_reads, Cycle, Report, Rules};
 
 /// Top-level modules at the bottom of the layering: every module may use
 /// them, and they use no other top-level module.
@@ -57,6 +58,19 @@ fn no_import_cycles_between_files() {
     let report = real_tree();
     let cycles: Vec<String> = report.cycles.iter().map(Cycle::to_string).collect();
     assert!(cycles.is_empty(), "import cycles:\n{}", cycles.join("\n"));
+}
+
+/// Time comes from `runtime::Clock` (so tests can pause it); only its file
+/// reads the system's clock. `clippy.toml` says the same to `cargo clippy`.
+#[test]
+fn only_the_clock_reads_the_time() {
+    let src: PathBuf = Path::new(env!("CARGO_MANIFEST_DIR")).join("src");
+    let found = time_reads(&src, &["runtime/clock.rs"]).expect("read src/");
+    assert!(
+        found.is_empty(),
+        "read the time through runtime::Clock instead:\n{}",
+        found.join("\n")
+    );
 }
 
 /// The checker reads what it should: a tree it can parse, with imports

@@ -118,7 +118,7 @@ impl Progress {
         }
         match &self.bar {
             Some(bar) => bar.set_position(self.points),
-            None if self.last_line.elapsed() >= Duration::from_secs(5) => {
+            None if Clock::system().since(self.last_line) >= Duration::from_secs(5) => {
                 self.last_line = Clock::system().instant();
                 eprintln!(
                     "ingest: {} points, {}/s",
@@ -131,7 +131,7 @@ impl Progress {
     }
 
     fn rate(&self) -> f64 {
-        self.points as f64 / self.started.elapsed().as_secs_f64().max(1e-9)
+        self.points as f64 / Clock::system().since(self.started).as_secs_f64().max(1e-9)
     }
 
     fn finish(self) {
@@ -142,7 +142,7 @@ impl Progress {
             "ingested {} points in {} batch(es) in {:.1}s ({}/s), last offset {}",
             units::count(self.points),
             units::count(self.batches),
-            self.started.elapsed().as_secs_f64(),
+            Clock::system().since(self.started).as_secs_f64(),
             units::count(self.rate().round() as u64),
             self.last_offset.as_deref().unwrap_or("-")
         );

@@ -333,6 +333,7 @@ impl<A: Send + 'static> Log<A> {
     /// sealed segments, oldest first. Returns segments removed.
     pub fn remove_before(&self, before: Offset, keep: Retention) -> Result<usize, LogError> {
         let mut removed = Vec::new();
+        let now = self.clock.now_micros();
         {
             let mut st = self.state.lock();
             let sealed = st.segments.len().saturating_sub(1);
@@ -346,7 +347,7 @@ impl<A: Send + 'static> Log<A> {
                     .metadata()
                     .and_then(|m| m.modified())
                     .ok()
-                    .and_then(|t| t.elapsed().ok())
+                    .and_then(|t| age_at(now, t))
                     .is_none_or(|age| age >= keep.age);
                 if !aged && sealed_bytes <= keep.bytes {
                     break;
@@ -642,6 +643,17 @@ impl<A: Send + 'static> Writer<A> {
         self.state.lock().segments.push_back(info);
         Ok(())
     }
+}
+
+/// How old a file modified at `modified` is at wall time `now` (Unix
+/// microseconds, from the log's clock); `None` for a time in the future or
+/// before 1970.
+fn age_at(now: i64, modified: std::time::SystemTime) -> Option<std::time::Duration> {
+    let at = modified.duration_since(std::time::UNIX_EPOCH).ok()?;
+    let age = now.checked_sub(i64::try_from(at.as_micros()).ok()?)?;
+    u64::try_from(age)
+        .ok()
+        .map(std::time::Duration::from_micros)
 }
 
 #[cfg(test)]

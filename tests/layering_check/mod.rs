@@ -13,6 +13,7 @@
 
 mod parse;
 mod tests;
+mod time;
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::fs;
@@ -20,6 +21,7 @@ use std::io;
 use std::path::Path;
 
 use parse::{child, split_scopes, strip, tokenize, ModPath, Scope};
+pub use time::time_reads;
 
 /// What [`check`] found.
 #[derive(Debug)]

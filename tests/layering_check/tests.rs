@@ -4,7 +4,7 @@
 use std::fs;
 
 use super::parse::{tokenize, use_tree};
-use super::{check, Report, Rules};
+use super::{check, time_reads, Report, Rules};
 
 /// The layering of DESIGN.md §8, as `tests/layering.rs` has it.
 const RULES: Rules = Rules {
@@ -230,4 +230,23 @@ fn use_trees_are_expanded() {
         .map(|(p, n)| (p.to_string(), n.map(String::from)))
         .collect();
     assert_eq!(got, want);
+}
+
+#[test]
+fn time_read_outside_the_clock_is_reported_with_its_line() {
+    let dir = tree(&[
+        ("runtime/clock.rs", "fn now() -> Instant { Instant::now() }"),
+        (
+            "ingest/flusher.rs",
+            "// Instant::now() in a comment is fine\nfn due(t: Instant) -> bool {\n    t.elapsed() > MAX || chrono::Utc :: now ().year() > 0\n}\nconst S: &str = \"SystemTime::now()\";\n",
+        ),
+    ]);
+    let found = time_reads(&dir.path().join("src"), &["runtime/clock.rs"]).unwrap();
+    assert_eq!(
+        found,
+        [
+            "src/ingest/flusher.rs:3: Utc::now(..)",
+            "src/ingest/flusher.rs:3: .elapsed(..)",
+        ]
+    );
 }

@@ -107,11 +107,12 @@ async fn a_full_buffer_makes_writes_wait_then_fail_and_changes_nothing() {
     // The first batch is admitted into the empty buffer, whatever its size.
     engine.write(&batch(1_000, 0)).await.unwrap();
     let before = engine.status();
-    let started = std::time::Instant::now();
+    let clock = crate::runtime::Clock::system();
+    let started = clock.instant();
     let err = engine.write(&batch(10, 5_000)).await.unwrap_err();
     assert!(matches!(err, EngineError::Backpressure { .. }), "{err}");
     assert!(
-        started.elapsed() >= Duration::from_millis(300),
+        clock.since(started) >= Duration::from_millis(300),
         "must wait before refusing"
     );
     let after = engine.status();
