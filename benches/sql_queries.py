@@ -60,10 +60,10 @@ def main():
     wrong = 0
     with fsql.connect(f"grpc://127.0.0.1:{a.port}", autocommit=True) as conn:
         for name, sql in P.build_queries(spec).items():
-            if a.only and name not in a.only:
+            if (a.only and name not in a.only) or (not a.only and name not in ("q1", "q2", "q3", "q4", "q5")):
                 continue
             times, table = timed(conn, sql, a.runs)
-            ok, msg = C.compare(P.normalise(name, table), reference[name])
+            ok, msg = C.compare(P.normalise(name, table, spec), reference[name])
             wrong += not ok
             # The first run pays for anything cold (cache, plan); the
             # median is over the rest.
