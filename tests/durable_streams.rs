@@ -562,7 +562,13 @@ async fn the_metrics_stream_stays_readable_after_a_flush_within_retention() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_stream_reader_tells_every_answer_apart() {
     use std::time::Duration;
-    use streamdb::stream::client::{ClientError, Poll, StreamReader};
+    use streamdb::stream::client::{ClientError, Poll, RemoteStream, StreamReader};
+    let reader_of = |url: &str| {
+        StreamReader::new(
+            RemoteStream::new(url, None).unwrap(),
+            Duration::from_millis(200),
+        )
+    };
     let dir = tempfile::tempdir().unwrap();
     let mut config = common::config(dir.path());
     config.streams.long_poll_timeout = Duration::from_millis(200);
@@ -571,7 +577,7 @@ async fn the_stream_reader_tells_every_answer_apart() {
     let http = reqwest::Client::new();
     let events = url(&srv, "events");
 
-    let missing = StreamReader::new(&events, Duration::from_millis(200));
+    let missing = reader_of(&events);
     let err = missing.poll("-1").await.unwrap_err();
     assert!(matches!(err, ClientError::NotFound { .. }), "{err}");
     assert!(err.is_transient(), "a follower may start before its source");
@@ -585,7 +591,7 @@ async fn the_stream_reader_tells_every_answer_apart() {
     assert!(created.status().is_success(), "{}", created.status());
     let r = post_json(&http, &events, r#"{"a":1}"#).await;
     assert!(r.status().is_success());
-    let reader = StreamReader::new(&events, Duration::from_millis(200));
+    let reader = reader_of(&events);
     let Poll::Data { body, next } = reader.poll("-1").await.unwrap() else {
         panic!("data expected")
     };
@@ -615,7 +621,7 @@ async fn the_stream_reader_tells_every_answer_apart() {
         first.get_or_insert(header(&r, TAIL));
     }
     srv.engine.flush().await.unwrap();
-    let reader = StreamReader::new(&metrics, Duration::from_millis(200));
+    let reader = reader_of(&metrics);
     let err = reader.poll(first.as_deref().unwrap()).await.unwrap_err();
     assert!(
         matches!(err, ClientError::Gone { .. }) && !err.is_transient(),

@@ -2,6 +2,8 @@
 //! port 0 with a temp dir, the bundled Rust client, whole-table comparisons,
 //! and a restart that must keep every row.
 
+#[path = "server_roundtrip/auth.rs"]
+mod auth;
 mod common;
 
 use arrow::array::RecordBatch;

@@ -11,6 +11,7 @@ use crate::ingest::EngineConfig;
 use crate::query::subscribe::SubscribeConfig;
 use crate::query::QueryConfig;
 use crate::server::{self, ServerConfig, StreamsConfig};
+use crate::stream::client::RemoteStream;
 
 #[derive(clap::Args, Debug)]
 pub struct StartArgs {
@@ -55,9 +56,20 @@ pub struct StartArgs {
     sse_max_duration: Duration,
     /// Ingest JSON points from a remote Durable Streams stream (for example
     /// another StreamDB's http://host:8080/v1/stream/metrics), exactly once:
-    /// the position read is committed with the data.
+    /// the position read is committed with the data. A `user:password@` in
+    /// the URL is sent as HTTP Basic; it is never logged, shown by `status`
+    /// or persisted (the source is known by its URL without it).
     #[arg(long)]
     source: Option<String>,
+    /// Bearer token for a --source server started with --auth-token. Prefer
+    /// the environment variable: a flag shows in the process list.
+    #[arg(
+        long,
+        env = "STREAMDB_SOURCE_TOKEN",
+        hide_env_values = true,
+        requires = "source"
+    )]
+    source_token: Option<String>,
     /// Require this bearer token on every call but health checks
     /// (repeatable; comma-separated in STREAMDB_AUTH_TOKEN).
     #[arg(
@@ -198,7 +210,12 @@ pub async fn run(a: StartArgs) -> Result<()> {
             max_streams: limits.max_streams,
             ..StreamsConfig::default()
         },
-        source: a.source,
+        source: match &a.source {
+            Some(url) => {
+                Some(RemoteStream::new(url, a.source_token.as_deref()).context("--source")?)
+            }
+            None => None,
+        },
         subscribe: SubscribeConfig {
             max_subscriptions: limits.max_subscriptions,
             send_timeout: limits.subscriber_timeout,
@@ -239,13 +256,18 @@ pub async fn run(a: StartArgs) -> Result<()> {
     Ok(())
 }
 
-/// Tokens from flags and the token file. Never logged.
+/// Tokens from flags and the token file. Never logged. An empty one is an
+/// error, not skipped: `--auth-token ""` must not quietly turn
+/// authentication off.
 fn auth_tokens(flags: &[String], file: Option<&std::path::Path>) -> Result<Vec<String>> {
-    let mut tokens: Vec<String> = flags
-        .iter()
-        .map(|t| t.trim().to_string())
-        .filter(|t| !t.is_empty())
-        .collect();
+    let mut tokens: Vec<String> = flags.iter().map(|t| t.trim().to_string()).collect();
+    if let Some(n) = tokens.iter().position(String::is_empty) {
+        anyhow::bail!(
+            "--auth-token (or STREAMDB_AUTH_TOKEN) value {} of {} is empty",
+            n + 1,
+            tokens.len()
+        );
+    }
     if let Some(path) = file {
         let text =
             std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;

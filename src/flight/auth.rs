@@ -44,10 +44,47 @@ impl Tokens {
         ok.into()
     }
 
-    /// Checks an `Authorization` header value: `Bearer <token>`.
-    pub fn accepts_header(&self, value: Option<&[u8]>) -> bool {
-        value.and_then(bearer).is_some_and(|t| self.accepts(t))
+    /// Checks an `Authorization` header value: `Bearer <token>`, the
+    /// scheme in any case. The error says which of the three ways it failed.
+    pub fn check_header(&self, value: Option<&[u8]>) -> Result<(), AuthError> {
+        let value = value.ok_or(AuthError::Missing)?;
+        let token = bearer(value).ok_or(AuthError::NotBearer)?;
+        if self.accepts(token) {
+            Ok(())
+        } else {
+            Err(AuthError::Rejected)
+        }
     }
+
+    /// The Flight Handshake's check: Basic (any user name, a token as the
+    /// password) or a bearer token. Returns the accepted token.
+    pub fn check_handshake(&self, value: Option<&[u8]>) -> Result<Vec<u8>, AuthError> {
+        let value = value.ok_or(AuthError::Missing)?;
+        let token = basic_password(value)
+            .or_else(|| bearer(value).map(<[u8]>::to_vec))
+            .ok_or(AuthError::NotCredentials)?;
+        if self.accepts(&token) {
+            Ok(token)
+        } else {
+            Err(AuthError::Rejected)
+        }
+    }
+}
+
+/// Why a call's credentials were refused. The messages never repeat what
+/// was sent: it may be a secret that is merely misplaced.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum AuthError {
+    #[error("authentication required: send `authorization: Bearer <token>`")]
+    Missing,
+    #[error("malformed authorization header: expected `Bearer <token>` (Basic credentials are taken only by the Flight Handshake)")]
+    NotBearer,
+    #[error(
+        "malformed authorization header: expected `Basic base64(user:token)` or `Bearer <token>`"
+    )]
+    NotCredentials,
+    #[error("invalid token: the token (or Basic password) is not accepted by this server")]
+    Rejected,
 }
 
 /// The token of `Bearer <token>` (scheme case-insensitive).
@@ -56,15 +93,21 @@ pub fn bearer(value: &[u8]) -> Option<&[u8]> {
     scheme.eq_ignore_ascii_case(b"bearer").then_some(rest)
 }
 
+/// Base64 as Basic credentials arrive: padded (RFC 7617, pyarrow) or not
+/// (the Go Flight client behind ADBC encodes without padding).
+const BASIC_BASE64: base64::engine::GeneralPurpose = base64::engine::GeneralPurpose::new(
+    &base64::alphabet::STANDARD,
+    base64::engine::GeneralPurposeConfig::new()
+        .with_decode_padding_mode(base64::engine::DecodePaddingMode::Indifferent),
+);
+
 /// The password of `Basic base64(user:password)`.
 pub fn basic_password(value: &[u8]) -> Option<Vec<u8>> {
     let (scheme, rest) = split_scheme(value)?;
     if !scheme.eq_ignore_ascii_case(b"basic") {
         return None;
     }
-    let decoded = base64::engine::general_purpose::STANDARD
-        .decode(rest)
-        .ok()?;
+    let decoded = BASIC_BASE64.decode(rest).ok()?;
     let colon = decoded.iter().position(|b| *b == b':')?;
     Some(decoded[colon + 1..].to_vec())
 }
@@ -83,11 +126,16 @@ mod tests {
     fn checks_bearer_and_basic() {
         let t = Tokens::new(["s3cret".to_string(), "other".to_string()]);
         assert!(t.enabled());
-        assert!(t.accepts_header(Some(b"Bearer s3cret")));
-        assert!(t.accepts_header(Some(b"bearer other")));
-        assert!(!t.accepts_header(Some(b"Bearer s3cre")));
-        assert!(!t.accepts_header(Some(b"Basic s3cret")));
-        assert!(!t.accepts_header(None));
+        assert_eq!(t.check_header(Some(b"Bearer s3cret")), Ok(()));
+        assert_eq!(t.check_header(Some(b"bearer other")), Ok(()));
+        assert_eq!(t.check_header(Some(b"BEARER  other ")), Ok(()));
+        let rejected = Err(AuthError::Rejected);
+        assert_eq!(t.check_header(Some(b"Bearer s3cre")), rejected);
+        assert_eq!(t.check_header(Some(b"Bearer s3crett")), rejected);
+        for malformed in [&b"Basic s3cret"[..], b"Bearer", b"Bearer ", b"s3cret", b""] {
+            assert_eq!(t.check_header(Some(malformed)), Err(AuthError::NotBearer));
+        }
+        assert_eq!(t.check_header(None), Err(AuthError::Missing));
         let basic = format!(
             "Basic {}",
             base64::engine::general_purpose::STANDARD.encode("anyone:s3cret")
@@ -98,5 +146,33 @@ mod tests {
         );
         assert!(!Tokens::default().enabled());
         assert!(!format!("{t:?}").contains("s3cret"));
+    }
+
+    /// Issue 18.2: the Go Flight client (ADBC) sends Basic credentials
+    /// base64-encoded without padding, which a strict decoder refuses
+    /// whenever `len(user:password)` is not a multiple of 3.
+    #[test]
+    fn basic_credentials_without_base64_padding() {
+        use base64::engine::general_purpose::{STANDARD, STANDARD_NO_PAD};
+        let text = "abcdefghijklmnopqrstuvwxyz0123456789-_.~";
+        let mut failures = Vec::new();
+        for user_len in 1..=40 {
+            for password_len in 1..=40 {
+                let (user, password) = (&text[..user_len], &text[40 - password_len..]);
+                let creds = format!("{user}:{password}");
+                for encoded in [STANDARD.encode(&creds), STANDARD_NO_PAD.encode(&creds)] {
+                    let header = format!("Basic {encoded}");
+                    if basic_password(header.as_bytes()).as_deref() != Some(password.as_bytes()) {
+                        failures.push(header);
+                    }
+                }
+            }
+        }
+        assert!(
+            failures.is_empty(),
+            "{} refused, e.g. {:?}",
+            failures.len(),
+            &failures[..3.min(failures.len())]
+        );
     }
 }

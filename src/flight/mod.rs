@@ -464,13 +464,11 @@ impl FlightSqlService for StreamDbFlight {
                 .metadata()
                 .get("authorization")
                 .map(|v| v.as_bytes());
-            let presented = header.and_then(|h| {
-                auth::basic_password(h).or_else(|| auth::bearer(h).map(<[u8]>::to_vec))
-            });
-            match presented {
-                Some(t) if self.tokens.accepts(&t) => Some(t),
-                _ => return Err(Status::unauthenticated("invalid or missing credentials: use a bearer token, or Basic auth with the token as password")),
-            }
+            let token = self
+                .tokens
+                .check_handshake(header)
+                .map_err(|e| Status::unauthenticated(e.to_string()))?;
+            Some(token)
         } else {
             None
         };

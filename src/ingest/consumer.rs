@@ -7,6 +7,11 @@
 //! consumer resumes from exactly the position its durable data reached:
 //! nothing read twice, nothing skipped. Flushes carry the checkpoint into
 //! the manifest before the log segment holding it is deleted.
+//!
+//! The source is known by its URL without credentials
+//! ([`RemoteStream::name`]): that is what logs, `status` and checkpoints
+//! carry. Checkpoints written before credentials were stripped are found
+//! under the URL as given, so an upgrade resumes where it was.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -15,17 +20,17 @@ use super::engine::{Engine, SourceStatus};
 use super::error::EngineError;
 use super::json;
 use crate::storage::SourceCheckpoint;
-use crate::stream::client::{Poll, StreamReader};
+use crate::stream::client::{Poll, RemoteStream, StreamReader};
 
-/// Starts following `url` under the engine's node of the shutdown tree;
+/// Starts following `remote` under the engine's node of the shutdown tree;
 /// the task ends when the engine shuts down.
-pub fn spawn(engine: &Arc<Engine>, url: String, long_poll: Duration) {
+pub fn spawn(engine: &Arc<Engine>, remote: RemoteStream, long_poll: Duration) {
     let tasks = engine.tasks().clone();
     let stop = tasks.clone();
     let engine = engine.clone();
     tasks.spawn("source consumer", async move {
         tokio::select! {
-            _ = follow(&engine, url, long_poll) => {}
+            _ = follow(&engine, remote, long_poll) => {}
             _ = stop.cancelled() => {}
         }
     });
@@ -41,12 +46,24 @@ fn report(engine: &Engine, url: &str, state: &'static str, offset: &str, error: 
     });
 }
 
-async fn follow(engine: &Engine, url: String, long_poll: Duration) {
-    let reader = StreamReader::new(url.clone(), long_poll);
-    let mut offset = engine
-        .source_checkpoint(&url)
-        .unwrap_or_else(|| "-1".into());
-    tracing::info!(source = %url, offset = %offset, "following source stream");
+/// Where an earlier run left off, under the name used now or the one
+/// earlier versions persisted.
+fn resume_offset(engine: &Engine, remote: &RemoteStream) -> String {
+    engine
+        .source_checkpoint(remote.name())
+        .or_else(|| {
+            remote
+                .legacy_name()
+                .and_then(|n| engine.source_checkpoint(n))
+        })
+        .unwrap_or_else(|| "-1".into())
+}
+
+async fn follow(engine: &Engine, remote: RemoteStream, long_poll: Duration) {
+    let url = remote.name().to_string();
+    let mut offset = resume_offset(engine, &remote);
+    tracing::info!(source = %url, credentials = remote.credentials(), offset = %offset, "following source stream");
+    let reader = StreamReader::new(remote, long_poll);
     report(engine, &url, "following", &offset, None);
     let stop = |offset: &str, why: String| {
         tracing::error!(source = %url, offset = %offset, error = %why, "source consumer stopped");

@@ -1,6 +1,7 @@
 //! Wiring: one TCP port serving gRPC (Flight, health, reflection) and HTTP
 //! side by side, startup, and graceful shutdown that flushes the buffer.
-//! `auth` and `observe` (error counting, `/metrics`) wrap every route;
+//! `auth` (the gate: gRPC shape and tokens) and `observe` (error
+//! counting, `/metrics`) wrap every route;
 //! `error` turns errors into HTTP responses.
 //!
 //! May depend on every layer below it.
@@ -24,6 +25,7 @@ use crate::ingest::{Engine, EngineConfig, EngineError, ReadView};
 use crate::query::subscribe::{SubscribeConfig, Subscriptions};
 use crate::query::{QueryConfig, QueryEngine};
 use crate::runtime::Tasks;
+use crate::stream::client::RemoteStream;
 use crate::stream::registry::{Registry, RegistryConfig, StreamError};
 
 pub use streams::StreamsConfig;
@@ -37,8 +39,9 @@ pub struct ServerConfig {
     pub engine: EngineConfig,
     pub query: QueryConfig,
     pub streams: StreamsConfig,
-    /// A remote Durable Streams URL of JSON points to ingest (`--source`).
-    pub source: Option<String>,
+    /// A remote Durable Streams stream of JSON points to ingest
+    /// (`--source`, `--source-token`).
+    pub source: Option<RemoteStream>,
     pub subscribe: SubscribeConfig,
     /// Bearer tokens; empty means no authentication.
     pub auth_tokens: Vec<String>,
@@ -152,6 +155,12 @@ fn spawn_expiry_sweeper(registry: &Arc<Registry>, tasks: &Tasks) {
     });
 }
 
+/// A service's `<package.Service>` name, under which tonic routes it
+/// (`/<NAME>/...`).
+fn service_name<S: tonic::server::NamedService>(_: &S) -> &'static str {
+    S::NAME
+}
+
 /// Opens the engine and starts serving on `config.addr` (port 0 picks one).
 pub async fn start(config: ServerConfig) -> Result<RunningServer, ServerError> {
     let tree = ShutdownTree::new();
@@ -194,8 +203,8 @@ pub async fn start(config: ServerConfig) -> Result<RunningServer, ServerError> {
     spawn_expiry_sweeper(&registry, &tree.root);
     let tokens = crate::flight::auth::Tokens::new(config.auth_tokens.clone());
     let subscriptions = Subscriptions::new(config.subscribe.clone(), tree.subscriptions.clone());
-    if let Some(url) = &config.source {
-        crate::ingest::consumer::spawn(&engine, url.clone(), Duration::from_secs(20));
+    if let Some(remote) = &config.source {
+        crate::ingest::consumer::spawn(&engine, remote.clone(), Duration::from_secs(20));
     }
     let observed = axum::Router::new()
         .route("/metrics", axum::routing::get(observe::scrape))
@@ -214,29 +223,38 @@ pub async fn start(config: ServerConfig) -> Result<RunningServer, ServerError> {
             engine: engine.clone(),
             config: config.streams.clone(),
             sessions: tree.sessions.clone(),
-            private: !config.auth_tokens.is_empty(),
+            private: tokens.enabled(),
         },
     )
     .merge(observed);
+    let flight_service = flight::service(
+        engine.clone(),
+        query,
+        subscriptions.clone(),
+        tokens.clone(),
+        config.max_message_bytes,
+    );
+    // The gate must know every service added here: it hands tonic only
+    // their exact method paths.
+    let grpc_services = vec![
+        service_name(&flight_service),
+        service_name(&health_service),
+        service_name(&reflection_v1),
+        service_name(&reflection_v1alpha),
+    ];
     let routes = tonic::service::Routes::from(app)
-        .add_service(flight::service(
-            engine.clone(),
-            query,
-            subscriptions.clone(),
-            tokens.clone(),
-            config.max_message_bytes,
-        ))
+        .add_service(flight_service)
         .add_service(health_service)
         .add_service(reflection_v1)
         .add_service(reflection_v1alpha);
-    // One check in front of gRPC and HTTP alike; errors are counted
+    // One gate in front of gRPC and HTTP alike; errors are counted
     // outside it, so refusals count too.
     let routes = tonic::service::Routes::from(
         routes
             .into_axum_router()
             .layer(axum::middleware::from_fn_with_state(
-                tokens,
-                auth::require_token,
+                auth::Gate::new(tokens, grpc_services),
+                auth::guard,
             ))
             .layer(axum::middleware::from_fn(observe::count_errors)),
     );

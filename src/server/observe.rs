@@ -63,7 +63,9 @@ pub async fn scrape(State(s): State<ObserveState>) -> Response {
 pub async fn count_errors(request: Request, next: Next) -> Response {
     let grpc = is_grpc(request.headers());
     let response = next.run(request).await;
-    if !grpc {
+    // A gRPC-typed request refused in HTTP terms (the gate's 405, 415,
+    // 505) carries no grpc-status: count its HTTP status.
+    if !grpc || response.status() != axum::http::StatusCode::OK {
         if let Some(kind) = http_kind(response.status().as_u16()) {
             metrics().error("http", kind);
         }
@@ -134,6 +136,8 @@ fn http_kind(status: u16) -> Option<&'static str> {
         413 | 429 => "resource_exhausted",
         503 => "unavailable",
         504 => "deadline_exceeded",
+        // gRPC over HTTP/1.1: the client's mistake, not the server's.
+        505 => "invalid_argument",
         400..=499 => "invalid_argument",
         _ => "internal",
     })
