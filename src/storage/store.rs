@@ -215,16 +215,14 @@ impl Store {
         for p in paths {
             let file = root.join(p.as_ref());
             std::fs::File::open(&file)
-                .and_then(|f| f.sync_all())
+                .and_then(|f| crate::runtime::fs::sync_file(&f, &file))
                 .map_err(StorageError::io("fsync", &file))?;
             if let Some(parent) = file.parent() {
                 dirs.insert(parent.to_path_buf());
             }
         }
         for d in dirs {
-            std::fs::File::open(&d)
-                .and_then(|f| f.sync_all())
-                .map_err(StorageError::io("fsync", &d))?;
+            crate::runtime::fs::sync_dir(&d).map_err(StorageError::io("fsync", &d))?;
         }
         Ok(())
     }

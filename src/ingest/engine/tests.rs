@@ -9,6 +9,7 @@ use arrow::datatypes::{DataType, Field, Schema};
 use object_store::local::LocalFileSystem;
 
 use super::*;
+use crate::ingest::testing::objects;
 use crate::storage::faults::FaultyStore;
 
 fn batch(n: usize, base: i64) -> RecordBatch {
@@ -152,20 +153,6 @@ async fn a_data_directory_serves_one_process_at_a_time() {
     drop(first);
     let again = Engine::open(config).await.unwrap();
     assert_eq!(again.status().rows, 3);
-}
-
-/// Every object in `store` with its bytes.
-async fn objects(store: &Store) -> std::collections::BTreeMap<String, bytes::Bytes> {
-    let mut all = std::collections::BTreeMap::new();
-    for meta in store
-        .list_meta(&object_store::path::Path::from(""))
-        .await
-        .unwrap()
-    {
-        let bytes = store.get(&meta.location).await.unwrap();
-        all.insert(meta.location.to_string(), bytes);
-    }
-    all
 }
 
 /// Lease takeover in paused time. Node A is cut off from the bucket; until
