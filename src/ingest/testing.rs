@@ -10,7 +10,9 @@ use arrow::datatypes::{
     DataType, Field, Float64Type, Schema, TimestampMicrosecondType, UInt64Type,
 };
 
-use super::{Engine, ReadView};
+use super::{Engine, EngineConfig, ReadView};
+use crate::runtime::Clock;
+use crate::storage::faults::FaultyStore;
 use crate::storage::Store;
 
 /// 2024-01-15T00:00:00Z.
@@ -115,7 +117,10 @@ impl Acked {
         let twice: Vec<_> = held.iter().filter(|(_, n)| **n > 1).take(3).collect();
         assert!(twice.is_empty(), "{when}: rows held twice: {twice:?}");
         let missing = self.0.keys().filter(|r| !held.contains_key(r)).count();
-        assert_eq!(missing, 0, "{when}: {missing} acknowledged rows are missing");
+        assert_eq!(
+            missing, 0,
+            "{when}: {missing} acknowledged rows are missing"
+        );
         assert_eq!(held, self.0, "{when}: rows nobody wrote");
     }
 }
@@ -132,4 +137,47 @@ pub async fn objects(store: &Store) -> BTreeMap<String, bytes::Bytes> {
         all.insert(meta.location.to_string(), bytes);
     }
     all
+}
+
+/// Nodes sharing one in-memory bucket, on one simulated clock (call in a
+/// paused runtime): each node's data directory is under `dir`, and
+/// [`SharedBucket::through_cut`] reaches the bucket through a network a
+/// test can cut.
+pub struct SharedBucket {
+    pub dir: tempfile::TempDir,
+    pub clock: Clock,
+    pub bucket: Arc<dyn object_store::ObjectStore>,
+    pub cut: Arc<FaultyStore>,
+}
+
+impl SharedBucket {
+    /// Starts the clock at `wall` (Unix micros).
+    pub fn new(wall: i64) -> Self {
+        let bucket: Arc<dyn object_store::ObjectStore> =
+            Arc::new(object_store::memory::InMemory::new());
+        Self {
+            dir: tempfile::tempdir().unwrap(),
+            clock: Clock::simulated(wall),
+            cut: Arc::new(FaultyStore::new(bucket.clone())),
+            bucket,
+        }
+    }
+
+    /// The bucket, reached directly.
+    pub fn direct(&self) -> Store {
+        Store::new(self.bucket.clone())
+    }
+
+    /// The bucket, reached through the network `cut` controls.
+    pub fn through_cut(&self) -> Store {
+        Store::new(self.cut.clone())
+    }
+
+    /// The test config of node `name` on `store`.
+    pub fn node(&self, name: &str, store: Store) -> EngineConfig {
+        let mut cfg = EngineConfig::for_tests(self.dir.path().join(name));
+        cfg.store = Some(store);
+        cfg.clock = self.clock.clone();
+        cfg
+    }
 }

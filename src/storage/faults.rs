@@ -151,13 +151,17 @@ impl FaultyStore {
             Fault::Fail => Err(injected("injected: write refused")),
             Fault::Lost => {
                 self.inner.put_opts(location, payload, opts).await?;
-                Err(injected("injected: the write went through, its answer was lost"))
+                Err(injected(
+                    "injected: the write went through, its answer was lost",
+                ))
             }
             Fault::LostAsExists => {
                 let create = matches!(opts.mode, PutMode::Create);
                 self.inner.put_opts(location, payload, opts).await?;
                 if !create {
-                    return Err(injected("injected: the write went through, its answer was lost"));
+                    return Err(injected(
+                        "injected: the write went through, its answer was lost",
+                    ));
                 }
                 Err(object_store::Error::AlreadyExists {
                     path: location.to_string(),
@@ -173,7 +177,9 @@ impl FaultyStore {
                 self.inner
                     .put_opts(location, PutPayload::from(bytes), opts)
                     .await?;
-                Err(injected("injected: power lost before the write was durable"))
+                Err(injected(
+                    "injected: power lost before the write was durable",
+                ))
             }
             Fault::Cut => {
                 self.cut.send_replace(true);

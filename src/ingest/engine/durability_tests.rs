@@ -8,22 +8,17 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
-use object_store::local::LocalFileSystem;
-use object_store::memory::InMemory;
-use object_store::ObjectStore;
-
 use super::*;
-use crate::ingest::testing::{named_points, objects, points, Acked, T0};
+use crate::ingest::testing::{named_points, objects, points, Acked, SharedBucket, T0};
 use crate::runtime::fs::{synced, Synced};
 use crate::storage::faults::{Fault, FaultyStore};
 use crate::storage::{LEASE_TIMEOUT, PARTITION_MICROS};
 
 /// A test config on `dir` whose objects go through a [`FaultyStore`] over
-/// `dir/objects` (a store only this engine opens).
+/// the durable local store of `dir/objects` (one only this engine opens).
 fn faulty_local(dir: &Path) -> (Arc<FaultyStore>, EngineConfig) {
     let objects = dir.join("objects");
-    std::fs::create_dir_all(&objects).unwrap();
-    let disk: Arc<dyn ObjectStore> = Arc::new(LocalFileSystem::new_with_prefix(&objects).unwrap());
+    let disk = Store::local(&objects).unwrap().inner().clone();
     let faults = Arc::new(FaultyStore::new(disk));
     let mut cfg = EngineConfig::for_tests(dir.join("data"));
     cfg.store = Some(Store::new(faults.clone()).exclusive());
@@ -60,17 +55,9 @@ async fn a_writer_that_lost_its_lease_overwrites_no_committed_object() {
 
 async fn takeover(hours: usize, new_series: bool, cut_at: usize) {
     let case = format!("{hours} hour(s), new series {new_series}, cut at write {cut_at}");
-    let dir = tempfile::tempdir().unwrap();
-    let clock = crate::runtime::Clock::simulated(T0 + 86_400_000_000);
-    let bucket: Arc<dyn ObjectStore> = Arc::new(InMemory::new());
-    let cut = Arc::new(FaultyStore::new(bucket.clone()));
-    let node = |name: &str, store: Store| {
-        let mut cfg = EngineConfig::for_tests(dir.path().join(name));
-        cfg.store = Some(store);
-        cfg.clock = clock.clone();
-        cfg
-    };
-    let a = Engine::open(node("a", Store::new(cut.clone())))
+    let shared = SharedBucket::new(T0 + 86_400_000_000);
+    let cut = &shared.cut;
+    let a = Engine::open(shared.node("a", shared.through_cut()))
         .await
         .unwrap();
     let mut acked = Acked::default();
@@ -92,12 +79,12 @@ async fn takeover(hours: usize, new_series: bool, cut_at: usize) {
         let a = a.clone();
         async move { a.flush().await }
     });
-    until_cut(&cut).await;
+    until_cut(cut).await;
     tokio::time::advance(LEASE_TIMEOUT + Duration::from_secs(1)).await;
 
     // B takes over and commits the same chunk ids, hours and catalog
     // version.
-    let b_config = node("b", Store::new(bucket.clone()));
+    let b_config = shared.node("b", shared.direct());
     let b = Engine::open(b_config.clone()).await.unwrap();
     for h in 0..hours as i64 {
         let base = T0 + h * PARTITION_MICROS + 200_000_000;
@@ -113,7 +100,7 @@ async fn takeover(hours: usize, new_series: bool, cut_at: usize) {
     tokio::time::advance(Duration::from_secs(60)).await;
     let now = objects(b.store()).await;
     for (path, bytes) in &committed {
-        assert_eq!(now.get(path), Some(bytes), "{case}: A overwrote {path}");
+        assert!(now.get(path) == Some(bytes), "{case}: A overwrote {path}");
     }
 
     b.shutdown().await.unwrap();
@@ -125,7 +112,7 @@ async fn takeover(hours: usize, new_series: bool, cut_at: usize) {
     // What A acknowledged after the cut is on A's disk only: A refuses to
     // start rather than drop it.
     drop(a);
-    let refused = Engine::open(node("a", Store::new(bucket.clone())))
+    let refused = Engine::open(shared.node("a", shared.direct()))
         .await
         .unwrap_err();
     assert!(
@@ -136,7 +123,7 @@ async fn takeover(hours: usize, new_series: bool, cut_at: usize) {
 
 /// The manifest commits of a short life: three flushes (the second with
 /// new series), a maintenance pass (two compactions, one collection of
-/// their garbage), one more flush.
+/// their garbage), one more flush; then a flush that must succeed.
 async fn workload(e: &Engine, acked: &mut Acked, faults: &FaultyStore, case: &str) {
     let mut failed = false;
     for step in 0..5 {
@@ -146,6 +133,7 @@ async fn workload(e: &Engine, acked: &mut Acked, faults: &FaultyStore, case: &st
                 let base = T0 + PARTITION_MICROS;
                 acked.write(e, &named_points("new", 2, 20, base)).await
             }
+            4 => acked.write(e, &points(1, 5, T0 + 7_200_000_000)).await,
             _ => {}
         }
         let fired_before = faults.fired();
@@ -162,8 +150,9 @@ async fn workload(e: &Engine, acked: &mut Acked, faults: &FaultyStore, case: &st
             failed = true;
         }
     }
-    acked.write(e, &points(1, 5, T0 + 7_200_000_000)).await;
-    e.flush().await.unwrap_or_else(|err| panic!("{case}: {err}"));
+    e.flush()
+        .await
+        .unwrap_or_else(|err| panic!("{case}: {err}"));
 }
 
 /// Item 5. A manifest create that succeeds but reports an error (lost
@@ -172,7 +161,7 @@ async fn workload(e: &Engine, acked: &mut Acked, faults: &FaultyStore, case: &st
 /// by another server".
 #[tokio::test]
 async fn an_ambiguous_manifest_commit_does_not_wedge_the_writer() {
-    for fault in [Fault::Lost, Fault::LostAsExists] {
+    for fault in [Fault::Fail, Fault::Lost, Fault::LostAsExists] {
         for nth in 0..7 {
             let case = format!("{fault:?} at manifest commit {nth}");
             let dir = tempfile::tempdir().unwrap();
@@ -187,7 +176,9 @@ async fn an_ambiguous_manifest_commit_does_not_wedge_the_writer() {
             e.shutdown().await.unwrap();
             drop(e);
             let e = Engine::open(cfg).await.unwrap();
-            acked.assert_each_once(&e, &format!("{case}, restarted")).await;
+            acked
+                .assert_each_once(&e, &format!("{case}, restarted"))
+                .await;
         }
     }
 }
@@ -250,10 +241,32 @@ async fn torn_manifest(good: i64, damage: Fault) {
     let e = Engine::open(cfg.clone())
         .await
         .unwrap_or_else(|err| panic!("{case}: {err}"));
+    let st = e.status().storage;
+    let torn = good as u64 + 1;
+    assert_eq!(st.manifest_version, torn - 1, "{case}: fell back");
+    let skipped: Vec<u64> = st.skipped_manifests.iter().map(|d| d.version).collect();
+    assert_eq!(
+        skipped,
+        vec![torn],
+        "{case}: status names the damaged version"
+    );
+    assert!(
+        st.skipped_manifests[0]
+            .path
+            .ends_with(&format!("{torn:020}.json")),
+        "{case}: {:?}",
+        st.skipped_manifests
+    );
     acked.assert_each_once(&e, &case).await;
     e.flush().await.unwrap();
+    assert_eq!(
+        e.status().storage.manifest_version,
+        torn + 1,
+        "{case}: above the damaged one"
+    );
     drop(e);
     let e = Engine::open(cfg).await.unwrap();
+    assert!(e.status().storage.skipped_manifests.is_empty(), "{case}");
     acked
         .assert_each_once(&e, &format!("{case}, restarted"))
         .await;
@@ -304,7 +317,9 @@ async fn every_new_directory_is_fsynced_in_its_parent() {
         let e = Engine::open(EngineConfig::for_tests(&data)).await.unwrap();
         let base = T0 + day * 86_400_000_000;
         e.write(&points(2, 10, base)).await.unwrap();
-        e.write(&points(2, 10, base + PARTITION_MICROS)).await.unwrap();
+        e.write(&points(2, 10, base + PARTITION_MICROS))
+            .await
+            .unwrap();
         e.flush().await.unwrap();
         e.maintain().await.unwrap();
         e.shutdown().await.unwrap();
@@ -332,4 +347,49 @@ async fn every_new_directory_is_fsynced_in_its_parent() {
             );
         }
     }
+}
+
+/// Item 6's limit. When the version fallen back to covers less than the
+/// log still holds (the damaged version had been durable and its log
+/// segments were deleted), starting would lose writes: refused, naming
+/// the damaged file, the offsets and what to do.
+#[tokio::test]
+async fn a_fallback_the_log_cannot_replay_is_refused_with_what_to_do() {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = EngineConfig::for_tests(dir.path());
+    let e = Engine::open(cfg.clone()).await.unwrap();
+    for k in 0..2 {
+        // Big enough that each flush seals and deletes its log segment.
+        e.write(&points(4, 60_000, T0 + k * 1_000_000_000_000))
+            .await
+            .unwrap();
+        e.flush().await.unwrap();
+    }
+    assert_ne!(
+        e.status().stream.first_offset,
+        crate::stream::Offset(0).to_string(),
+        "the log was trimmed"
+    );
+    e.shutdown().await.unwrap();
+    drop(e);
+    let newest = dir.path().join("manifest/00000000000000000002.json");
+    std::fs::write(&newest, b"").unwrap();
+    let err = Engine::open(cfg).await.unwrap_err();
+    assert!(
+        matches!(
+            err,
+            EngineError::FallbackIncomplete {
+                damaged: 2,
+                loaded: 1,
+                ..
+            }
+        ),
+        "{err}"
+    );
+    let text = err.to_string();
+    assert!(
+        text.contains("manifest/00000000000000000002.json"),
+        "{text}"
+    );
+    assert!(text.contains("Restore"), "{text}");
 }
