@@ -184,6 +184,14 @@ async fn status(conn: &Connection, json: bool) -> Result<()> {
         units::bytes(n(&st["bytes"])),
         n(&st["manifest_version"])
     );
+    for d in st["skipped_manifests"].as_array().into_iter().flatten() {
+        println!(
+            "  skipped         manifest v{} ({}) does not decode: {}",
+            n(&d["version"]),
+            d["path"].as_str().unwrap_or("?"),
+            d["error"].as_str().unwrap_or("?")
+        );
+    }
     println!(
         "  location        {}",
         st["location"].as_str().unwrap_or("?")

@@ -16,12 +16,13 @@
 //!   may still read them), and files no manifest ever referenced (left by a
 //!   crash between writing a chunk and committing it).
 //!
-//! Crash safety: new files are written and made durable before the one
-//! manifest commit that swaps them in; inputs become garbage in that same
-//! commit. A crash before the commit leaves an orphan, after it leaves
-//! garbage; both are deleted later, and no row is ever in two referenced
-//! chunks or in none. Every change commits through the [`CommitPath`], whose
-//! closure checks the inputs are all still referenced.
+//! Crash safety: new files (named with the writer's epoch, created, never
+//! overwritten) are durable before the one manifest commit that swaps
+//! them in; inputs become garbage in that same commit. A crash before the
+//! commit leaves an orphan, after it leaves garbage; both are deleted
+//! later, and no row is ever in two referenced chunks or in none. Every
+//! change commits through the [`CommitPath`], whose closure checks the
+//! inputs are all still referenced.
 
 use std::collections::HashSet;
 use std::sync::Arc;
@@ -41,8 +42,8 @@ use super::sort::sorted_points;
 use crate::model::format_micros;
 use crate::runtime::{Clock, Tasks};
 use crate::storage::{
-    encode_compacted, ChunkMeta, ChunkReader, Garbage, Manifest, StorageError, Store,
-    PARTITION_MICROS,
+    catalog_version_of_path, encode_compacted, ChunkMeta, ChunkReader, Garbage, Manifest,
+    StorageError, Store, PARTITION_MICROS,
 };
 use crate::stream::{Log, Offset, Retention};
 
@@ -155,6 +156,11 @@ impl Maintenance {
             let sweep = passes.is_multiple_of(ORPHAN_SWEEP_EVERY);
             passes += 1;
             let result = self.pass(sweep, &tasks).await;
+            if let Err(lost) = self.args.commit.check_writer() {
+                tracing::error!(error = %lost, "lost the writer lease: compaction, retention and garbage collection stop");
+                self.status.lock().last_error = Some(lost.to_string());
+                return;
+            }
             let mut st = self.status.lock();
             st.last_pass = Some(format_micros(self.now()));
             match result {
@@ -214,18 +220,21 @@ impl Maintenance {
             batches.extend(a.reader.read(c, None).await?.iter().cloned());
         }
         let id = a.commit.allocate_chunk_ids(1);
+        let epoch = a.commit.epoch();
         let (bytes, meta, merged) =
             tokio::task::spawn_blocking(move || -> Result<_, StorageError> {
                 let merged = sorted_points(&batches)?;
-                let (bytes, meta) = encode_compacted(id, &merged)?;
+                let (bytes, meta) = encode_compacted(id, epoch, &merged)?;
                 Ok((bytes, meta, merged))
             })
             .await
             .map_err(EngineError::task("compaction merge"))??;
         a.commit.check_writer()?;
-        let path = Path::from(meta.path.as_str());
-        a.store.put(&path, bytes).await?;
-        a.store.sync(std::slice::from_ref(&path))?;
+        // Named with the epoch and created, never overwritten: durable
+        // once written.
+        a.store
+            .put_new(&Path::from(meta.path.as_str()), bytes)
+            .await?;
 
         let inputs: HashSet<u64> = job.inputs.iter().map(|c| c.id).collect();
         let (rows, after, new_path) = (meta.rows, meta.bytes, meta.path.clone());
@@ -241,7 +250,7 @@ impl Maintenance {
                 }
                 let mut next = current.clone();
                 next.chunks.retain(|c| !inputs.contains(&c.id));
-                next.chunks.push(meta);
+                next.chunks.push(meta.clone());
                 next.garbage.extend(job.inputs.iter().map(|c| Garbage {
                     path: c.path.clone(),
                     since,
@@ -329,7 +338,9 @@ impl Maintenance {
             .commit
             .commit(|current| {
                 let dead: HashSet<u64> = dead_series(buffer).into_iter().collect();
-                removed = buffer.catalog().retain(|id| !dead.contains(&id));
+                // `+=`: the closure runs again if an earlier commit of
+                // ours is adopted meanwhile, and the catalog still differs.
+                removed += buffer.catalog().retain(|id| !dead.contains(&id));
                 (removed > 0).then(|| current.clone())
             })
             .await?;
@@ -407,10 +418,7 @@ impl Maintenance {
         }
         for meta in store.list_meta(&Path::from("catalog")).await? {
             let path = meta.location.to_string();
-            let version = path
-                .strip_prefix("catalog/series_")
-                .and_then(|s| s.strip_suffix(".bin"))
-                .and_then(|s| s.parse::<u64>().ok());
+            let version = catalog_version_of_path(&path);
             if version.is_some_and(|v| v <= m.version)
                 && !known.contains(path.as_str())
                 && old(&meta)

@@ -46,8 +46,18 @@ pub enum EngineError {
         to: Offset,
         writer: String,
     },
-    #[error("manifest version {version} was committed by another server: this one is fenced out of the object-store prefix and stops writing to it; stop the other server and restart this one")]
-    CommittedElsewhere { version: u64 },
+    #[error("manifest version {version} was committed by another server ({by}): this one is fenced out of the object-store prefix and stops writing to it; stop the other server and restart this one")]
+    CommittedElsewhere { version: u64, by: String },
+    #[error("manifest version {damaged} ({path}) is damaged ({why}), and version {loaded}, the newest that decodes, covers the stream log only up to {covered} while the log now starts at {first}: the writes in between are only in what version {damaged} referenced. Restore {path} from a backup, or move {log} aside to start from version {loaded} without them", log = .log.display())]
+    FallbackIncomplete {
+        damaged: u64,
+        path: String,
+        why: String,
+        loaded: u64,
+        covered: Offset,
+        first: Offset,
+        log: PathBuf,
+    },
     #[error("{task} task failed: {source}")]
     Task {
         task: &'static str,

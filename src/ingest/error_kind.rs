@@ -16,7 +16,9 @@ impl HasKind for EngineError {
             EngineError::ShuttingDown => ErrorKind::Unavailable,
             EngineError::Log(e) => e.kind(),
             EngineError::Storage(e) => e.kind(),
-            EngineError::BadRecord { .. } => ErrorKind::Corrupt,
+            EngineError::BadRecord { .. } | EngineError::FallbackIncomplete { .. } => {
+                ErrorKind::Corrupt
+            }
             // Another process holds the directory, or another node wrote
             // the prefix: a state to resolve by hand, not a fault here.
             EngineError::DataDirInUse { .. } | EngineError::StaleLog { .. } => ErrorKind::Conflict,
@@ -84,7 +86,10 @@ mod tests {
                 ErrorKind::InvalidInput,
             ),
             (
-                EngineError::CommittedElsewhere { version: 7 },
+                EngineError::CommittedElsewhere {
+                    version: 7,
+                    by: "node b, epoch 3 attempt 1".into(),
+                },
                 ErrorKind::Fenced,
             ),
             (EngineError::Log(LogError::Closed), ErrorKind::Unavailable),

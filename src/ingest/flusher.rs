@@ -2,12 +2,14 @@
 //!
 //! One flush: snapshot the buffer (and the offset it covers); sort the
 //! points by (hour, series_id, time) and write one chunk per hour
-//! partition; make the chunks durable; commit a manifest version covering
+//! partition, each named with the writer's epoch and created, never
+//! overwritten (durable once written); commit a manifest version covering
 //! the offset (through the [`CommitPath`], whose catalog snapshot is taken
 //! after the buffer's, so it defines every flushed series); finally let the
 //! log delete the segments the manifest now covers. A failure at any step
 //! before the commit leaves the buffer and log as they were (orphaned files
-//! are garbage); the background loop retries with backoff.
+//! are garbage); the background loop retries with backoff, and stops for
+//! good once the writer lease is lost.
 //!
 //! Flush policy lives in [`Flusher::due`]: add a new threshold there.
 
@@ -78,6 +80,10 @@ impl Flusher {
             }
             match self.flush_once().await {
                 Ok(_) => backoff = FIRST_BACKOFF,
+                Err(err) if self.args.commit.check_writer().is_err() => {
+                    tracing::error!(error = %err, "lost the writer lease: flushing stops; writes stay in the local stream log");
+                    return;
+                }
                 Err(err) => {
                     tracing::warn!(error = %err, retry_in = ?backoff, "flush failed; data stays in the stream log");
                     tokio::select! {
@@ -119,38 +125,57 @@ impl Flusher {
 
     async fn write_buffer(&self) -> Result<u64, EngineError> {
         let _one_at_a_time = self.one_at_a_time.lock().await;
+        loop {
+            if let Some(rows) = self.write_snapshot(self.args.buffer.snapshot()).await? {
+                return Ok(rows);
+            }
+            // An earlier attempt of this flush was committed after all
+            // (its answer was an error) and adopted meanwhile: the buffer
+            // no longer holds what it covered, so flush what is left.
+            tracing::info!("an earlier flush turned out committed; flushing the rest");
+        }
+    }
+
+    /// Writes `snap`'s batches as chunks and commits them. `None` if the
+    /// manifest in effect already covers some of them (see above).
+    async fn write_snapshot(&self, snap: Snapshot) -> Result<Option<u64>, EngineError> {
         let a = &self.args;
-        let snap = a.buffer.snapshot();
         if snap.buffered.is_empty() {
-            return Ok(0);
+            return Ok(Some(0));
         }
         // A writer that lost its lease writes nothing more to the store.
         a.commit.check_writer()?;
         let batches: Vec<RecordBatch> = snap.buffered.iter().map(|b| b.points.clone()).collect();
         let rows: u64 = batches.iter().map(|b| b.num_rows() as u64).sum();
         let encoded = self.encode(batches).await?;
-        let mut written = Vec::with_capacity(encoded.len());
         let mut chunks = Vec::with_capacity(encoded.len());
         let mut decoded = Vec::with_capacity(encoded.len());
         for ((bytes, meta), part) in encoded {
-            let path = Path::from(meta.path.as_str());
-            a.store.put(&path, bytes).await?;
-            written.push(path);
+            a.commit.check_writer()?;
+            // Durable once written; a manifest may reference it then.
+            a.store
+                .put_new(&Path::from(meta.path.as_str()), bytes)
+                .await?;
             decoded.push((meta.path.clone(), part));
             chunks.push(meta);
         }
-        // Files must be durable before a manifest references them.
-        a.store.sync(&written)?;
         let idle_before = a.retention.map(|r| a.clock.now_secs() - r.as_secs() as i64);
         let upto = snap.applied;
+        let covered = snap.manifest.stream_offset;
         let committed = a
             .commit
             .commit(|current| {
-                let now = a.clock.now_secs();
-                Some(next_manifest(current, &snap, chunks, idle_before, now))
+                // Only this flusher moves the covered offset, one flush at
+                // a time: if it moved, an earlier attempt was adopted.
+                (current.stream_offset == covered).then(|| {
+                    let now = a.clock.now_secs();
+                    next_manifest(current, &snap, chunks.clone(), idle_before, now)
+                })
             })
-            .await?
-            .expect("a flush always commits");
+            .await?;
+        let Some(committed) = committed else {
+            return Ok(None);
+        };
         if let Some(before) = idle_before {
             a.buffer
                 .update_state(|st| st.writers.producers.forget_idle(before));
@@ -162,7 +187,7 @@ impl Flusher {
         }
         self.trim_log(upto).await?;
         tracing::debug!(rows, upto = %upto, version = committed.version, "flushed");
-        Ok(rows)
+        Ok(Some(rows))
     }
 
     /// Sorts and encodes the buffer's points, one chunk per hour.
@@ -172,13 +197,14 @@ impl Flusher {
             .map_err(EngineError::task("flush sort"))??;
         // Ids are never handed out twice, even if this flush fails.
         let first_id = self.args.commit.allocate_chunk_ids(parts.len() as u64);
+        let epoch = self.args.commit.epoch();
         let cache = self.args.reader.enabled();
         let encoded = tokio::task::spawn_blocking(move || -> Result<_, StorageError> {
             parts
                 .into_iter()
                 .enumerate()
                 .map(|(i, part)| {
-                    let encoded = encode_chunk(first_id + i as u64, &part)?;
+                    let encoded = encode_chunk(first_id + i as u64, epoch, &part)?;
                     // Cached as a compact copy: the part is a slice of the
                     // whole flush, and a cached slice would keep (and be
                     // charged for) all of it.

@@ -19,7 +19,7 @@ use super::normalize::normalize;
 use super::read::ReadView;
 use super::sort::partition_by_hour;
 use crate::runtime::Clock;
-use crate::storage::{encode_chunk, ChunkReader, Manifest, SeriesCatalog, Store};
+use crate::storage::{encode_chunk, ChunkReader, Manifest, SeriesCatalog, Store, WriterEpoch};
 use crate::stream::Offset;
 
 pub struct MemoryView {
@@ -81,7 +81,7 @@ impl MemoryView {
         let mut next = (*snap.manifest).clone();
         for part in partition_by_hour(&batches)? {
             let id = self.next_chunk_id.fetch_add(1, Ordering::Relaxed);
-            let (bytes, meta) = encode_chunk(id, &part)?;
+            let (bytes, meta) = encode_chunk(id, WriterEpoch::default(), &part)?;
             self.store.put(&meta.path.as_str().into(), bytes).await?;
             next.chunks.push(meta);
         }

@@ -42,6 +42,8 @@ mod normalize;
 mod read;
 pub(crate) mod record;
 mod sort;
+#[cfg(test)]
+mod testing;
 mod view;
 
 pub use admission::WriteReceipt;

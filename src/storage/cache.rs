@@ -214,7 +214,7 @@ fn narrow(chunk: &ChunkMeta, series: &BTreeSet<u64>) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::storage::encode_chunk;
+    use crate::storage::{encode_chunk, WriterEpoch};
     use object_store::memory::InMemory;
 
     #[tokio::test]
@@ -227,7 +227,7 @@ mod tests {
                 (0..1000).collect(),
                 vec![1.0; 1000],
             );
-            let (bytes, meta) = encode_chunk(id + 1, &b).unwrap();
+            let (bytes, meta) = encode_chunk(id + 1, WriterEpoch(1), &b).unwrap();
             store
                 .put(&Path::from(meta.path.as_str()), bytes)
                 .await
@@ -269,7 +269,7 @@ mod tests {
             .collect();
         let times: Vec<i64> = (0..8).flat_map(|_| 0..n as i64).collect();
         let b = crate::storage::chunk_meta::test_points(ids, times, vec![0.5; 8 * n]);
-        let (bytes, meta) = compacted::encode(1, &b).unwrap();
+        let (bytes, meta) = compacted::encode(1, WriterEpoch(1), &b).unwrap();
         store
             .put(&Path::from(meta.path.as_str()), bytes)
             .await

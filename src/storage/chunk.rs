@@ -1,6 +1,7 @@
 //! Chunk files: point batches (`series_id, time, value`) sorted by
 //! `(series_id, time)`, one hour partition each, at
-//! `chunks/YYYY/MM/DD/HH/chunk_<id>.<ext>`, in one of two formats:
+//! `chunks/YYYY/MM/DD/HH/chunk_<id>_e<epoch>.<ext>` (see `naming`), in one
+//! of two formats:
 //!
 //! - `.arrow`: Arrow IPC with LZ4, what the flusher writes (cheap to write,
 //!   since flushing competes with ingest);
@@ -14,7 +15,7 @@
 //! This file owns the Arrow format and the reads that dispatch on a chunk's
 //! format; what both formats share (`ChunkMeta`, paths, footer entries)
 //! lives in `chunk_meta`, so `compacted` need not import this file. May
-//! depend on `chunk_meta`, `compacted`, `store` and `model`.
+//! depend on `chunk_meta`, `compacted`, `naming`, `store` and `model`.
 
 use std::collections::HashMap;
 use std::io::Cursor;
@@ -28,17 +29,22 @@ use object_store::path::Path;
 
 use super::chunk_meta::{check_format, describe, parse_series, ChunkMeta, Described};
 use super::compacted;
+use super::naming::WriterEpoch;
 use super::store::{StorageError, Store};
 use crate::model::point_schema;
 
 /// Rows per IPC record batch inside a chunk: the unit a reader decodes.
 const ROWS_PER_BATCH: usize = 64 * 1024;
 
-/// Encodes one sorted point batch as an Arrow IPC chunk file (the flush
-/// format). `batch` must use [`point_schema`] and be sorted by
-/// `(series_id, time)`.
-pub fn encode_chunk(id: u64, batch: &RecordBatch) -> Result<(Bytes, ChunkMeta), StorageError> {
-    let Described { mut meta, footer } = describe(id, batch, "arrow")?;
+/// Encodes one sorted point batch as Arrow IPC chunk `id` of writer
+/// `epoch` (the flush format). `batch` must use [`point_schema`] and be
+/// sorted by `(series_id, time)`.
+pub fn encode_chunk(
+    id: u64,
+    epoch: WriterEpoch,
+    batch: &RecordBatch,
+) -> Result<(Bytes, ChunkMeta), StorageError> {
+    let Described { mut meta, footer } = describe(id, epoch, batch, "arrow")?;
     let opts = IpcWriteOptions::default().try_with_compression(Some(CompressionType::LZ4_FRAME))?;
     let mut buf = Vec::with_capacity(batch.get_array_memory_size() / 2);
     {
@@ -157,10 +163,10 @@ mod tests {
             ],
             vec![0.5, 1.5, -2.0],
         );
-        let (bytes, meta) = encode_chunk(42, &b).unwrap();
+        let (bytes, meta) = encode_chunk(42, WriterEpoch(7), &b).unwrap();
         assert_eq!(
             meta.path,
-            "chunks/2024/01/14/23/chunk_0000000000000042.arrow"
+            "chunks/2024/01/14/23/chunk_0000000000000042_e0000000007.arrow"
         );
         assert_eq!(
             (meta.min_time, meta.max_time, meta.rows),
@@ -184,7 +190,7 @@ mod tests {
     #[test]
     fn damaged_files_are_errors() {
         let b = batch(vec![1], vec![0], vec![1.0]);
-        let (bytes, _) = encode_chunk(1, &b).unwrap();
+        let (bytes, _) = encode_chunk(1, WriterEpoch(1), &b).unwrap();
         let cut = bytes.slice(..bytes.len() - 20);
         assert!(matches!(
             decode_chunk("x", cut.clone()),

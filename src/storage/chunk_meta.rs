@@ -1,19 +1,19 @@
 //! What every chunk file carries whatever its format: the [`ChunkMeta`]
-//! the manifest and the planner keep, the `chunks/YYYY/MM/DD/HH/` path, the
+//! the manifest and the planner keep, its path (named in `naming`), the
 //! hour partition, and the footer entries (format version, time and value
 //! ranges, rows, series covered) both `chunk` (Arrow IPC) and `compacted`
 //! (Parquet) write and check.
 //!
-//! A leaf of `storage`: may depend on `storage::store` and `model` only.
+//! A leaf of `storage`: may depend on `storage::store`, `storage::naming`
+//! and `model` only.
 
 use std::collections::HashMap;
 use std::sync::Arc;
 
 use arrow::array::{Array, Float64Array, RecordBatch, TimestampMicrosecondArray, UInt64Array};
-use chrono::{DateTime, Datelike, Timelike, Utc};
-use object_store::path::Path;
 use serde::{Deserialize, Serialize};
 
+use super::naming::{chunk_id_of_path, chunk_path, WriterEpoch};
 use super::store::StorageError;
 #[cfg(test)]
 use crate::model::point_schema;
@@ -58,25 +58,12 @@ impl ChunkMeta {
         self.min_time.div_euclid(PARTITION_MICROS)
     }
 
-    /// The chunk's id as written in its file name, for any path this module
-    /// produced (garbage collection reads it off listed objects).
+    /// The chunk's id as written in its file name, for any path this crate
+    /// produced, with or without its writer's epoch (garbage collection
+    /// reads it off listed objects).
     pub fn id_of_path(path: &str) -> Option<u64> {
-        let name = path.rsplit('/').next()?.strip_prefix("chunk_")?;
-        let digits = name.split('.').next()?;
-        (digits.len() == 16).then(|| digits.parse().ok())?
+        chunk_id_of_path(path)
     }
-}
-
-/// `chunks/YYYY/MM/DD/HH/chunk_<id>.<ext>` for the hour holding `time`.
-pub fn chunk_path(id: u64, time: i64, ext: &str) -> Path {
-    let t = DateTime::<Utc>::from_timestamp_micros(time).unwrap_or_default();
-    Path::from(format!(
-        "chunks/{:04}/{:02}/{:02}/{:02}/chunk_{id:016}.{ext}",
-        t.year(),
-        t.month(),
-        t.day(),
-        t.hour()
-    ))
 }
 
 /// What every chunk's footer records about its rows, and the manifest entry
@@ -86,9 +73,14 @@ pub(super) struct Described {
     pub footer: Vec<(&'static str, String)>,
 }
 
-/// Checks `batch` is a non-empty point batch and describes it for a chunk
-/// of id `id` in the format with extension `ext`.
-pub(super) fn describe(id: u64, batch: &RecordBatch, ext: &str) -> Result<Described, StorageError> {
+/// Checks `batch` is a non-empty point batch and describes it for chunk
+/// `id` of writer `epoch`, in the format with extension `ext`.
+pub(super) fn describe(
+    id: u64,
+    epoch: WriterEpoch,
+    batch: &RecordBatch,
+    ext: &str,
+) -> Result<Described, StorageError> {
     if batch.num_rows() == 0 {
         return Err(StorageError::BadChunk {
             id,
@@ -120,7 +112,7 @@ pub(super) fn describe(id: u64, batch: &RecordBatch, ext: &str) -> Result<Descri
     ];
     let meta = ChunkMeta {
         id,
-        path: chunk_path(id, min_time, ext).to_string(),
+        path: chunk_path(id, epoch, min_time, ext).to_string(),
         min_time,
         max_time,
         rows: batch.num_rows() as u64,

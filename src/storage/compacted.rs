@@ -11,8 +11,8 @@
 //! Row groups carry series-id statistics, so a reader that wants a few
 //! series fetches only their row groups with range requests.
 //!
-//! May depend on `chunk_meta`, `store` and `model` (not on `chunk`, which
-//! dispatches reads here).
+//! May depend on `chunk_meta`, `naming`, `store` and `model` (not on
+//! `chunk`, which dispatches reads here).
 
 use std::collections::{BTreeSet, HashMap};
 use std::ops::Range;
@@ -35,6 +35,7 @@ use parquet::file::properties::WriterProperties;
 use parquet::schema::types::ColumnPath;
 
 use super::chunk_meta::{check_format, describe, parse_series, ChunkMeta, Described};
+use super::naming::WriterEpoch;
 use super::store::{StorageError, Store};
 use crate::model::{point_schema, POINT_SERIES_ID, POINT_TIME, POINT_VALUE};
 
@@ -64,10 +65,15 @@ fn properties(footer: Vec<(&'static str, String)>) -> Result<WriterProperties, S
         .build())
 }
 
-/// Encodes one sorted point batch as a compacted chunk file. `batch` must
-/// use [`point_schema`] and be sorted by `(series_id, time)`.
-pub fn encode(id: u64, batch: &RecordBatch) -> Result<(Bytes, ChunkMeta), StorageError> {
-    let Described { mut meta, footer } = describe(id, batch, "parquet")?;
+/// Encodes one sorted point batch as compacted chunk `id` of writer
+/// `epoch`. `batch` must use [`point_schema`] and be sorted by
+/// `(series_id, time)`.
+pub fn encode(
+    id: u64,
+    epoch: WriterEpoch,
+    batch: &RecordBatch,
+) -> Result<(Bytes, ChunkMeta), StorageError> {
+    let Described { mut meta, footer } = describe(id, epoch, batch, "parquet")?;
     let mut buf = Vec::with_capacity(batch.get_array_memory_size() / 8);
     let mut w = ArrowWriter::try_new(&mut buf, point_schema(), Some(properties(footer)?))?;
     w.write(batch)?;
@@ -258,10 +264,10 @@ mod tests {
     async fn round_trips_and_reads_only_the_wanted_row_groups() {
         // 8 series × 100k rows: 800k rows, so several row groups.
         let b = sorted_batch(8, 100_000);
-        let (bytes, meta) = encode(9, &b).unwrap();
+        let (bytes, meta) = encode(9, WriterEpoch(2), &b).unwrap();
         assert_eq!(
             meta.path,
-            "chunks/2024/01/15/00/chunk_0000000000000009.parquet"
+            "chunks/2024/01/15/00/chunk_0000000000000009_e0000000002.parquet"
         );
         assert!(meta.is_compacted());
         assert_eq!(meta.bytes, bytes.len() as u64);
@@ -304,7 +310,7 @@ mod tests {
 
     #[test]
     fn damage_is_an_error() {
-        let (bytes, meta) = encode(1, &sorted_batch(1, 10)).unwrap();
+        let (bytes, meta) = encode(1, WriterEpoch(1), &sorted_batch(1, 10)).unwrap();
         let cut = bytes.slice(..bytes.len() - 9);
         assert!(matches!(
             decode(&meta.path, cut),

@@ -1,10 +1,19 @@
-//! A fault-injecting object store for tests: wraps a real store and fails
-//! every write while switched on, so tests can show what the engine does
-//! when storage is unreachable (retry, backpressure, nothing lost).
+//! A fault-injecting object store for tests: wraps a real store and, on
+//! the writes a test picks, does what a real store or network can do
+//! wrong, so tests can show what the engine does then (retry,
+//! backpressure, fencing, recovery; nothing lost, nothing twice).
+//!
+//! Two switches:
+//! - [`FaultyStore::fail_writes`] refuses every write while on (the store
+//!   is unreachable);
+//! - [`FaultyStore::inject`] arms one [`Fault`] for the write number
+//!   `after` (0: the next one) among those whose path starts with a
+//!   prefix. Tests loop over both numbers to cover every call a fault can
+//!   hit.
 
 use std::fmt;
 use std::ops::Range;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
 
 use async_trait::async_trait;
@@ -13,13 +22,48 @@ use futures::stream::BoxStream;
 use object_store::path::Path;
 use object_store::{
     CopyOptions, GetOptions, GetResult, ListResult, MultipartUpload, ObjectMeta, ObjectStore,
-    PutMultipartOptions, PutOptions, PutPayload, PutResult, Result,
+    PutMode, PutMultipartOptions, PutOptions, PutPayload, PutResult, Result,
 };
+use parking_lot::Mutex;
+use tokio::sync::watch;
+
+/// What goes wrong with the write a test picked.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Fault {
+    /// Refused: nothing is written, the caller gets an error.
+    Fail,
+    /// Written, but the answer is lost: the caller gets an error (a
+    /// timeout; locally, a failing fsync after the file got its name).
+    Lost,
+    /// Written, and the caller is told the object already exists: S3's
+    /// answer to a client that retried a create whose first attempt
+    /// succeeded but returned a 5xx (412 Precondition Failed).
+    LostAsExists,
+    /// Written only as its first `keep` bytes (with `flip`, one bit of the
+    /// kept bytes flipped too), and the caller gets an error: what a power
+    /// loss leaves of a file whose contents were never fsynced.
+    Torn { keep: usize, flip: Option<usize> },
+    /// The network is cut: this write and every later one wait until
+    /// [`FaultyStore::reconnect`], then go through.
+    Cut,
+}
+
+#[derive(Debug)]
+struct Armed {
+    prefix: String,
+    after: usize,
+    fault: Fault,
+}
 
 #[derive(Debug)]
 pub struct FaultyStore {
     inner: Arc<dyn ObjectStore>,
     fail_writes: AtomicBool,
+    armed: Mutex<Option<Armed>>,
+    /// True while the network is cut ([`Fault::Cut`]).
+    cut: watch::Sender<bool>,
+    /// Writes waiting for the network to come back.
+    waiting: AtomicUsize,
 }
 
 impl FaultyStore {
@@ -27,6 +71,9 @@ impl FaultyStore {
         Self {
             inner,
             fail_writes: AtomicBool::new(false),
+            armed: Mutex::new(None),
+            cut: watch::Sender::new(false),
+            waiting: AtomicUsize::new(0),
         }
     }
 
@@ -34,14 +81,119 @@ impl FaultyStore {
         self.fail_writes.store(on, Ordering::SeqCst);
     }
 
+    /// Arms `fault` for the write number `after` (counting from 0) among
+    /// the writes to paths starting with `prefix` from now on. One fault
+    /// at a time; it fires once.
+    pub fn inject(&self, prefix: &str, after: usize, fault: Fault) {
+        *self.armed.lock() = Some(Armed {
+            prefix: prefix.to_string(),
+            after,
+            fault,
+        });
+    }
+
+    /// True once the armed fault has fired (or none is armed).
+    pub fn fired(&self) -> bool {
+        self.armed.lock().is_none()
+    }
+
+    /// Ends a [`Fault::Cut`]: the waiting writes go through.
+    pub fn reconnect(&self) {
+        self.cut.send_replace(false);
+    }
+
+    /// Writes waiting for a cut network to come back.
+    pub fn waiting(&self) -> usize {
+        self.waiting.load(Ordering::SeqCst)
+    }
+
+    /// The fault for a write to `location`, if this is the one armed.
+    fn take_fault(&self, location: &Path) -> Option<Fault> {
+        let mut armed = self.armed.lock();
+        let a = armed.as_mut()?;
+        if !location.as_ref().starts_with(&a.prefix) {
+            return None;
+        }
+        if a.after > 0 {
+            a.after -= 1;
+            return None;
+        }
+        armed.take().map(|a| a.fault)
+    }
+
+    /// Waits while the network is cut.
+    async fn wait_for_network(&self) {
+        let mut rx = self.cut.subscribe();
+        if !*rx.borrow() {
+            return;
+        }
+        self.waiting.fetch_add(1, Ordering::SeqCst);
+        let _ = rx.wait_for(|cut| !cut).await;
+        self.waiting.fetch_sub(1, Ordering::SeqCst);
+    }
+
     fn check(&self) -> Result<()> {
         if self.fail_writes.load(Ordering::SeqCst) {
-            return Err(object_store::Error::Generic {
-                store: "faulty",
-                source: "injected write failure".into(),
-            });
+            return Err(injected("injected write failure"));
         }
         Ok(())
+    }
+
+    /// A put with `fault` applied.
+    async fn faulty_put(
+        &self,
+        location: &Path,
+        payload: PutPayload,
+        opts: PutOptions,
+        fault: Fault,
+    ) -> Result<PutResult> {
+        match fault {
+            Fault::Fail => Err(injected("injected: write refused")),
+            Fault::Lost => {
+                self.inner.put_opts(location, payload, opts).await?;
+                Err(injected(
+                    "injected: the write went through, its answer was lost",
+                ))
+            }
+            Fault::LostAsExists => {
+                let create = matches!(opts.mode, PutMode::Create);
+                self.inner.put_opts(location, payload, opts).await?;
+                if !create {
+                    return Err(injected(
+                        "injected: the write went through, its answer was lost",
+                    ));
+                }
+                Err(object_store::Error::AlreadyExists {
+                    path: location.to_string(),
+                    source: "injected: a retried create found its own first attempt".into(),
+                })
+            }
+            Fault::Torn { keep, flip } => {
+                let mut bytes: Vec<u8> = Bytes::from(payload).to_vec();
+                bytes.truncate(keep);
+                if let Some(bit) = flip.filter(|b| b / 8 < bytes.len()) {
+                    bytes[bit / 8] ^= 1 << (bit % 8);
+                }
+                self.inner
+                    .put_opts(location, PutPayload::from(bytes), opts)
+                    .await?;
+                Err(injected(
+                    "injected: power lost before the write was durable",
+                ))
+            }
+            Fault::Cut => {
+                self.cut.send_replace(true);
+                self.wait_for_network().await;
+                self.inner.put_opts(location, payload, opts).await
+            }
+        }
+    }
+}
+
+fn injected(what: &'static str) -> object_store::Error {
+    object_store::Error::Generic {
+        store: "faulty",
+        source: what.into(),
     }
 }
 
@@ -60,7 +212,11 @@ impl ObjectStore for FaultyStore {
         opts: PutOptions,
     ) -> Result<PutResult> {
         self.check()?;
-        self.inner.put_opts(location, payload, opts).await
+        self.wait_for_network().await;
+        match self.take_fault(location) {
+            Some(fault) => self.faulty_put(location, payload, opts, fault).await,
+            None => self.inner.put_opts(location, payload, opts).await,
+        }
     }
 
     async fn put_multipart_opts(
@@ -69,6 +225,7 @@ impl ObjectStore for FaultyStore {
         opts: PutMultipartOptions,
     ) -> Result<Box<dyn MultipartUpload>> {
         self.check()?;
+        self.wait_for_network().await;
         self.inner.put_multipart_opts(location, opts).await
     }
 
@@ -97,6 +254,7 @@ impl ObjectStore for FaultyStore {
 
     async fn copy_opts(&self, from: &Path, to: &Path, options: CopyOptions) -> Result<()> {
         self.check()?;
+        self.wait_for_network().await;
         self.inner.copy_opts(from, to, options).await
     }
 }

@@ -25,7 +25,9 @@ use object_store::{ObjectStoreExt, PutMode, PutOptions, PutPayload, UpdateVersio
 use parking_lot::Mutex;
 use serde::{Deserialize, Serialize};
 
+use super::naming::WriterEpoch;
 use super::store::{StorageError, Store};
+use crate::runtime::fs::write_synced;
 use crate::runtime::Clock;
 
 pub const HEARTBEAT: Duration = Duration::from_secs(5);
@@ -153,6 +155,11 @@ impl Lease {
         self.holder.lock().0.epoch
     }
 
+    /// The epoch as the names of this holder's objects carry it.
+    pub fn writer_epoch(&self) -> WriterEpoch {
+        WriterEpoch(self.epoch())
+    }
+
     pub fn node(&self) -> String {
         self.holder.lock().0.node.clone()
     }
@@ -205,11 +212,36 @@ pub fn node_id(data_dir: &std::path::Path) -> Result<String, StorageError> {
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
         Err(e) => return Err(StorageError::io("reading", &file)(e)),
     }
-    std::fs::create_dir_all(data_dir).map_err(StorageError::io("creating", data_dir))?;
     let host = std::env::var("HOSTNAME").unwrap_or_else(|_| "node".into());
     let id = format!("{host}-{}", uuid::Uuid::new_v4().simple());
-    std::fs::write(&file, &id).map_err(StorageError::io("writing", &file))?;
+    write_synced(&file, id.as_bytes()).map_err(StorageError::io("writing", &file))?;
     Ok(id)
+}
+
+/// The writer epoch of a store no other server reaches (the data
+/// directory's own disk), where there is no lease to number writers: a
+/// counter in `<data-dir>/writer-epoch`, bumped and made durable at every
+/// start before anything is written under it, and above `seen` (the
+/// newest manifest's, should the file have been lost in a restore). The
+/// data directory's lock makes the starting process the only writer, so
+/// no two processes ever write under one epoch.
+pub fn local_epoch(
+    data_dir: &std::path::Path,
+    seen: WriterEpoch,
+) -> Result<WriterEpoch, StorageError> {
+    let file = data_dir.join("writer-epoch");
+    let last = match std::fs::read_to_string(&file) {
+        Ok(text) => text.trim().parse::<u64>().map_err(|e| StorageError::Corrupt {
+            path: file.display().to_string(),
+            why: format!("{e}: the file should hold one number; delete it to start from the epoch after the newest manifest's"),
+        })?,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => 0,
+        Err(e) => return Err(StorageError::io("reading", &file)(e)),
+    };
+    let epoch = last.max(seen.0) + 1;
+    write_synced(&file, epoch.to_string().as_bytes())
+        .map_err(StorageError::io("writing", &file))?;
+    Ok(WriterEpoch(epoch))
 }
 
 #[cfg(test)]
@@ -265,6 +297,20 @@ mod tests {
         assert_eq!(b.epoch(), 2);
         assert!(matches!(a.renew().await, Err(StorageError::Fenced(_))));
         b.renew().await.unwrap();
+    }
+
+    #[test]
+    fn each_start_on_a_local_disk_gets_a_new_epoch() {
+        let dir = tempfile::tempdir().unwrap();
+        let data = dir.path().join("data");
+        let none = WriterEpoch::default();
+        assert_eq!(local_epoch(&data, none).unwrap(), WriterEpoch(1));
+        assert_eq!(local_epoch(&data, none).unwrap(), WriterEpoch(2));
+        // A manifest written under a later epoch (the file was lost).
+        assert_eq!(local_epoch(&data, WriterEpoch(9)).unwrap(), WriterEpoch(10));
+        std::fs::write(data.join("writer-epoch"), "x").unwrap();
+        let err = local_epoch(&data, none).unwrap_err();
+        assert!(err.to_string().contains("writer-epoch"), "{err}");
     }
 
     /// Heartbeats are wall-clock times, so a node whose clock runs ahead

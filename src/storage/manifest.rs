@@ -2,9 +2,18 @@
 //!
 //! Every change writes a new object `manifest/<version:020>.json` with a
 //! conditional create, so two writers can never both commit version N: the
-//! loser gets [`StorageError::AlreadyExists`] and must stop (it is fenced
-//! out). Objects are never overwritten. The newest version wins at load;
-//! older ones are deleted after a while.
+//! loser gets [`StorageError::AlreadyExists`]. Objects are never
+//! overwritten. Each version carries the [`CommitId`] of the attempt that
+//! wrote it, so a writer whose create was answered ambiguously (an error
+//! after the object was written, or "already exists" for its own retried
+//! create) can read the version back and tell whether it is its own.
+//!
+//! The newest version that decodes wins at load ([`Loaded`]): a newer one
+//! that does not (empty or cut short by a power loss, a flipped bit) is
+//! skipped and reported. That is safe because the log segments a version
+//! covers are deleted only after its commit returned, durable: the
+//! version below it plus the log replayed from its offset hold everything.
+//! Older versions are deleted after a while.
 //!
 //! File format: `{"format": "streamdb.manifest/1", "crc32": C, "body": "..."}`
 //! where `body` is the manifest's JSON as a string and `C` its CRC-32.
@@ -16,6 +25,7 @@ use object_store::path::Path;
 use serde::{Deserialize, Serialize};
 
 use super::chunk_meta::ChunkMeta;
+use super::naming::CommitId;
 use super::store::{StorageError, Store};
 use crate::model::Writers;
 
@@ -63,6 +73,10 @@ pub struct Manifest {
     /// `stream_offset` counts records of that node's local stream log.
     #[serde(default)]
     pub writer: Option<String>,
+    /// The commit attempt that wrote this version (absent in versions
+    /// written before commit ids).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub commit: Option<CommitId>,
 }
 
 fn is_default(w: &Writers) -> bool {
@@ -139,6 +153,34 @@ pub fn decode(path: &str, bytes: &[u8]) -> Result<Manifest, StorageError> {
     serde_json::from_str(&env.body).map_err(|e| corrupt(e.to_string()))
 }
 
+/// A manifest version that exists but does not decode.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct DamagedVersion {
+    pub version: u64,
+    pub path: String,
+    /// What is wrong with it.
+    pub error: String,
+}
+
+/// What [`ManifestStore::load_latest`] found: the newest version that
+/// decodes, and the newer ones that did not (newest first).
+#[derive(Debug, Clone, Default)]
+pub struct Loaded {
+    pub manifest: Manifest,
+    pub skipped: Vec<DamagedVersion>,
+}
+
+impl Loaded {
+    /// The newest version present, damaged or not: the next commit must
+    /// create a version above it.
+    pub fn newest_present(&self) -> u64 {
+        self.skipped
+            .iter()
+            .map(|d| d.version)
+            .fold(self.manifest.version, u64::max)
+    }
+}
+
 /// Loads and commits manifest versions.
 pub struct ManifestStore {
     store: Store,
@@ -153,15 +195,46 @@ impl ManifestStore {
         version_path(version)
     }
 
-    /// The newest committed manifest, or an empty version 0 if none exists.
-    pub async fn load_latest(&self) -> Result<Manifest, StorageError> {
+    /// The newest committed manifest that decodes, or an empty version 0
+    /// if there is none at all. Fails, naming them, if versions exist but
+    /// none decodes: starting empty would hide every row.
+    pub async fn load_latest(&self) -> Result<Loaded, StorageError> {
         let listed = self.store.list(&Path::from(DIR)).await?;
-        let Some(latest) = listed.iter().filter_map(|(p, _)| parse_version(p)).max() else {
-            return Ok(Manifest::default());
-        };
-        let path = version_path(latest);
+        let mut versions: Vec<u64> = listed
+            .iter()
+            .filter_map(|(p, _)| parse_version(p))
+            .collect();
+        versions.sort_unstable_by(|a, b| b.cmp(a));
+        let mut skipped = Vec::new();
+        for version in versions {
+            match self.load(version).await {
+                Ok(manifest) => return Ok(Loaded { manifest, skipped }),
+                Err(StorageError::Corrupt { path, why }) => skipped.push(DamagedVersion {
+                    version,
+                    path,
+                    error: why,
+                }),
+                Err(e) => return Err(e),
+            }
+        }
+        match skipped.first() {
+            None => Ok(Loaded::default()),
+            Some(newest) => Err(StorageError::Corrupt {
+                path: newest.path.clone(),
+                why: format!(
+                    "{} (and the {} older manifest version(s) kept do not decode either: restore manifest/ from a backup)",
+                    newest.error,
+                    skipped.len() - 1
+                ),
+            }),
+        }
+    }
+
+    /// Reads and decodes manifest `version`.
+    pub async fn load(&self, version: u64) -> Result<Manifest, StorageError> {
+        let path = version_path(version);
         let m = decode(path.as_ref(), &self.store.get(&path).await?)?;
-        if m.version != latest {
+        if m.version != version {
             return Err(StorageError::Corrupt {
                 path: path.to_string(),
                 why: format!("holds version {}", m.version),
@@ -170,15 +243,10 @@ impl ManifestStore {
         Ok(m)
     }
 
-    /// Commits `next` as version `current.version + 1` (the caller sets
-    /// `committed_at`). Fails with `AlreadyExists` if another writer got
-    /// there first.
-    pub async fn commit(
-        &self,
-        current: &Manifest,
-        mut next: Manifest,
-    ) -> Result<Arc<Manifest>, StorageError> {
-        next.version = current.version + 1;
+    /// Commits `next` as version `next.version` (the caller sets it, with
+    /// `committed_at` and `commit`). Fails with `AlreadyExists` if that
+    /// version exists, whoever wrote it.
+    pub async fn commit(&self, next: Manifest) -> Result<Arc<Manifest>, StorageError> {
         self.store
             .put_new(&version_path(next.version), encode(&next)?)
             .await?;
@@ -202,31 +270,27 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let ms = ManifestStore::new(Store::local(dir.path()).unwrap());
         let v0 = ms.load_latest().await.unwrap();
-        assert_eq!(v0.version, 0);
+        assert_eq!((v0.manifest.version, v0.skipped.len()), (0, 0));
         let v1 = ms
-            .commit(
-                &v0,
-                Manifest {
-                    stream_offset: 5,
-                    ..Default::default()
-                },
-            )
+            .commit(Manifest {
+                version: 1,
+                stream_offset: 5,
+                ..Default::default()
+            })
             .await
             .unwrap();
         assert_eq!(v1.version, 1);
         // A stale writer that also read v0 cannot commit over v1.
         let err = ms
-            .commit(
-                &v0,
-                Manifest {
-                    stream_offset: 9,
-                    ..Default::default()
-                },
-            )
+            .commit(Manifest {
+                version: 1,
+                stream_offset: 9,
+                ..Default::default()
+            })
             .await
             .unwrap_err();
         assert!(matches!(err, StorageError::AlreadyExists { .. }), "{err}");
-        let loaded = ms.load_latest().await.unwrap();
+        let loaded = ms.load_latest().await.unwrap().manifest;
         assert_eq!((loaded.version, loaded.stream_offset), (1, 5));
     }
 
@@ -261,6 +325,45 @@ mod tests {
         assert_eq!(
             (m.version, m.stream_offset, m.chunks.len(), m.chunks[0].rows),
             (2, 10, 1, 3)
+        );
+    }
+
+    #[tokio::test]
+    async fn a_damaged_newest_version_is_skipped_and_reported() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::local(dir.path()).unwrap();
+        let ms = ManifestStore::new(store.clone());
+        for version in 1..=3 {
+            ms.commit(Manifest {
+                version,
+                stream_offset: version * 10,
+                ..Default::default()
+            })
+            .await
+            .unwrap();
+        }
+        let torn = |v: u64, bytes: &'static [u8]| {
+            std::fs::write(dir.path().join(version_path(v).as_ref()), bytes).unwrap()
+        };
+        torn(3, b"");
+        torn(2, b"{\"format\":\"streamdb.manifest/1\",\"crc");
+        let loaded = ms.load_latest().await.unwrap();
+        assert_eq!(loaded.manifest.stream_offset, 10);
+        let skipped: Vec<u64> = loaded.skipped.iter().map(|d| d.version).collect();
+        assert_eq!(skipped, vec![3, 2]);
+        assert_eq!(loaded.newest_present(), 3);
+        assert!(
+            loaded.skipped[0].error.contains("EOF"),
+            "{:?}",
+            loaded.skipped
+        );
+        // None decodes: an error naming the newest, never an empty start.
+        torn(1, b"x");
+        let err = ms.load_latest().await.unwrap_err();
+        assert!(
+            err.to_string()
+                .contains("manifest/00000000000000000003.json"),
+            "{err}"
         );
     }
 }

@@ -1,4 +1,6 @@
-//! [`Store`]: the one door to object storage.
+//! [`Store`]: the one door to object storage. A put that returns is
+//! durable on every store: S3 and its kin by contract, the local disk
+//! because `LocalDisk` (`storage/local.rs`) fsyncs before it answers.
 
 use std::path::{Path as FsPath, PathBuf};
 use std::sync::Arc;
@@ -6,12 +8,13 @@ use std::sync::Arc;
 use bytes::Bytes;
 use futures::TryStreamExt;
 use object_store::aws::AmazonS3Builder;
-use object_store::local::LocalFileSystem;
 use object_store::path::Path;
 use object_store::prefix::PrefixStore;
 use object_store::{ObjectStore, ObjectStoreExt, PutMode, PutOptions, PutPayload, RetryConfig};
 
+use super::local::LocalDisk;
 use crate::error::{ErrorKind, HasKind};
+use crate::runtime::fs::create_dir_all_synced;
 
 #[derive(Debug, thiserror::Error)]
 pub enum StorageError {
@@ -98,8 +101,6 @@ impl HasKind for StorageError {
 #[derive(Clone, Debug)]
 pub struct Store {
     inner: Arc<dyn ObjectStore>,
-    /// Set for the local file system, whose `put` does not fsync.
-    local_root: Option<PathBuf>,
     /// Where the objects live, for status and errors (never credentials).
     location: String,
     /// No other server can reach these objects (so no lease is needed).
@@ -112,7 +113,6 @@ impl Store {
         let location = inner.to_string();
         Self {
             inner,
-            local_root: None,
             location,
             exclusive: false,
         }
@@ -172,7 +172,6 @@ impl Store {
         };
         Ok(Self {
             inner,
-            local_root: None,
             location: format!("s3://{bucket}/{prefix}")
                 .trim_end_matches('/')
                 .to_string(),
@@ -190,55 +189,33 @@ impl Store {
         &self.location
     }
 
-    /// Local file system rooted at `dir` (created if missing).
+    /// Local file system rooted at `dir` (created if missing), whose puts
+    /// are durable when they return (`LocalDisk`).
     pub fn local(dir: &FsPath) -> Result<Self, StorageError> {
-        std::fs::create_dir_all(dir).map_err(StorageError::io("creating", dir))?;
+        create_dir_all_synced(dir).map_err(StorageError::io("creating", dir))?;
         let root = dir
             .canonicalize()
             .map_err(StorageError::io("resolving", dir))?;
         Ok(Self {
-            inner: Arc::new(LocalFileSystem::new_with_prefix(&root)?),
+            inner: Arc::new(LocalDisk::new(&root)?),
             location: root.display().to_string(),
-            local_root: Some(root),
             exclusive: true,
         })
-    }
-
-    /// Makes written objects durable. Object stores are durable once a put
-    /// returns; the local file system needs the files and their directories
-    /// fsynced.
-    pub fn sync(&self, paths: &[Path]) -> Result<(), StorageError> {
-        let Some(root) = &self.local_root else {
-            return Ok(());
-        };
-        let mut dirs = std::collections::BTreeSet::new();
-        for p in paths {
-            let file = root.join(p.as_ref());
-            std::fs::File::open(&file)
-                .and_then(|f| f.sync_all())
-                .map_err(StorageError::io("fsync", &file))?;
-            if let Some(parent) = file.parent() {
-                dirs.insert(parent.to_path_buf());
-            }
-        }
-        for d in dirs {
-            std::fs::File::open(&d)
-                .and_then(|f| f.sync_all())
-                .map_err(StorageError::io("fsync", &d))?;
-        }
-        Ok(())
     }
 
     pub fn inner(&self) -> &Arc<dyn ObjectStore> {
         &self.inner
     }
 
+    /// Writes `path`, replacing what is there. The server's own objects
+    /// are written with [`Store::put_new`]; this is for tests and tools.
     pub async fn put(&self, path: &Path, bytes: Bytes) -> Result<(), StorageError> {
         self.inner.put(path, PutPayload::from_bytes(bytes)).await?;
         Ok(())
     }
 
-    /// Writes `path` only if nothing is there yet: the commit primitive.
+    /// Writes `path` only if nothing is there yet: how every chunk, catalog
+    /// and manifest is written, so none is ever overwritten.
     pub async fn put_new(&self, path: &Path, bytes: Bytes) -> Result<(), StorageError> {
         let opts = PutOptions {
             mode: PutMode::Create,

@@ -22,6 +22,7 @@ use tokio::sync::{mpsc, oneshot, watch};
 use super::offset::Offset;
 use super::segment::{self, SegmentError};
 use crate::error::{ErrorKind, HasKind};
+use crate::runtime::fs::create_dir_all_synced;
 use crate::runtime::Clock;
 
 /// Receives every record once it is durable, in offset order, on the log's
@@ -167,7 +168,7 @@ impl<A: Send + 'static> Log<A> {
     /// and starts its writer thread.
     pub fn open(config: LogConfig, sink: Arc<dyn DurableSink<A>>) -> Result<Self, LogError> {
         let dir = config.dir.clone();
-        fs::create_dir_all(&dir).map_err(|source| LogError::Io {
+        create_dir_all_synced(&dir).map_err(|source| LogError::Io {
             dir: dir.clone(),
             source,
         })?;

@@ -15,6 +15,7 @@ use std::io::{self, Read, Seek, SeekFrom, Write};
 use std::path::{Path, PathBuf};
 
 use crate::error::{ErrorKind, HasKind};
+use crate::runtime::fs::{sync_dir, sync_file};
 
 pub const MAGIC: &[u8; 6] = b"SDBSEG";
 pub const VERSION: u16 = 1;
@@ -162,7 +163,7 @@ pub fn create(dir: &Path, id: u64, base_seq: u64) -> Result<File, SegmentError> 
         .map_err(io_err(&path))?;
     file.write_all(&encode_header(base_seq))
         .map_err(io_err(&path))?;
-    file.sync_all().map_err(io_err(&path))?;
+    sync_file(&file, &path).map_err(io_err(&path))?;
     sync_dir(dir).map_err(io_err(dir))?;
     Ok(file)
 }
@@ -204,10 +205,6 @@ pub fn read_record(file: &File, pos: u64) -> io::Result<Vec<u8>> {
         ));
     }
     Ok(payload)
-}
-
-pub fn sync_dir(dir: &Path) -> io::Result<()> {
-    File::open(dir)?.sync_all()
 }
 
 #[cfg(test)]

@@ -1,54 +1,16 @@
 //! Compaction, retention and garbage collection against a real engine on
 //! a temporary directory.
 
-use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
 
-use arrow::array::{AsArray, Float64Array, RecordBatch, StringArray, TimestampMicrosecondArray};
-use arrow::datatypes::{
-    DataType, Field, Float64Type, Schema, TimestampMicrosecondType, UInt64Type,
-};
+use arrow::array::AsArray;
+use arrow::datatypes::{TimestampMicrosecondType, UInt64Type};
 use object_store::path::Path;
 
+use crate::ingest::testing::{contents, points, T0};
 use crate::ingest::{Engine, EngineConfig, ReadView};
 use crate::storage::PARTITION_MICROS;
-
-const T0: i64 = 1_705_276_800_000_000; // 2024-01-15T00:00:00Z
-
-/// `n` points of metric `m<k>` for k in 0..series, one per second from `base`.
-fn points(series: usize, n: usize, base: i64) -> RecordBatch {
-    let schema = Schema::new(vec![
-        Field::new("time", crate::model::time_type(), false),
-        Field::new("metric", DataType::Utf8, false),
-        Field::new("value", DataType::Float64, false),
-    ]);
-    let rows = series * n;
-    RecordBatch::try_new(
-        Arc::new(schema),
-        vec![
-            Arc::new(
-                TimestampMicrosecondArray::from(
-                    (0..rows)
-                        .map(|i| base + (i / series) as i64 * 1_000_000)
-                        .collect::<Vec<_>>(),
-                )
-                .with_timezone("UTC"),
-            ),
-            Arc::new(StringArray::from(
-                (0..rows)
-                    .map(|i| format!("m{}", i % series))
-                    .collect::<Vec<_>>(),
-            )),
-            Arc::new(Float64Array::from(
-                (0..rows)
-                    .map(|i| (base + i as i64) as f64)
-                    .collect::<Vec<_>>(),
-            )),
-        ],
-    )
-    .unwrap()
-}
 
 fn config(dir: &std::path::Path) -> EngineConfig {
     let mut cfg = EngineConfig::new(dir);
@@ -57,35 +19,6 @@ fn config(dir: &std::path::Path) -> EngineConfig {
     cfg.buffer.flush_interval = Duration::from_secs(3600);
     cfg.maintenance.gc_grace = Duration::from_secs(3600);
     cfg
-}
-
-/// Every stored row as (series, time, value bits) → copies, read through
-/// the engine's snapshot: chunks and buffer.
-async fn contents(e: &Engine) -> BTreeMap<(u64, i64, u64), usize> {
-    let snap = e.snapshot();
-    let mut batches = Vec::new();
-    for c in &snap.manifest.chunks {
-        batches.extend(
-            e.chunk_reader()
-                .read(c, None)
-                .await
-                .unwrap()
-                .iter()
-                .cloned(),
-        );
-    }
-    batches.extend(snap.buffered.iter().map(|b| b.points.clone()));
-    let mut out = BTreeMap::new();
-    for b in batches {
-        let ids = b.column(0).as_primitive::<UInt64Type>();
-        let ts = b.column(1).as_primitive::<TimestampMicrosecondType>();
-        let vs = b.column(2).as_primitive::<Float64Type>();
-        for i in 0..b.num_rows() {
-            *out.entry((ids.value(i), ts.value(i), vs.value(i).to_bits()))
-                .or_default() += 1;
-        }
-    }
-    out
 }
 
 /// Chunk files with extension `ext` under the data directory.

@@ -105,8 +105,10 @@ impl Engine {
         let commit = Arc::new(CommitPath::new(CommitArgs {
             store: opened.store.clone(),
             lease: opened.lease.clone(),
+            epoch: opened.epoch,
             buffer: opened.buffer.clone(),
             catalog_persisted: opened.catalog_persisted,
+            skipped: opened.skipped,
             data_dir: config.data_dir.clone(),
             clock: clock.clone(),
         }));
@@ -338,5 +340,7 @@ async fn heartbeat(lease: Arc<Lease>, tasks: Tasks) {
     }
 }
 
+#[cfg(test)]
+mod durability_tests;
 #[cfg(test)]
 mod tests;

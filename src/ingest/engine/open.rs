@@ -1,6 +1,7 @@
-//! Opening a data directory: its lock, the store and writer lease, the
-//! newest manifest and catalog, the log (retired if another node wrote the
-//! prefix since), and the replay of what the manifest does not cover.
+//! Opening a data directory: its lock, the store and writer lease (or the
+//! local writer epoch), the newest manifest that decodes and its catalog,
+//! the log (retired if another node wrote the prefix since), and the
+//! replay of what the manifest does not cover.
 
 use std::path::Path;
 use std::sync::Arc;
@@ -13,8 +14,10 @@ use crate::ingest::config::EngineConfig;
 use crate::ingest::error::EngineError;
 use crate::ingest::normalize::PointBatch;
 use crate::ingest::record;
+use crate::runtime::fs::create_dir_all_synced;
 use crate::storage::{
-    ChunkMeta, Lease, Manifest, ManifestStore, SeriesCatalog, StorageError, Store,
+    local_epoch, ChunkMeta, DamagedVersion, Lease, Loaded, Manifest, ManifestStore, SeriesCatalog,
+    StorageError, Store, WriterEpoch,
 };
 use crate::stream::{DurableSink, Log, LogConfig, LogError, Offset};
 
@@ -23,11 +26,16 @@ pub(super) struct Opened {
     pub dir_lock: std::fs::File,
     pub store: Store,
     pub lease: Option<Arc<Lease>>,
+    /// The epoch this writer's objects carry: the lease's, or the data
+    /// directory's counter on a store no one else reaches.
+    pub epoch: WriterEpoch,
     pub buffer: Arc<WriteBuffer>,
     pub log: Arc<Log<PointBatch>>,
     /// The catalog generation the manifest's snapshot holds (before replay
     /// added the series of unflushed records).
     pub catalog_persisted: u64,
+    /// Newer manifest versions that did not decode (newest first).
+    pub skipped: Vec<DamagedVersion>,
 }
 
 pub(super) async fn open(config: &EngineConfig) -> Result<Opened, EngineError> {
@@ -37,20 +45,16 @@ pub(super) async fn open(config: &EngineConfig) -> Result<Opened, EngineError> {
         None => Store::local(&config.data_dir)?,
     };
     // Before reading anything: the lease decides whether we may write.
-    let lease = if store.is_shared() {
-        let node = crate::storage::node_id(&config.data_dir)?;
-        let lease = Lease::acquire(&store, &node, config.clock.clone()).await?;
-        tracing::info!(
-            store = store.location(),
-            node,
-            epoch = lease.epoch(),
-            "holding the writer lease"
-        );
-        Some(lease)
-    } else {
-        None
+    let lease = acquire_lease(config, &store).await?;
+    let (loaded, catalog) = load_manifest(&store).await?;
+    let manifest = Arc::new(loaded.manifest);
+    let epoch = match &lease {
+        Some(lease) => lease.writer_epoch(),
+        None => {
+            let seen = manifest.commit.map(|c| c.epoch).unwrap_or_default();
+            local_epoch(&config.data_dir, seen)?
+        }
     };
-    let (manifest, catalog) = load_manifest(&store).await?;
     let catalog_persisted = catalog.generation();
     let buffer = Arc::new(WriteBuffer::new(
         manifest.clone(),
@@ -69,20 +73,54 @@ pub(super) async fn open(config: &EngineConfig) -> Result<Opened, EngineError> {
     log_config.clock = config.clock.clone();
     log_config.initial_offset = Offset(manifest.stream_offset);
     let log = Arc::new(Log::open(log_config, buffer.clone())?);
-    replay(&log, &buffer, Offset(manifest.stream_offset))?;
+    replay(&log, &buffer, Offset(manifest.stream_offset))
+        .map_err(|e| fallback_incomplete(e, &manifest, &loaded.skipped, &log_dir))?;
     Ok(Opened {
         dir_lock,
         store,
         lease,
+        epoch,
         buffer,
         log,
         catalog_persisted,
+        skipped: loaded.skipped,
     })
 }
 
-/// The newest manifest (with each chunk's series list) and its catalog.
-async fn load_manifest(store: &Store) -> Result<(Arc<Manifest>, SeriesCatalog), EngineError> {
-    let mut manifest = ManifestStore::new(store.clone()).load_latest().await?;
+/// The writer lease, on a store other servers can reach.
+async fn acquire_lease(
+    config: &EngineConfig,
+    store: &Store,
+) -> Result<Option<Arc<Lease>>, EngineError> {
+    if !store.is_shared() {
+        return Ok(None);
+    }
+    let node = crate::storage::node_id(&config.data_dir)?;
+    let lease = Lease::acquire(store, &node, config.clock.clone()).await?;
+    tracing::info!(
+        store = store.location(),
+        node,
+        epoch = lease.epoch(),
+        "holding the writer lease"
+    );
+    Ok(Some(lease))
+}
+
+/// The newest manifest that decodes (with each chunk's series list) and
+/// its catalog. Newer versions that do not decode are skipped, and said
+/// so: a power loss can leave the newest one empty.
+async fn load_manifest(store: &Store) -> Result<(Loaded, SeriesCatalog), EngineError> {
+    let mut loaded = ManifestStore::new(store.clone()).load_latest().await?;
+    for d in &loaded.skipped {
+        tracing::warn!(
+            damaged = d.version,
+            path = %d.path,
+            error = %d.error,
+            loaded = loaded.manifest.version,
+            "the newest manifest version does not decode; starting from the newest that does and replaying the stream log from there"
+        );
+    }
+    let manifest = &mut loaded.manifest;
     let catalog = match &manifest.catalog {
         Some(path) => {
             let bytes = store.get(&path.as_str().into()).await?;
@@ -91,7 +129,32 @@ async fn load_manifest(store: &Store) -> Result<(Arc<Manifest>, SeriesCatalog), 
         None => SeriesCatalog::default(),
     };
     load_chunk_series(store, &mut manifest.chunks).await?;
-    Ok((Arc::new(manifest), catalog))
+    Ok((loaded, catalog))
+}
+
+/// After a fallback to an older manifest, a log that no longer reaches
+/// back to its offset means the skipped version held writes found nowhere
+/// else: say that, rather than only that the log is short.
+fn fallback_incomplete(
+    err: EngineError,
+    manifest: &Manifest,
+    skipped: &[DamagedVersion],
+    log_dir: &Path,
+) -> EngineError {
+    match (err, skipped.first()) {
+        (EngineError::Log(LogError::Truncated { requested, first }), Some(d)) => {
+            EngineError::FallbackIncomplete {
+                damaged: d.version,
+                path: d.path.clone(),
+                why: d.error.clone(),
+                loaded: manifest.version,
+                covered: requested,
+                first,
+                log: log_dir.to_path_buf(),
+            }
+        }
+        (err, _) => err,
+    }
 }
 
 /// Takes the data directory's lock file, so a second server started on the
@@ -101,7 +164,7 @@ fn lock_data_dir(dir: &Path) -> Result<std::fs::File, EngineError> {
         let path = path.to_path_buf();
         move |source| EngineError::DataDir { what, path, source }
     };
-    std::fs::create_dir_all(dir).map_err(io("creating", dir))?;
+    create_dir_all_synced(dir).map_err(io("creating", dir))?;
     let path = dir.join("LOCK");
     let file = std::fs::OpenOptions::new()
         .create(true)

@@ -9,7 +9,7 @@ use crate::ingest::compactor::{Maintenance, MaintenanceStatus};
 use crate::ingest::config::EngineConfig;
 use crate::ingest::normalize::PointBatch;
 use crate::model::format_micros;
-use crate::storage::{CacheStats, ChunkReader, Store};
+use crate::storage::{CacheStats, ChunkReader, DamagedVersion, Store};
 use crate::stream::{Log, Offset};
 
 /// The parts a status is read from.
@@ -67,6 +67,8 @@ pub(super) fn read(p: Parts<'_>) -> Status {
                     epoch: l.epoch(),
                     lease_held: !l.is_lost(),
                 }),
+                writer_epoch: p.commit.epoch().0,
+                skipped_manifests: p.commit.skipped(),
             },
             series: p.buffer.catalog().len(),
             rows: m.rows() + st.rows as u64,
@@ -144,6 +146,13 @@ pub struct StorageStatus {
     pub cache: CacheStats,
     /// This server's writer lease on a shared object store.
     pub writer: Option<WriterStatus>,
+    /// The epoch the objects this server writes are named with.
+    pub writer_epoch: u64,
+    /// Manifest versions newer than the one in effect that did not decode
+    /// and were skipped (at start, after a power loss, or by a commit),
+    /// newest first. Empty normally.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub skipped_manifests: Vec<DamagedVersion>,
 }
 
 #[derive(Debug, Clone, Serialize)]

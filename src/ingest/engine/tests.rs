@@ -9,6 +9,7 @@ use arrow::datatypes::{DataType, Field, Schema};
 use object_store::local::LocalFileSystem;
 
 use super::*;
+use crate::ingest::testing::{objects, SharedBucket};
 use crate::storage::faults::FaultyStore;
 
 fn batch(n: usize, base: i64) -> RecordBatch {
@@ -154,20 +155,6 @@ async fn a_data_directory_serves_one_process_at_a_time() {
     assert_eq!(again.status().rows, 3);
 }
 
-/// Every object in `store` with its bytes.
-async fn objects(store: &Store) -> std::collections::BTreeMap<String, bytes::Bytes> {
-    let mut all = std::collections::BTreeMap::new();
-    for meta in store
-        .list_meta(&object_store::path::Path::from(""))
-        .await
-        .unwrap()
-    {
-        let bytes = store.get(&meta.location).await.unwrap();
-        all.insert(meta.location.to_string(), bytes);
-    }
-    all
-}
-
 /// Lease takeover in paused time. Node A is cut off from the bucket; until
 /// its lease times out node B is refused, then B takes over with A's
 /// flushed data. A, though still accepting writes into its local log,
@@ -175,25 +162,16 @@ async fn objects(store: &Store) -> std::collections::BTreeMap<String, bytes::Byt
 /// object B committed keeps its bytes.
 #[tokio::test(start_paused = true)]
 async fn a_writer_cut_off_past_its_lease_is_taken_over_and_writes_nothing_more() {
-    let dir = tempfile::tempdir().unwrap();
-    let clock = crate::runtime::Clock::simulated(1_705_276_800_000_000);
-    let bucket: Arc<dyn object_store::ObjectStore> =
-        Arc::new(object_store::memory::InMemory::new());
-    let cut = Arc::new(FaultyStore::new(bucket.clone()));
-    let node = |name: &str, store: Store| {
-        let mut cfg = EngineConfig::for_tests(dir.path().join(name));
-        cfg.store = Some(store);
-        cfg.clock = clock.clone();
-        cfg
-    };
-    let a = Engine::open(node("a", Store::new(cut.clone())))
+    let shared = SharedBucket::new(1_705_276_800_000_000);
+    let cut = &shared.cut;
+    let a = Engine::open(shared.node("a", shared.through_cut()))
         .await
         .unwrap();
     a.write(&batch(100, 0)).await.unwrap();
     a.flush().await.unwrap();
 
     cut.fail_writes(true);
-    let b_config = node("b", Store::new(bucket.clone()));
+    let b_config = shared.node("b", shared.direct());
     let refused = Engine::open(b_config.clone()).await.unwrap_err();
     assert!(
         refused.to_string().contains("another StreamDB"),

@@ -38,6 +38,7 @@ pub use meta::{media_type, Expiry, ForkOrigin, StreamConfig};
 pub use named::{AppendOutcome, AppendRequest, NamedStream, ReadBatch};
 pub use record::{Body, ProducerTuple};
 
+use crate::runtime::fs::create_dir_all_synced;
 use crate::runtime::Clock;
 use crate::stream::Offset;
 
@@ -94,7 +95,7 @@ impl Registry {
     /// Loads every stream under `config.dir`.
     pub fn open(config: RegistryConfig) -> Result<Arc<Self>, StreamError> {
         let io = |e: std::io::Error| StreamError::Io(format!("{}: {e}", config.dir.display()));
-        fs::create_dir_all(&config.dir).map_err(io)?;
+        create_dir_all_synced(&config.dir).map_err(io)?;
         let mut metas = Vec::new();
         for entry in fs::read_dir(&config.dir).map_err(io)? {
             let entry = entry.map_err(io)?;
