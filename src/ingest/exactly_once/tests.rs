@@ -49,12 +49,17 @@ async fn a_write_abandoned_by_its_client_still_fences_its_retry() {
                 seq,
             })
         };
-        // Polled once, then dropped: the write is under way.
+        // Polled once, then dropped: the write is under way, or (when
+        // that one poll waited on the producer's lock) never started.
         let first = e.write_once(points(), tuple(), None);
         let _ = tokio::time::timeout(Duration::ZERO, first).await;
         let retry = e.write_once(points(), tuple(), None).await.unwrap();
-        assert_eq!(retry, dup(seq), "seq {seq}");
+        assert!(
+            retry == dup(seq) || matches!(retry, Once::Written(_)),
+            "seq {seq}: {retry:?}"
+        );
     }
+    // Either way each point is stored once: never both the first and its retry.
     assert_eq!(e.status().rows, 20);
     e.shutdown().await.unwrap();
 }
