@@ -116,6 +116,7 @@ pub fn encode_header(base_seq: u64, format: Format) -> Vec<u8> {
 }
 
 /// A version 1 header, as older releases wrote it (tests of reading them).
+#[cfg(test)]
 pub fn encode_header_v1(base_seq: u64) -> Vec<u8> {
     let mut h = Vec::with_capacity(HEADER_LEN_V1 as usize);
     h.extend_from_slice(MAGIC);
@@ -153,6 +154,7 @@ pub fn encode_lost(buf: &mut Vec<u8>, format: Format, seq: u64, count: u64) {
 }
 
 /// A version 1 frame, as older releases wrote it.
+#[cfg(test)]
 pub fn encode_record_v1(buf: &mut Vec<u8>, payload: &[u8]) {
     buf.extend_from_slice(&(payload.len() as u32).to_le_bytes());
     buf.extend_from_slice(&crc32fast::hash(payload).to_le_bytes());
