@@ -41,7 +41,8 @@ pub fn stream_segment(data: &[u8]) {
     assert!(scanned.valid_len <= bytes.len() as u64);
     let file = std::fs::File::open(&path).expect("opening the fuzz segment");
     for f in scanned.frames() {
-        let record = segment::read_record(&file, f.pos, format).expect("a scanned frame reads back");
+        let record =
+            segment::read_record(&file, f.pos, format).expect("a scanned frame reads back");
         if let Some(payload) = record {
             record_payload(&payload);
         }

@@ -43,7 +43,10 @@ pub fn run(args: RepairArgs) -> Result<()> {
         }
     }
     if lines.is_empty() {
-        println!("nothing to repair: every log segment and named stream in {} reads cleanly", dir.display());
+        println!(
+            "nothing to repair: every log segment and named stream in {} reads cleanly",
+            dir.display()
+        );
     } else {
         for l in &lines {
             println!("{l}");
@@ -64,7 +67,10 @@ fn lock(dir: &Path) -> Result<std::fs::File> {
         .open(&path)
         .with_context(|| format!("opening {}", path.display()))?;
     if file.try_lock().is_err() {
-        bail!("{} is in use by a running server: stop it before `streamdb repair`", dir.display());
+        bail!(
+            "{} is in use by a running server: stop it before `streamdb repair`",
+            dir.display()
+        );
     }
     Ok(file)
 }
@@ -83,7 +89,10 @@ fn named_lines(r: &NamedRepair) -> Vec<String> {
     let mut out = Vec::new();
     if let Some((aside, why)) = &r.set_aside {
         out.push(format!("{stream}: {why}"));
-        out.push(format!("  set aside as {} (the whole stream is lost to readers)", aside.display()));
+        out.push(format!(
+            "  set aside as {} (the whole stream is lost to readers)",
+            aside.display()
+        ));
     }
     for s in &r.log {
         out.extend(segment_lines(&stream, s));

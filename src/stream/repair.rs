@@ -42,10 +42,16 @@ impl SegmentRepair {
             out.push(format!("damaged bytes kept in {}", f.display()));
         }
         for (offset, why) in &self.undecodable {
-            out.push(format!("offset {offset}: checksum holds but the record does not decode ({why})"));
+            out.push(format!(
+                "offset {offset}: checksum holds but the record does not decode ({why})"
+            ));
         }
         for r in &self.lost {
-            out.push(format!("lost offsets {} ({} record(s))", range_text(r), r.end - r.start));
+            out.push(format!(
+                "lost offsets {} ({} record(s))",
+                range_text(r),
+                r.end - r.start
+            ));
         }
         if self.torn_tail > 0 {
             out.push(format!(
@@ -65,7 +71,10 @@ pub fn repair_log(dir: &Path, check: Check<'_>) -> Result<Vec<SegmentRepair>, Lo
         source,
     };
     let ids = segment::list(dir).map_err(io)?;
-    let paths: Vec<PathBuf> = ids.iter().map(|&id| dir.join(segment::file_name(id))).collect();
+    let paths: Vec<PathBuf> = ids
+        .iter()
+        .map(|&id| dir.join(segment::file_name(id)))
+        .collect();
     let mut done = Vec::new();
     for (i, path) in paths.iter().enumerate() {
         let bytes = std::fs::read(path).map_err(io)?;
@@ -101,7 +110,12 @@ impl Rewrite {
         if lost.is_empty() {
             return;
         }
-        segment::encode_lost(&mut self.out, self.format, lost.start, lost.end - lost.start);
+        segment::encode_lost(
+            &mut self.out,
+            self.format,
+            lost.start,
+            lost.end - lost.start,
+        );
         self.report.lost.push(lost);
     }
 }

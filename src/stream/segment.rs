@@ -302,8 +302,16 @@ pub fn scan_bytes(bytes: &[u8]) -> Result<Scanned, &'static str> {
                 } else {
                     next.seq
                 };
-                let end = if format.version == VERSION_1 { len } else { next.pos };
-                pieces.push(Piece::Damage(Damage { start: pos, end, lost }));
+                let end = if format.version == VERSION_1 {
+                    len
+                } else {
+                    next.pos
+                };
+                pieces.push(Piece::Damage(Damage {
+                    start: pos,
+                    end,
+                    lost,
+                }));
                 pos = end;
                 expected = pieces_end(&pieces, expected);
             }
@@ -472,7 +480,11 @@ pub fn read_record(file: &File, pos: u64, format: Format) -> io::Result<Option<V
     let mut head = vec![0u8; frame_len as usize];
     file.read_exact_at(&mut head, pos)?;
     let word = read_u32(&head, 0);
-    let n = if format.version == VERSION_1 { word } else { word & !LOST };
+    let n = if format.version == VERSION_1 {
+        word
+    } else {
+        word & !LOST
+    };
     if n > MAX_RECORD {
         return Err(io::Error::new(
             io::ErrorKind::InvalidData,

@@ -32,7 +32,10 @@ pub fn repair(dir: &Path) -> Result<Vec<NamedRepair>, StreamError> {
     let mut streams = Vec::new();
     for entry in std::fs::read_dir(dir).map_err(io(dir))? {
         let path = entry.map_err(io(dir))?.path();
-        let name = path.file_name().and_then(|n| n.to_str()).unwrap_or_default();
+        let name = path
+            .file_name()
+            .and_then(|n| n.to_str())
+            .unwrap_or_default();
         if path.is_dir() && u64::from_str_radix(name, 16).is_ok() {
             let id = u64::from_str_radix(name, 16).expect("checked");
             streams.push((id, path));
@@ -47,7 +50,10 @@ pub fn repair(dir: &Path) -> Result<Vec<NamedRepair>, StreamError> {
             Err(e) => Err(format!("{} cannot be read: {e}", meta::FILE)),
             Ok(m) => match &m.config.fork {
                 Some(f) if !readable.contains(&f.source_id) => Err(m.name.clone()).map_err(|n| {
-                    format!("stream {n:?} is a fork of stream {:016x}, which is missing or set aside", f.source_id)
+                    format!(
+                        "stream {n:?} is a fork of stream {:016x}, which is missing or set aside",
+                        f.source_id
+                    )
                 }),
                 _ => Ok(m),
             },
@@ -58,7 +64,12 @@ pub fn repair(dir: &Path) -> Result<Vec<NamedRepair>, StreamError> {
                 let check = |p: &[u8]| record::decode(p).map(|_| ()).map_err(|e| e.to_string());
                 let log = repair_log(&path, &check).map_err(|e| StreamError::Io(e.to_string()))?;
                 if !log.is_empty() {
-                    done.push(NamedRepair { dir: path, name: Some(m.name), set_aside: None, log });
+                    done.push(NamedRepair {
+                        dir: path,
+                        name: Some(m.name),
+                        set_aside: None,
+                        log,
+                    });
                 }
             }
             Err(why) => {
@@ -86,7 +97,11 @@ fn set_aside(path: &Path) -> Result<PathBuf, StreamError> {
     let mut n = 1;
     let aside = loop {
         let mut name = path.as_os_str().to_owned();
-        name.push(if n == 1 { ".damaged".to_string() } else { format!(".damaged-{n}") });
+        name.push(if n == 1 {
+            ".damaged".to_string()
+        } else {
+            format!(".damaged-{n}")
+        });
         let aside = PathBuf::from(name);
         if !aside.exists() {
             break aside;

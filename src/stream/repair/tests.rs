@@ -65,7 +65,10 @@ async fn check_repaired(dir: &Path, segment_bytes: u64, what: &str) -> Vec<u64> 
         .collect();
     let done = repair_log(dir, &all_ok).unwrap();
     assert!(!done.is_empty(), "{what}: repair found nothing");
-    let lost: Vec<u64> = done.iter().flat_map(|r| r.lost.iter().cloned().flatten()).collect();
+    let lost: Vec<u64> = done
+        .iter()
+        .flat_map(|r| r.lost.iter().cloned().flatten())
+        .collect();
     for r in &done {
         for aside in &r.set_aside {
             let name = aside.file_name().unwrap().to_str().unwrap();
@@ -73,15 +76,25 @@ async fn check_repaired(dir: &Path, segment_bytes: u64, what: &str) -> Vec<u64> 
             let (a, b) = span.split_once('-').unwrap();
             let (a, b): (usize, usize) = (a.parse().unwrap(), b.parse().unwrap());
             let seg: u64 = name[..6].parse().unwrap();
-            let idx = segment::list(dir).unwrap().iter().position(|&i| i == seg).unwrap();
+            let idx = segment::list(dir)
+                .unwrap()
+                .iter()
+                .position(|&i| i == seg)
+                .unwrap();
             assert_eq!(std::fs::read(aside).unwrap(), before[idx][a..b], "{what}");
         }
     }
     let log = open(dir, segment_bytes).unwrap_or_else(|e| panic!("{what}: {e}"));
-    let want: Vec<(u64, Vec<u8>)> =
-        (0..N).filter(|i| !lost.contains(i)).map(|i| (i, payload(i))).collect();
+    let want: Vec<(u64, Vec<u8>)> = (0..N)
+        .filter(|i| !lost.contains(i))
+        .map(|i| (i, payload(i)))
+        .collect();
     assert_eq!(records(&log), want, "{what}: lost {lost:?}");
-    assert_eq!(log.append(b"after".to_vec(), ()).await.unwrap(), Offset(N), "{what}");
+    assert_eq!(
+        log.append(b"after".to_vec(), ()).await.unwrap(),
+        Offset(N),
+        "{what}"
+    );
     // Repairing a repaired log changes nothing.
     drop(log);
     assert_eq!(repair_log(dir, &all_ok).unwrap(), vec![], "{what}");
@@ -90,7 +103,11 @@ async fn check_repaired(dir: &Path, segment_bytes: u64, what: &str) -> Vec<u64> 
 
 /// `(start, end)` of each record's frame in a one-segment log.
 fn frames(path: &Path) -> Vec<(u64, u64)> {
-    segment::scan(path).unwrap().frames().map(|f| (f.pos, f.end)).collect()
+    segment::scan(path)
+        .unwrap()
+        .frames()
+        .map(|f| (f.pos, f.end))
+        .collect()
 }
 
 #[tokio::test]
@@ -136,7 +153,10 @@ async fn damage_in_the_newest_segment_is_cut_only_when_nothing_valid_follows() {
             }
             assert!(msg.contains(&format!("to {}", N - 1)), "{what}: {msg}");
             let lost = check_repaired(dir.path(), 1 << 20, &what).await;
-            assert!(lost.contains(&(k as u64)) && lost.len() <= 2, "{what}: {lost:?}");
+            assert!(
+                lost.contains(&(k as u64)) && lost.len() <= 2,
+                "{what}: {lost:?}"
+            );
         }
     }
 }
@@ -151,10 +171,19 @@ async fn damage_at_the_end_of_a_sealed_segment_is_refused_and_repaired() {
     for p in start as usize..end as usize {
         let dir = damaged_copy(clean.path(), seg, |b| b[p] ^= 0x01);
         let what = format!("bit flip at byte {p} of {seg}");
-        let err = open(dir.path(), 32).err().unwrap_or_else(|| panic!("{what}: opened"));
+        let err = open(dir.path(), 32)
+            .err()
+            .unwrap_or_else(|| panic!("{what}: opened"));
         let msg = err.to_string();
-        assert!(msg.contains(seg) && msg.contains("offsets 2"), "{what}: {msg}");
-        assert_eq!(check_repaired(dir.path(), 32, &what).await, vec![2], "{what}");
+        assert!(
+            msg.contains(seg) && msg.contains("offsets 2"),
+            "{what}: {msg}"
+        );
+        assert_eq!(
+            check_repaired(dir.path(), 32, &what).await,
+            vec![2],
+            "{what}"
+        );
     }
 }
 
@@ -174,14 +203,23 @@ async fn a_record_that_does_not_decode_is_set_aside_and_its_offset_never_reused(
         let done = repair_log(dir.path(), &check).unwrap();
         assert_eq!(done.len(), 1);
         assert_eq!(done[0].lost, vec![bad..bad + 1]);
-        assert_eq!(done[0].undecodable, vec![(bad, "unknown record kind".to_string())]);
+        assert_eq!(
+            done[0].undecodable,
+            vec![(bad, "unknown record kind".to_string())]
+        );
         let aside = std::fs::read(&done[0].set_aside[0]).unwrap();
         assert!(aside.ends_with(&payload(bad)), "the frame is kept aside");
         let log = open(dir.path(), 1 << 20).unwrap();
-        let want: Vec<_> = (0..N).filter(|&i| i != bad).map(|i| (i, payload(i))).collect();
+        let want: Vec<_> = (0..N)
+            .filter(|&i| i != bad)
+            .map(|i| (i, payload(i)))
+            .collect();
         assert_eq!(records(&log), want);
         assert_eq!(log.append(b"next".to_vec(), ()).await.unwrap(), Offset(N));
-        assert!(done[0].describe().iter().any(|l| l.contains(&format!("lost offsets {bad} "))));
+        assert!(done[0]
+            .describe()
+            .iter()
+            .any(|l| l.contains(&format!("lost offsets {bad} "))));
     }
 }
 

@@ -24,13 +24,21 @@ fn scan_stops_at_a_torn_tail() {
     let f = Format::new();
     let mut bytes = segment(f, 7, &[b"first", b"second"]);
     let whole = scan_bytes(&bytes).unwrap();
-    assert_eq!((whole.base_seq, whole.positions().len(), whole.trailing), (7, 2, 0));
+    assert_eq!(
+        (whole.base_seq, whole.positions().len(), whole.trailing),
+        (7, 2, 0)
+    );
     let mut third = Vec::new();
     encode_record(&mut third, f, 9, b"third record");
     bytes.extend_from_slice(&third[..10]);
     let torn = scan_bytes(&bytes).unwrap();
     assert_eq!(
-        (torn.positions().len(), torn.valid_len, torn.trailing, torn.damage().count()),
+        (
+            torn.positions().len(),
+            torn.valid_len,
+            torn.trailing,
+            torn.damage().count()
+        ),
         (2, whole.valid_len, 10, 0)
     );
 }
@@ -63,7 +71,10 @@ fn version_1_segments_still_scan_and_zeroes_are_not_records() {
     encode_record_v1(&mut bytes, b"old");
     encode_record_v1(&mut bytes, b"older");
     let s = scan_bytes(&bytes).unwrap();
-    assert_eq!((s.base_seq, s.format.version, s.next_seq()), (3, VERSION_1, 5));
+    assert_eq!(
+        (s.base_seq, s.format.version, s.next_seq()),
+        (3, VERSION_1, 5)
+    );
     bytes.extend_from_slice(&[0u8; 64]);
     let s = scan_bytes(&bytes).unwrap();
     assert_eq!((s.next_seq(), s.trailing), (5, 64));
