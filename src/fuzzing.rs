@@ -29,15 +29,23 @@ pub fn stream_segment(data: &[u8]) {
     let call = CALLS.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
     let path =
         std::env::temp_dir().join(format!("streamdb-fuzz-{}-{call}.seg", std::process::id()));
-    let mut bytes = segment::encode_header(7).to_vec();
+    // A fixed salt, so the seeds' frames (and the fuzzer's) can be valid.
+    let format = segment::Format {
+        version: segment::VERSION,
+        salt: 7,
+    };
+    let mut bytes = segment::encode_header(7, format);
     bytes.extend_from_slice(data);
     std::fs::write(&path, &bytes).expect("writing the fuzz segment");
     let scanned = segment::scan(&path).expect("a valid header always scans");
     assert!(scanned.valid_len <= bytes.len() as u64);
     let file = std::fs::File::open(&path).expect("opening the fuzz segment");
-    for pos in scanned.positions {
-        let payload = segment::read_record(&file, pos).expect("a scanned record reads back");
-        record_payload(&payload);
+    for f in scanned.frames() {
+        let record =
+            segment::read_record(&file, f.pos, format).expect("a scanned frame reads back");
+        if let Some(payload) = record {
+            record_payload(&payload);
+        }
     }
     let _ = std::fs::remove_file(&path);
 }
@@ -184,7 +192,11 @@ mod tests {
         let point =
             br#"{"time":"2024-01-15T00:00:00Z","metric":"cpu","tags":{"host":"a"},"value":1.5}"#;
         let mut framed = Vec::new();
-        segment::encode_record(&mut framed, b"not a record");
+        let format = segment::Format {
+            version: segment::VERSION,
+            salt: 7,
+        };
+        segment::encode_record(&mut framed, format, 7, b"not a record");
         vec![
             point.to_vec(),
             [&point[..], b"\n", &point[..]].concat(),

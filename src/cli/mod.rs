@@ -3,6 +3,7 @@
 
 mod connection;
 mod ingest;
+mod repair;
 mod sample;
 mod start;
 mod units;
@@ -70,6 +71,11 @@ enum Command {
         after_help = "Example:\n  streamdb completions bash > /etc/bash_completion.d/streamdb"
     )]
     Completions { shell: clap_complete::Shell },
+    /// Repair a data directory that startup refuses (damaged log segments,
+    /// records that do not decode, unreadable named streams): damaged bytes
+    /// are set aside, never deleted, and the lost offsets are printed.
+    #[command(after_help = "Example:\n  streamdb repair --data-dir ./data")]
+    Repair(repair::RepairArgs),
     /// Show the server's stream, buffer and storage status.
     #[command(after_help = "Example:\n  streamdb status --json")]
     Status {
@@ -119,6 +125,7 @@ pub async fn run(cli: Cli) -> Result<()> {
     match cli.command {
         Command::Start(args) => start::run(args).await,
         Command::Ingest(args) => ingest::run(args).await,
+        Command::Repair(args) => repair::run(args),
         Command::Completions { shell } => {
             use clap::CommandFactory;
             clap_complete::generate(

@@ -24,7 +24,7 @@ pub enum EngineError {
     Log(#[from] LogError),
     #[error(transparent)]
     Storage(#[from] StorageError),
-    #[error("stream log record {offset} cannot be decoded: {why}")]
+    #[error("stream log record {offset} cannot be decoded: {why}; stop the server and run `streamdb repair --data-dir <data dir>` to set it aside (its points are lost, the rest are kept)")]
     BadRecord { offset: Offset, why: String },
     #[error("engine is shutting down")]
     ShuttingDown,

@@ -20,7 +20,7 @@ use parking_lot::Mutex;
 use tokio::sync::{mpsc, oneshot, watch};
 
 use super::offset::Offset;
-use super::segment::{self, SegmentError};
+use super::segment::{self, Format, Scanned, SegmentError};
 use crate::error::{ErrorKind, HasKind};
 use crate::runtime::fs::create_dir_all_synced;
 use crate::runtime::Clock;
@@ -70,12 +70,12 @@ pub enum LogError {
     Segment(#[from] SegmentError),
     #[error("stream log {dir}: {source}")]
     Io { dir: PathBuf, source: io::Error },
-    #[error("stream log {dir}: segment {id} is damaged at byte {at} ({trailing} bytes follow) but is not the newest segment")]
-    Corrupt {
-        dir: PathBuf,
-        id: u64,
-        at: u64,
-        trailing: u64,
+    #[error("stream log segment {path} is damaged at bytes {start}..{end}: {detail}; refusing to start rather than lose or renumber acknowledged records. Stop the server and run `streamdb repair --data-dir <data dir>`: it moves the damaged bytes aside, keeps every readable record at its offset and prints the offsets lost")]
+    Damaged {
+        path: PathBuf,
+        start: u64,
+        end: u64,
+        detail: String,
     },
     #[error("stream log {dir}: segments are not contiguous at {id} (expected base {expected}, found {found})")]
     Gap {
@@ -99,7 +99,7 @@ impl HasKind for LogError {
         match self {
             LogError::Segment(e) => e.kind(),
             LogError::Io { .. } | LogError::Failed(_) => ErrorKind::Internal,
-            LogError::Corrupt { .. } | LogError::Gap { .. } => ErrorKind::Corrupt,
+            LogError::Damaged { .. } | LogError::Gap { .. } => ErrorKind::Corrupt,
             LogError::Truncated { .. } => ErrorKind::Gone,
             LogError::BeyondEnd { .. } => ErrorKind::InvalidInput,
             // The log closes when the server stops.
@@ -120,6 +120,7 @@ pub struct LogStats {
 struct SegmentInfo {
     id: u64,
     base_seq: u64,
+    format: Format,
     positions: Vec<u64>,
     len: u64,
     reader: Arc<File>,
@@ -257,16 +258,20 @@ impl<A: Send + 'static> Log<A> {
         let mut seq = from.0;
         let mut bytes = 0usize;
         loop {
-            let Some((file, pos)) = self.locate(seq, out.is_empty())? else {
+            let Some((file, pos, format)) = self.locate(seq, seq == from.0)? else {
                 break;
             };
-            let payload = segment::read_record(&file, pos).map_err(|source| LogError::Io {
-                dir: self.dir.clone(),
-                source,
-            })?;
-            bytes += payload.len();
-            out.push((Offset(seq), payload));
+            let record =
+                segment::read_record(&file, pos, format).map_err(|source| LogError::Io {
+                    dir: self.dir.clone(),
+                    source,
+                })?;
             seq += 1;
+            // A lost marker left by `streamdb repair`: that offset has no
+            // record any more (repair said so), readers skip it.
+            let Some(payload) = record else { continue };
+            bytes += payload.len();
+            out.push((Offset(seq - 1), payload));
             if bytes >= max_bytes {
                 break;
             }
@@ -275,7 +280,7 @@ impl<A: Send + 'static> Log<A> {
     }
 
     /// Finds record `seq`: `None` at the end of the stream.
-    fn locate(&self, seq: u64, first: bool) -> Result<Option<(Arc<File>, u64)>, LogError> {
+    fn locate(&self, seq: u64, first: bool) -> Result<Option<(Arc<File>, u64, Format)>, LogError> {
         let st = self.state.lock();
         let next = st.next_seq();
         let oldest = st.segments.front().map_or(0, |s| s.base_seq);
@@ -299,6 +304,7 @@ impl<A: Send + 'static> Log<A> {
         Ok(Some((
             s.reader.clone(),
             s.positions[(seq - s.base_seq) as usize],
+            s.format,
         )))
     }
 
@@ -388,51 +394,33 @@ impl Retention {
 }
 
 /// Scans every segment, cuts a torn tail off the newest one and returns the
-/// segment index plus the active segment opened for appending.
+/// segment index plus the active segment opened for appending. Damage
+/// anywhere else (bytes that frame nothing with valid frames after them,
+/// or the end of a sealed segment) is refused: cutting there would drop
+/// acknowledged records and hand their offsets out again.
 fn recover(dir: &Path, initial: Offset) -> Result<(VecDeque<SegmentInfo>, File), LogError> {
     let io_err = |source| LogError::Io {
         dir: dir.to_path_buf(),
         source,
     };
-    let mut ids: Vec<u64> = fs::read_dir(dir)
-        .map_err(io_err)?
-        .filter_map(|e| {
-            e.ok()
-                .and_then(|e| e.file_name().to_str().and_then(segment::parse_file_name))
-        })
-        .collect();
-    ids.sort_unstable();
-
-    // A newest segment whose header never reached the disk holds nothing
-    // that was acknowledged (records follow a synced header): drop it.
-    if let Some(&last) = ids.last() {
-        let path = dir.join(segment::file_name(last));
-        if fs::metadata(&path).map_err(io_err)?.len() < segment::HEADER_LEN {
-            tracing::warn!(path = %path.display(), "removing segment with a torn header");
-            fs::remove_file(&path).map_err(io_err)?;
-            ids.pop();
-        }
-    }
+    let mut ids = segment::list(dir).map_err(io_err)?;
+    drop_torn_header(dir, &mut ids)?;
     if ids.is_empty() {
-        let file = segment::create(dir, 1, initial.0)?;
-        let info = segment_info(dir, 1, initial.0, Vec::new(), segment::HEADER_LEN)?;
+        let (file, format) = segment::create(dir, 1, initial.0)?;
+        let info = segment_info(dir, 1, initial.0, format, Vec::new(), segment::HEADER_LEN)?;
         return Ok((VecDeque::from([info]), file));
     }
 
     let mut segments = VecDeque::new();
     let mut expected: Option<u64> = None;
-    for (i, &id) in ids.iter().enumerate() {
-        let path = dir.join(segment::file_name(id));
-        let scanned = segment::scan(&path)?;
-        let newest = i + 1 == ids.len();
-        if scanned.trailing > 0 && !newest {
-            return Err(LogError::Corrupt {
-                dir: dir.into(),
-                id,
-                at: scanned.valid_len,
-                trailing: scanned.trailing,
-            });
-        }
+    let mut scans = Vec::with_capacity(ids.len());
+    for &id in &ids {
+        scans.push((id, segment::scan(&dir.join(segment::file_name(id)))?));
+    }
+    for (i, (id, scanned)) in scans.iter().enumerate() {
+        let path = dir.join(segment::file_name(*id));
+        let next_base = scans.get(i + 1).map(|(_, s)| s.base_seq);
+        check_damage(&path, scanned, next_base)?;
         if scanned.trailing > 0 {
             tracing::warn!(path = %path.display(), at = scanned.valid_len, bytes = scanned.trailing, "cutting off torn tail of the stream log");
         }
@@ -440,30 +428,116 @@ fn recover(dir: &Path, initial: Offset) -> Result<(VecDeque<SegmentInfo>, File),
             if scanned.base_seq != exp {
                 return Err(LogError::Gap {
                     dir: dir.into(),
-                    id,
+                    id: *id,
                     expected: exp,
                     found: scanned.base_seq,
                 });
             }
         }
-        expected = Some(scanned.base_seq + scanned.positions.len() as u64);
+        expected = Some(scanned.next_seq());
         segments.push_back(segment_info(
             dir,
-            id,
+            *id,
             scanned.base_seq,
-            scanned.positions,
+            scanned.format,
+            scanned.positions(),
             scanned.valid_len,
         )?);
     }
     let active = segments.back().expect("non-empty");
-    let file = segment::open_for_append(&dir.join(segment::file_name(active.id)), active.len)?;
+    let path = dir.join(segment::file_name(active.id));
+    let file = segment::open_for_append(&path, active.len)?;
+    if active.format.version == segment::VERSION {
+        return Ok((segments, file));
+    }
+    // Written by an older release: appends go to a new segment in the
+    // current format.
+    let (id, next) = (active.id + 1, expected.expect("non-empty"));
+    let (file, format) = segment::create(dir, id, next)?;
+    segments.push_back(segment_info(
+        dir,
+        id,
+        next,
+        format,
+        Vec::new(),
+        segment::HEADER_LEN,
+    )?);
     Ok((segments, file))
+}
+
+/// A newest segment whose header never reached the disk holds nothing that
+/// was acknowledged (records follow a synced header): drop it.
+fn drop_torn_header(dir: &Path, ids: &mut Vec<u64>) -> Result<(), LogError> {
+    let io_err = |source| LogError::Io {
+        dir: dir.to_path_buf(),
+        source,
+    };
+    let Some(&last) = ids.last() else {
+        return Ok(());
+    };
+    let path = dir.join(segment::file_name(last));
+    let len = fs::metadata(&path).map_err(io_err)?.len();
+    let torn = len < segment::HEADER_LEN
+        && matches!(segment::scan(&path), Err(SegmentError::BadHeader { .. }));
+    if torn {
+        tracing::warn!(path = %path.display(), "removing segment with a torn header");
+        fs::remove_file(&path).map_err(io_err)?;
+        ids.pop();
+    }
+    Ok(())
+}
+
+/// Refuses a segment holding damage that is not a torn tail of the newest
+/// segment (`next_base` is the base of the segment after it, if any).
+fn check_damage(path: &Path, s: &Scanned, next_base: Option<u64>) -> Result<(), LogError> {
+    let damaged = |start, end, detail| LogError::Damaged {
+        path: path.to_path_buf(),
+        start,
+        end,
+        detail,
+    };
+    if let Some(d) = s.damage().next() {
+        let more = s.damage().count() - 1;
+        let mut detail = if s.format.version == segment::VERSION_1 {
+            format!("a valid record follows, but this version 1 segment's frames carry no offsets, so the records from offset {} on cannot be placed", d.lost.start)
+        } else {
+            format!(
+                "they held offsets {} and valid records follow (offsets {} to {}), so this is not a torn tail",
+                range_text(&d.lost),
+                d.lost.end,
+                s.next_seq().saturating_sub(1)
+            )
+        };
+        if more > 0 {
+            detail.push_str(&format!(" ({more} more damaged range(s) after it)"));
+        }
+        return Err(damaged(d.start, d.end, detail));
+    }
+    if let (Some(next), true) = (next_base, s.trailing > 0) {
+        let lost = s.next_seq()..next;
+        let detail = format!(
+            "it is the end of a sealed segment, so offsets {} were in it and later segments follow",
+            range_text(&lost)
+        );
+        return Err(damaged(s.valid_len, s.valid_len + s.trailing, detail));
+    }
+    Ok(())
+}
+
+/// `5`, `5 to 9`, or `none` for offsets `range`.
+pub(crate) fn range_text(range: &std::ops::Range<u64>) -> String {
+    match range.end.saturating_sub(range.start) {
+        0 => "none".into(),
+        1 => range.start.to_string(),
+        _ => format!("{} to {}", range.start, range.end - 1),
+    }
 }
 
 fn segment_info(
     dir: &Path,
     id: u64,
     base_seq: u64,
+    format: Format,
     positions: Vec<u64>,
     len: u64,
 ) -> Result<SegmentInfo, LogError> {
@@ -475,6 +549,7 @@ fn segment_info(
     Ok(SegmentInfo {
         id,
         base_seq,
+        format,
         positions,
         len,
         reader: Arc::new(reader),
@@ -587,11 +662,15 @@ impl<A: Send + 'static> Writer<A> {
         };
         self.maybe_roll()?;
         buf.clear();
-        let start_len = self.state.lock().segments.back().expect("active").len;
+        let (start_len, format, first) = {
+            let st = self.state.lock();
+            let active = st.segments.back().expect("active");
+            (active.len, active.format, st.next_seq())
+        };
         let mut positions = Vec::with_capacity(group.len());
-        for a in group {
+        for (seq, a) in (first..).zip(group) {
             positions.push(start_len + buf.len() as u64);
-            segment::encode_record(buf, &a.payload);
+            segment::encode_record(buf, format, seq, &a.payload);
         }
         self.file.write_all(buf).map_err(io_err)?;
         let m = crate::telemetry::metrics();
@@ -632,11 +711,12 @@ impl<A: Send + 'static> Writer<A> {
     }
 
     fn roll_to(&mut self, id: u64, next_seq: u64) -> Result<(), LogError> {
-        let file = segment::create(&self.config.dir, id, next_seq)?;
+        let (file, format) = segment::create(&self.config.dir, id, next_seq)?;
         let info = segment_info(
             &self.config.dir,
             id,
             next_seq,
+            format,
             Vec::new(),
             segment::HEADER_LEN,
         )?;

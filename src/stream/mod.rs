@@ -11,6 +11,8 @@
 //! - `segment`: the on-disk format of one segment file (header, framing,
 //!   recovery scan).
 //! - `log`: [`Log`], the writer thread, reads and truncation.
+//! - [`repair`]: `streamdb repair` for one log (damage set aside, lost
+//!   offsets marked, never reused).
 //! - [`client`]: an HTTP reader of remote Durable Streams (for `--source`).
 //! - [`registry`]: named streams (the Durable Streams protocol's streams
 //!   besides `metrics`): metadata, idempotent producers, forks, expiry.
@@ -21,6 +23,7 @@ pub mod client;
 mod log;
 mod offset;
 pub mod registry;
+pub mod repair;
 pub(crate) mod segment;
 
 pub use log::{DurableSink, Log, LogConfig, LogError, LogStats, Retention};

@@ -114,7 +114,8 @@ async fn torn_tail_is_cut_off_and_appends_continue() {
     // A crash in the middle of writing the second record.
     let path = dir.path().join("000001.log");
     let mut frame = Vec::new();
-    segment::encode_record(&mut frame, b"never acknowledged");
+    let format = segment::scan(&path).unwrap().format;
+    segment::encode_record(&mut frame, format, 1, b"never acknowledged");
     std::fs::OpenOptions::new()
         .append(true)
         .open(&path)
@@ -152,7 +153,9 @@ async fn damage_in_a_sealed_segment_is_an_error_not_silent_loss() {
     let err = Log::<u32>::open(LogConfig::new(dir.path()), Arc::new(()))
         .err()
         .expect("must refuse");
-    assert!(matches!(err, LogError::Corrupt { id: 1, .. }), "{err}");
+    assert!(matches!(err, LogError::Damaged { .. }), "{err}");
+    assert!(err.to_string().contains("000001.log"), "{err}");
+    assert!(err.to_string().contains("streamdb repair"), "{err}");
 }
 
 #[tokio::test]

@@ -22,7 +22,9 @@ mod error;
 pub(crate) mod json;
 mod meta;
 mod named;
+mod next_id;
 pub(crate) mod record;
+pub mod repair;
 
 use std::collections::HashMap;
 use std::fs;
@@ -101,25 +103,38 @@ impl Registry {
             let entry = entry.map_err(io)?;
             let name = entry.file_name().to_string_lossy().into_owned();
             if name.ends_with(".tmp") || name.ends_with(".deleted") {
-                fs::remove_dir_all(entry.path()).map_err(io)?;
+                if entry.file_type().map_err(io)?.is_dir() {
+                    fs::remove_dir_all(entry.path()).map_err(io)?;
+                } else {
+                    fs::remove_file(entry.path()).map_err(io)?;
+                }
                 continue;
             }
             if u64::from_str_radix(&name, 16).is_err() {
                 continue;
             }
-            metas.push((entry.path(), meta::load(&entry.path()).map_err(io)?));
+            let m = meta::load(&entry.path()).map_err(|e| {
+                StreamError::Io(format!(
+                    "named stream {}: {}: {e}; run `streamdb repair --data-dir <data dir>` to set it aside",
+                    entry.path().display(),
+                    meta::FILE
+                ))
+            })?;
+            metas.push((entry.path(), m));
         }
         // A fork always has a larger id than its source: open sources first.
         metas.sort_by_key(|(_, m)| m.id);
         let mut by_id: HashMap<u64, Arc<NamedStream>> = HashMap::new();
         let mut by_name = HashMap::new();
-        let mut max_id = 0;
+        let persisted = next_id::load(&config.dir).map_err(StreamError::Io)?;
+        let next_id = persisted
+            .unwrap_or(0)
+            .max(next_id::after_entries(&config.dir).map_err(io)?);
         for (dir, m) in metas {
-            max_id = max_id.max(m.id);
             let source = match &m.config.fork {
                 Some(f) => Some(by_id.get(&f.source_id).cloned().ok_or_else(|| {
                     StreamError::Io(format!(
-                        "stream {:?} is a fork of a stream that is missing",
+                        "stream {:?} is a fork of a stream that is missing; run `streamdb repair --data-dir <data dir>` to set it aside",
                         m.name
                     ))
                 })?),
@@ -138,7 +153,7 @@ impl Registry {
         Ok(Arc::new(Self {
             config,
             streams: Mutex::new(by_name),
-            next_id: AtomicU64::new(max_id + 1),
+            next_id: AtomicU64::new(next_id),
             admin: tokio::sync::Mutex::new(()),
         }))
     }
@@ -254,7 +269,11 @@ impl Registry {
             Body::Bytes(req.body)
         };
 
+        // Creates are serialized (`admin`): persist the counter past this
+        // id before anything is named after it.
         let id = self.next_id.fetch_add(1, Ordering::Relaxed);
+        next_id::store(&self.config.dir, id + 1)
+            .map_err(|e| StreamError::Io(format!("{}: {e}", self.config.dir.display())))?;
         let mut m = meta::Meta {
             id,
             name: req.name.clone(),

@@ -130,7 +130,10 @@ impl NamedStream {
             at = last.next();
             for (offset, payload) in &records {
                 let e = record::decode(payload).map_err(|e| {
-                    StreamError::Io(format!("{}: record {offset}: {e}", dir.display()))
+                    StreamError::Io(format!(
+                        "{}: record {offset} does not decode: {e}; run `streamdb repair --data-dir <data dir>` to set it aside",
+                        dir.display()
+                    ))
                 })?;
                 writers.record(
                     e.producer.as_ref(),

@@ -157,7 +157,11 @@ async fn forks_stitch_source_data_and_ignore_later_source_appends() {
     assert_eq!(text(&r.get("fork").await.unwrap(), Offset(0)), "hello wo!");
     r.delete("fork").await.unwrap();
     assert!(r.is_empty());
-    assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 0);
+    let left: Vec<_> = std::fs::read_dir(dir.path())
+        .unwrap()
+        .map(|e| e.unwrap().file_name())
+        .collect();
+    assert_eq!(left, vec![std::ffi::OsString::from(next_id::FILE)]);
 }
 
 #[tokio::test]
@@ -290,4 +294,124 @@ async fn streams_expire_by_ttl_and_expiry_time_on_the_clock() {
         "expired streams are gone on read"
     );
     assert_eq!(r.len(), 0, "{:?}", r.sweep_expired().await);
+}
+
+async fn new_id(r: &Registry, name: &str) -> u64 {
+    match r.create(create(name, "text/plain", b"x")).await.unwrap() {
+        Created::New(s) | Created::Existing(s) => s.id,
+    }
+}
+
+/// Deleting the newest streams and restarting never hands their ids out
+/// again, however many are deleted (ids are in ETags).
+#[tokio::test]
+async fn a_deleted_newest_stream_id_is_not_reused_after_restart() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut seen = std::collections::HashSet::new();
+    for round in 0..4 {
+        let r = registry(dir.path());
+        let mut ids = Vec::new();
+        for i in 0..3 {
+            ids.push(new_id(&r, &format!("s{round}-{i}")).await);
+        }
+        for id in &ids {
+            assert!(seen.insert(*id), "round {round}: id {id} handed out twice");
+        }
+        // Delete every stream of this round, newest first.
+        for i in (0..3).rev() {
+            r.delete(&format!("s{round}-{i}")).await.unwrap();
+        }
+    }
+}
+
+#[tokio::test]
+async fn an_unreadable_named_stream_is_refused_then_set_aside_by_repair() {
+    let dir = tempfile::tempdir().unwrap();
+    let (bad, kept, fork) = {
+        let r = registry(dir.path());
+        let bad = new_id(&r, "bad").await;
+        let kept = new_id(&r, "kept").await;
+        let fork = CreateRequest {
+            fork: Some(ForkRequest {
+                source: "bad".into(),
+                offset: None,
+                sub_offset: 0,
+            }),
+            ..create("fork", "text/plain", b"")
+        };
+        let Created::New(f) = r.create(fork).await.unwrap() else {
+            panic!("new")
+        };
+        (bad, kept, f.id)
+    };
+    let bad_dir = dir.path().join(format!("{bad:016x}"));
+    std::fs::write(bad_dir.join(meta::FILE), b"{ not json").unwrap();
+    let err = Registry::open(RegistryConfig {
+        dir: dir.path().to_path_buf(),
+        fsync: false,
+        clock: crate::runtime::Clock::system(),
+        max_streams: 8,
+    })
+    .err()
+    .expect("refused");
+    let msg = err.to_string();
+    assert!(
+        msg.contains(&format!("{bad:016x}")) && msg.contains("streamdb repair"),
+        "{msg}"
+    );
+
+    let done = repair::repair(dir.path()).unwrap();
+    let aside: Vec<_> = done.iter().filter_map(|r| r.set_aside.clone()).collect();
+    assert_eq!(aside.len(), 2, "the stream and its fork: {done:?}");
+    assert!(aside[0].0.ends_with(format!("{bad:016x}.damaged")));
+    assert!(aside[1].1.contains("fork"), "{:?}", aside[1]);
+    assert!(aside[0].0.join(meta::FILE).exists(), "kept, not deleted");
+    let r = registry(dir.path());
+    assert_eq!(text(&r.get("kept").await.unwrap(), Offset(0)), "x");
+    assert!(r.get("bad").await.is_err());
+    let next = new_id(&r, "again").await;
+    assert!(next > kept.max(fork), "{next}");
+}
+
+#[tokio::test]
+async fn an_undecodable_named_stream_record_is_refused_then_set_aside_by_repair() {
+    let dir = tempfile::tempdir().unwrap();
+    let id = {
+        let r = registry(dir.path());
+        let id = new_id(&r, "s").await;
+        let s = r.get("s").await.unwrap();
+        s.append(append(b"y")).await.unwrap();
+        id
+    };
+    // Record 1 with a valid checksum but a body that is not a record.
+    let sdir = dir.path().join(format!("{id:016x}"));
+    let path = sdir.join(crate::stream::segment::file_name(1));
+    let mut bytes = std::fs::read(&path).unwrap();
+    let s = crate::stream::segment::scan_bytes(&bytes).unwrap();
+    let last = s.frames().last().unwrap().clone();
+    bytes.truncate(last.pos as usize);
+    crate::stream::segment::encode_record(&mut bytes, s.format, last.seq, &[0xee; 9]);
+    std::fs::write(&path, bytes).unwrap();
+    let err = Registry::open(RegistryConfig {
+        dir: dir.path().to_path_buf(),
+        fsync: false,
+        clock: crate::runtime::Clock::system(),
+        max_streams: 8,
+    })
+    .err()
+    .expect("refused");
+    assert!(err.to_string().contains("streamdb repair"), "{err}");
+    let done = repair::repair(dir.path()).unwrap();
+    assert_eq!(done.len(), 1);
+    assert_eq!(done[0].log[0].lost, vec![last.seq..last.seq + 1]);
+    let r = registry(dir.path());
+    let s = r.get("s").await.unwrap();
+    assert_eq!(text(&s, Offset(0)), "x");
+    s.append(append(b"z")).await.unwrap();
+    assert_eq!(text(&s, Offset(0)), "xz");
+    assert_eq!(
+        s.tail(),
+        Offset(last.seq + 2),
+        "the lost offset is not reused"
+    );
 }
