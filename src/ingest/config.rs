@@ -46,6 +46,9 @@ pub struct BufferSection {
     pub write_timeout: Duration,
     /// Largest batch one write may carry, in rows.
     pub max_batch_rows: usize,
+    /// Most series the catalog may hold; a batch bringing more is refused
+    /// whole.
+    pub max_series: usize,
 }
 
 /// Compaction, retention and garbage collection.
@@ -89,6 +92,7 @@ impl Default for BufferSection {
             max_buffer_bytes: 1 << 30,
             write_timeout: Duration::from_secs(10),
             max_batch_rows: 4 << 20,
+            max_series: 1_000_000,
         }
     }
 }

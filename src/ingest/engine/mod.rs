@@ -343,4 +343,6 @@ async fn heartbeat(lease: Arc<Lease>, tasks: Tasks) {
 #[cfg(test)]
 mod durability_tests;
 #[cfg(test)]
+mod limit_tests;
+#[cfg(test)]
 mod tests;
