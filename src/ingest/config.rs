@@ -49,6 +49,10 @@ pub struct BufferSection {
     /// Most series the catalog may hold; a batch bringing more is refused
     /// whole.
     pub max_series: usize,
+    /// Most idempotent producers the `metrics` stream tracks; a new one
+    /// past it is refused (known ones go on; idle ones are forgotten with
+    /// `--retention`).
+    pub max_producers: usize,
 }
 
 /// Compaction, retention and garbage collection.
@@ -93,6 +97,7 @@ impl Default for BufferSection {
             write_timeout: Duration::from_secs(10),
             max_batch_rows: 4 << 20,
             max_series: 1_000_000,
+            max_producers: 10_000,
         }
     }
 }

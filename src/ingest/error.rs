@@ -36,6 +36,8 @@ pub enum EngineError {
         new: usize,
         limit: usize,
     },
+    #[error("this server already tracks {limit} idempotent producers (--max-producers): a new Producer-Id is refused until idle ones are forgotten with --retention; reuse a producer id, or raise --max-producers")]
+    TooManyProducers { limit: usize },
     #[error("series {key} hashes to series id {id}, which {held} already has (a 64-bit hash collision); the batch is refused so neither series takes the other's points: rename the metric or change a tag of one of them")]
     SeriesIdCollision {
         id: crate::model::SeriesId,

@@ -14,7 +14,9 @@ impl HasKind for EngineError {
             EngineError::Backpressure { .. } => ErrorKind::Busy,
             EngineError::BatchTooLarge { .. } => ErrorKind::TooLarge,
             // Retention may free room: retrying later can succeed.
-            EngineError::TooManySeries { .. } => ErrorKind::Busy,
+            EngineError::TooManySeries { .. } | EngineError::TooManyProducers { .. } => {
+                ErrorKind::Busy
+            }
             // As the same collision found by normalising: the batch is wrong
             // for this catalog whenever it is sent.
             EngineError::SeriesIdCollision { .. } => ErrorKind::InvalidInput,

@@ -51,3 +51,38 @@ async fn a_batch_past_max_series_is_refused_whole() {
         engine.shutdown().await.unwrap();
     }
 }
+
+/// Past `--max-producers` a new producer id is refused (nothing written)
+/// while the known ones keep their exactly-once writes.
+#[tokio::test]
+async fn a_producer_past_max_producers_is_refused_and_known_ones_go_on() {
+    use crate::ingest::{json, Once};
+    use crate::model::ProducerTuple;
+    let dir = tempfile::tempdir().unwrap();
+    let mut cfg = EngineConfig::for_tests(dir.path());
+    cfg.buffer.max_producers = 3;
+    let engine = Engine::open(cfg).await.unwrap();
+    let write = |id: String, seq: u64| {
+        let body = format!(r#"{{"time":{seq},"metric":"cpu","value":1}}"#);
+        let points = move |cat: &SeriesCatalog| Ok(json::parse(body.as_bytes(), false, cat)?);
+        let tuple = ProducerTuple { id, epoch: 0, seq };
+        engine.write_once(points, Some(tuple), None)
+    };
+    for seq in 0..4 {
+        for p in 0..6 {
+            // Refused producers never got past seq 0: they start over.
+            let got = write(format!("p{p}"), if p < 3 { seq } else { 0 }).await;
+            if p < 3 {
+                assert!(
+                    matches!(got, Ok(Once::Written(_))),
+                    "p{p} seq {seq}: {got:?}"
+                );
+            } else {
+                let err = got.unwrap_err();
+                assert!(err.to_string().contains("--max-producers"), "{err}");
+            }
+        }
+    }
+    assert_eq!(engine.status().rows, 12);
+    engine.shutdown().await.unwrap();
+}
