@@ -148,6 +148,16 @@ struct LimitArgs {
     /// Most rows one write batch may carry (DoPut batch or HTTP body).
     #[arg(long, default_value_t = 4 << 20, value_parser = at_least_one)]
     max_batch_rows: usize,
+    /// Most series the catalog may hold. A write bringing series past it is
+    /// refused whole (gRPC RESOURCE_EXHAUSTED, HTTP 429); writes to known
+    /// series go on.
+    #[arg(long, default_value_t = 1_000_000, value_parser = at_least_one)]
+    max_series: usize,
+    /// Most idempotent producers (Producer-Id) the metrics stream tracks. A
+    /// new one past it is refused with HTTP 429; known producers go on,
+    /// and none is evicted (idle ones are forgotten with --retention).
+    #[arg(long, default_value_t = 10_000, value_parser = at_least_one)]
+    max_producers: usize,
     /// Queries that may run at once; more are refused, not queued.
     #[arg(long, default_value_t = 64, value_parser = at_least_one)]
     max_concurrent_queries: usize,
@@ -183,6 +193,8 @@ pub async fn run(a: StartArgs) -> Result<()> {
     };
     let limits = a.limits;
     engine.buffer.max_batch_rows = limits.max_batch_rows;
+    engine.buffer.max_series = limits.max_series;
+    engine.buffer.max_producers = limits.max_producers;
     let storage = a.storage;
     if let Some(url) = &storage.object_store {
         engine.store = Some(crate::storage::Store::from_url(url)?);

@@ -16,6 +16,7 @@ use serde::Serialize;
 use super::buffer::WriteBuffer;
 use super::config::BufferSection;
 use super::error::EngineError;
+use super::new_series::NewSeries;
 use super::normalize::{normalize, PointBatch};
 use super::record;
 use crate::runtime::{CancellationToken, Clock};
@@ -38,6 +39,8 @@ pub(crate) struct Admission {
     reserved: AtomicUsize,
     /// Cancelled when the engine shuts down: writes are refused from then.
     closed: CancellationToken,
+    /// New series of batches in flight (`--max-series`, id collisions).
+    series: NewSeries,
 }
 
 /// Bytes of a write admitted to the buffer but not yet applied; given back
@@ -58,7 +61,9 @@ impl Admission {
         clock: Clock,
         closed: CancellationToken,
     ) -> Self {
+        let series = NewSeries::new(buffer.catalog().clone(), limits.max_series);
         Self {
+            series,
             buffer,
             log,
             limits,
@@ -102,6 +107,8 @@ impl Admission {
                 offset: self.log.next_offset(),
             });
         }
+        // Refused whole before anything is logged; held until applied.
+        let _series = self.series.admit(&points.new_series)?;
         let bytes = points.points.get_array_memory_size();
         self.reserve(bytes).await?;
         // Released however this ends, a client that went away mid-write

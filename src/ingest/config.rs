@@ -46,6 +46,13 @@ pub struct BufferSection {
     pub write_timeout: Duration,
     /// Largest batch one write may carry, in rows.
     pub max_batch_rows: usize,
+    /// Most series the catalog may hold; a batch bringing more is refused
+    /// whole.
+    pub max_series: usize,
+    /// Most idempotent producers the `metrics` stream tracks; a new one
+    /// past it is refused (known ones go on; idle ones are forgotten with
+    /// `--retention`).
+    pub max_producers: usize,
 }
 
 /// Compaction, retention and garbage collection.
@@ -89,6 +96,8 @@ impl Default for BufferSection {
             max_buffer_bytes: 1 << 30,
             write_timeout: Duration::from_secs(10),
             max_batch_rows: 4 << 20,
+            max_series: 1_000_000,
+            max_producers: 10_000,
         }
     }
 }

@@ -30,6 +30,20 @@ pub enum EngineError {
     ShuttingDown,
     #[error("batch of {rows} rows is larger than the limit of {limit} rows per batch (--max-batch-rows); split it")]
     BatchTooLarge { rows: usize, limit: usize },
+    #[error("the batch would bring the catalog to {} series ({series} held, {new} new), over the limit of {limit} (--max-series); write to existing series, or raise --max-series", series + new)]
+    TooManySeries {
+        series: usize,
+        new: usize,
+        limit: usize,
+    },
+    #[error("this server already tracks {limit} idempotent producers (--max-producers): a new Producer-Id is refused until idle ones are forgotten with --retention; reuse a producer id, or raise --max-producers")]
+    TooManyProducers { limit: usize },
+    #[error("series {key} hashes to series id {id}, which {held} already has (a 64-bit hash collision); the batch is refused so neither series takes the other's points: rename the metric or change a tag of one of them")]
+    SeriesIdCollision {
+        id: crate::model::SeriesId,
+        key: String,
+        held: String,
+    },
     #[error("data directory {} is in use by another StreamDB process; stop it or choose another --data-dir", .dir.display())]
     DataDirInUse { dir: PathBuf },
     #[error("{what} {}: {source}", .path.display())]

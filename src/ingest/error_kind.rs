@@ -13,6 +13,13 @@ impl HasKind for EngineError {
             EngineError::InvalidJson(e) => e.kind(),
             EngineError::Backpressure { .. } => ErrorKind::Busy,
             EngineError::BatchTooLarge { .. } => ErrorKind::TooLarge,
+            // Retention may free room: retrying later can succeed.
+            EngineError::TooManySeries { .. } | EngineError::TooManyProducers { .. } => {
+                ErrorKind::Busy
+            }
+            // As the same collision found by normalising: the batch is wrong
+            // for this catalog whenever it is sent.
+            EngineError::SeriesIdCollision { .. } => ErrorKind::InvalidInput,
             EngineError::ShuttingDown => ErrorKind::Unavailable,
             EngineError::Log(e) => e.kind(),
             EngineError::Storage(e) => e.kind(),

@@ -65,14 +65,17 @@ pub(crate) struct ExactlyOnce {
     admission: Arc<Admission>,
     buffer: Arc<WriteBuffer>,
     locks: WriterLocks,
+    /// `--max-producers`: the table's bound.
+    max_producers: usize,
 }
 
 impl ExactlyOnce {
-    pub fn new(admission: Arc<Admission>, buffer: Arc<WriteBuffer>) -> Self {
+    pub fn new(admission: Arc<Admission>, buffer: Arc<WriteBuffer>, max_producers: usize) -> Self {
         Self {
             admission,
             buffer,
             locks: WriterLocks::default(),
+            max_producers,
         }
     }
 
@@ -126,11 +129,34 @@ impl ExactlyOnce {
         if verdict != Verdict::Accept {
             return Ok(Once::NotWritten(verdict));
         }
+        if let Some(p) = &producer {
+            self.check_room_for(&p.id)?;
+        }
         points.origin.producer = producer;
         points.origin.stream_seq = stream_seq;
         // The log's writer applies the record (and its tuple) to the state
         // before answering, so the next check under the lock sees it.
         self.admission.write_points(points).await.map(Once::Written)
+    }
+}
+
+impl ExactlyOnce {
+    /// A producer the table does not know yet needs room in it. Known
+    /// producers are never refused, and none is evicted to make room:
+    /// forgetting a live producer would let its retries write twice. Two
+    /// new producers racing may pass together (each holds its own lock),
+    /// so the table can exceed the limit by the writes in flight.
+    fn check_room_for(&self, id: &str) -> Result<(), EngineError> {
+        let limit = self.max_producers;
+        let full = self.buffer.with_state(|st| {
+            let p = &st.writers.producers;
+            !p.contains(id) && p.len() >= limit
+        });
+        if full {
+            crate::telemetry::metrics().limited("producers");
+            return Err(EngineError::TooManyProducers { limit });
+        }
+        Ok(())
     }
 }
 

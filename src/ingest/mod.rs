@@ -38,6 +38,7 @@ mod exactly_once;
 mod flusher;
 pub mod json;
 mod memory;
+mod new_series;
 mod normalize;
 mod read;
 pub(crate) mod record;

@@ -26,7 +26,9 @@ use arrow::array::{
 use arrow::compute::cast;
 use arrow::datatypes::{DataType, Float64Type, TimeUnit, TimestampMicrosecondType};
 
-use crate::model::{point_schema, IdHashBuilder, ProducerTuple, SeriesHasher, SeriesId, SeriesKey};
+use crate::model::{
+    point_schema, series_hash, IdHashBuilder, ProducerTuple, SeriesHasher, SeriesId, SeriesKey,
+};
 use crate::storage::{SeriesCatalog, SourceCheckpoint};
 
 /// Why a batch was rejected: the column, the first bad row, the problem.
@@ -251,9 +253,22 @@ struct TagCache<'t> {
 
 /// Validates `batch` and turns it into a [`PointBatch`].
 pub fn normalize(batch: &RecordBatch, catalog: &SeriesCatalog) -> Result<PointBatch, BatchError> {
+    normalize_with(batch, catalog, series_hash)
+}
+
+/// The hash series ids are computed with (`model::series_hash`, or a
+/// weaker one in tests that need collisions).
+pub(crate) type IdHash = fn(&[u8]) -> SeriesId;
+
+/// [`normalize`] with the id hash given.
+pub(crate) fn normalize_with(
+    batch: &RecordBatch,
+    catalog: &SeriesCatalog,
+    hash: IdHash,
+) -> Result<PointBatch, BatchError> {
     // A problem with a whole column (missing, wrong type) is a problem
     // from the first row on.
-    normalize_rows(batch, catalog).map_err(|mut e| {
+    normalize_rows(batch, catalog, hash).map_err(|mut e| {
         if e.row.is_none() && batch.num_rows() > 0 {
             e.row = Some(0);
         }
@@ -261,7 +276,11 @@ pub fn normalize(batch: &RecordBatch, catalog: &SeriesCatalog) -> Result<PointBa
     })
 }
 
-fn normalize_rows(batch: &RecordBatch, catalog: &SeriesCatalog) -> Result<PointBatch, BatchError> {
+fn normalize_rows(
+    batch: &RecordBatch,
+    catalog: &SeriesCatalog,
+    hash: IdHash,
+) -> Result<PointBatch, BatchError> {
     let schema = batch.schema();
     let col = |name: &str| schema.index_of(name).ok().map(|i| batch.column(i));
     let times = time_column(col("time").ok_or_else(|| {
@@ -368,7 +387,8 @@ fn normalize_rows(batch: &RecordBatch, catalog: &SeriesCatalog) -> Result<PointB
             tags.encode_row(i, &mut cache)?;
             h.reset(m);
             h.encoded_tags(&cache.bytes);
-            out.push(h.finish(), m, i, times.value(i), values.value(i));
+            let point = (m, i, times.value(i), values.value(i));
+            out.push(hash(h.canonical()), h.canonical(), point, &tags)?;
         }
     } else {
         if numeric.is_empty() {
@@ -390,7 +410,8 @@ fn normalize_rows(batch: &RecordBatch, catalog: &SeriesCatalog) -> Result<PointB
                 if values.is_valid(i) {
                     h.reset(name);
                     h.encoded_tags(&cache.bytes);
-                    out.push(h.finish(), name, i, times.value(i), values.value(i));
+                    let point = (*name, i, times.value(i), values.value(i));
+                    out.push(hash(h.canonical()), h.canonical(), point, &tags)?;
                 }
             }
         }
@@ -398,12 +419,23 @@ fn normalize_rows(batch: &RecordBatch, catalog: &SeriesCatalog) -> Result<PointB
     out.finish(catalog, &tags)
 }
 
-/// Accumulates points and the first row of every distinct series.
+/// Accumulates points and the first row of every distinct series, with
+/// the canonical bytes its id was hashed from: a later row with the same
+/// id and other bytes is a hash collision, refused rather than merged.
 struct Builder {
     ids: Vec<u64>,
     times: Vec<i64>,
     values: Vec<f64>,
-    first_row: HashMap<u64, (String, usize), IdHashBuilder>,
+    first_row: HashMap<u64, FirstRow, IdHashBuilder>,
+    /// The canonical bytes of the last row: rows of one series usually
+    /// follow each other, and then one comparison checks them.
+    last: Vec<u8>,
+}
+
+struct FirstRow {
+    metric: String,
+    row: usize,
+    canonical: Vec<u8>,
 }
 
 impl Builder {
@@ -413,26 +445,76 @@ impl Builder {
             times: Vec::with_capacity(n),
             values: Vec::with_capacity(n),
             first_row: HashMap::default(),
+            last: Vec::new(),
         }
     }
 
-    fn push(&mut self, id: SeriesId, metric: &str, row: usize, time: i64, value: f64) {
-        if self.ids.last() != Some(&id.0) {
-            self.first_row
-                .entry(id.0)
-                .or_insert_with(|| (metric.to_string(), row));
+    /// Adds a point of the series hashed from `canonical`.
+    fn push(
+        &mut self,
+        id: SeriesId,
+        canonical: &[u8],
+        point: (&str, usize, i64, f64),
+        tags: &Tags,
+    ) -> Result<(), BatchError> {
+        let (metric, row, time, value) = point;
+        if self.ids.last() != Some(&id.0) || self.last != canonical {
+            self.check_first_row(id, canonical, metric, row, tags)?;
+            self.last.clear();
+            self.last.extend_from_slice(canonical);
         }
         self.ids.push(id.0);
         self.times.push(time);
         self.values.push(value);
+        Ok(())
+    }
+
+    fn check_first_row(
+        &mut self,
+        id: SeriesId,
+        canonical: &[u8],
+        metric: &str,
+        row: usize,
+        tags: &Tags,
+    ) -> Result<(), BatchError> {
+        use std::collections::hash_map::Entry;
+        match self.first_row.entry(id.0) {
+            Entry::Vacant(v) => {
+                v.insert(FirstRow {
+                    metric: metric.to_string(),
+                    row,
+                    canonical: canonical.to_vec(),
+                });
+            }
+            Entry::Occupied(o) if o.get().canonical != canonical => {
+                let first = o.get();
+                let theirs = tags.key(&first.metric, first.row)?;
+                let held = format!("the series at row {} ({theirs})", first.row);
+                return Err(collision(id, &tags.key(metric, row)?, row, &held));
+            }
+            Entry::Occupied(_) => {}
+        }
+        Ok(())
     }
 
     fn finish(self, catalog: &SeriesCatalog, tags: &Tags) -> Result<PointBatch, BatchError> {
-        let missing = catalog.missing(self.first_row.keys().map(|id| SeriesId(*id)));
-        let mut new_series = Vec::with_capacity(missing.len());
-        for id in missing {
-            let (metric, row) = &self.first_row[&id.0];
-            new_series.push((id, tags.key(metric, *row)?));
+        let mut firsts: Vec<(u64, &FirstRow)> =
+            self.first_row.iter().map(|(id, f)| (*id, f)).collect();
+        // Row order, so the error names the first colliding row.
+        firsts.sort_unstable_by_key(|(_, f)| f.row);
+        let known = catalog.lookup(firsts.iter().map(|(id, _)| SeriesId(*id)));
+        let mut new_series = Vec::new();
+        for ((id, first), held) in firsts.iter().zip(known) {
+            let id = SeriesId(*id);
+            match held {
+                None => new_series.push((id, tags.key(&first.metric, first.row)?)),
+                Some(held) if held.canonical() != first.canonical => {
+                    let mine = tags.key(&first.metric, first.row)?;
+                    let held = format!("{held}, already in the catalog");
+                    return Err(collision(id, &mine, first.row, &held));
+                }
+                Some(_) => {}
+            }
         }
         new_series.sort_unstable_by_key(|(id, _)| *id);
         let points = RecordBatch::try_new(
@@ -450,6 +532,20 @@ impl Builder {
             origin: Origin::default(),
         })
     }
+}
+
+/// Two keys hash to one series id. Refused whole: accepting either would
+/// file its points under the other's key (see docs/STORAGE.md).
+fn collision(id: SeriesId, mine: &SeriesKey, row: usize, held: &str) -> BatchError {
+    bad(
+        "metric",
+        Some(row),
+        format!(
+            "series {mine} hashes to series id {id}, which {held} already has \
+             (a 64-bit hash collision); the batch is refused so neither series takes \
+             the other's points: rename the metric or change a tag of one of them"
+        ),
+    )
 }
 
 fn first_null(a: &dyn Array) -> Option<usize> {
@@ -511,5 +607,7 @@ fn map_column(a: &ArrayRef) -> Result<(&MapArray, StrCol, StrCol), BatchError> {
     Ok((map, keys, values))
 }
 
+#[cfg(test)]
+mod collision_tests;
 #[cfg(test)]
 mod tests;

@@ -16,7 +16,7 @@ pub use schema::points_of;
 pub use schema::{
     point_schema, sql_schema, tags_type, time_type, POINT_SERIES_ID, POINT_TIME, POINT_VALUE,
 };
-pub use series::{IdHashBuilder, SeriesHasher, SeriesId, SeriesKey};
+pub use series::{series_hash, IdHashBuilder, SeriesHasher, SeriesId, SeriesKey};
 pub use time::{format_micros, parse_iso_micros};
 
 /// One measurement: `value` of series `series_id` at `time` (Unix micros).

@@ -115,6 +115,10 @@ impl Producers {
         self.0.len()
     }
 
+    pub fn contains(&self, id: &str) -> bool {
+        self.0.contains_key(id)
+    }
+
     pub fn is_empty(&self) -> bool {
         self.0.is_empty()
     }

@@ -46,12 +46,41 @@ impl SeriesKey {
     }
 
     pub fn id(&self) -> SeriesId {
+        self.hasher().finish()
+    }
+
+    /// The canonical bytes the id hashes (module docs): equal bytes, equal
+    /// keys, so comparing them tells a hash collision from the same series.
+    pub fn canonical(&self) -> Vec<u8> {
+        self.hasher().buf
+    }
+
+    fn hasher(&self) -> SeriesHasher {
         let mut h = SeriesHasher::new(&self.metric);
         for (k, v) in &self.tags {
             h.tag(k, v);
         }
-        h.finish()
+        h
     }
+}
+
+/// `metric{key=value,...}`, as errors name a series.
+impl fmt::Display for SeriesKey {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}{{", self.metric)?;
+        for (i, (k, v)) in self.tags.iter().enumerate() {
+            let sep = if i == 0 { "" } else { "," };
+            write!(f, "{sep}{k}={v:?}")?;
+        }
+        write!(f, "}}")
+    }
+}
+
+/// The series id of canonical bytes: the one hash function of the format.
+/// Ingest takes it as a parameter (`fn(&[u8]) -> SeriesId`) so tests can
+/// force collisions with a weaker one.
+pub fn series_hash(canonical: &[u8]) -> SeriesId {
+    SeriesId(xxh3_64(canonical))
 }
 
 /// Incremental form of the series hash, so ingest can hash a row straight
@@ -94,7 +123,12 @@ impl SeriesHasher {
     }
 
     pub fn finish(&self) -> SeriesId {
-        SeriesId(xxh3_64(&self.buf))
+        series_hash(&self.buf)
+    }
+
+    /// The canonical bytes fed so far.
+    pub fn canonical(&self) -> &[u8] {
+        &self.buf
     }
 }
 

@@ -72,11 +72,12 @@ impl SeriesCatalog {
         self.inner.read().series.get(&id.0).cloned()
     }
 
-    /// Ids from `ids` that are not in the catalog yet.
-    pub fn missing(&self, ids: impl IntoIterator<Item = SeriesId>) -> Vec<SeriesId> {
+    /// The key held under each of `ids` (`None`: not in the catalog), under
+    /// one read of the lock.
+    pub fn lookup(&self, ids: impl IntoIterator<Item = SeriesId>) -> Vec<Option<Arc<SeriesKey>>> {
         let inner = self.inner.read();
         ids.into_iter()
-            .filter(|id| !inner.series.contains_key(&id.0))
+            .map(|id| inner.series.get(&id.0).cloned())
             .collect()
     }
 

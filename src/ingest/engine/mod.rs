@@ -141,7 +141,11 @@ impl Engine {
             clock: clock.clone(),
         }));
         let engine = Arc::new(Self {
-            exactly_once: Arc::new(ExactlyOnce::new(admission.clone(), opened.buffer.clone())),
+            exactly_once: Arc::new(ExactlyOnce::new(
+                admission.clone(),
+                opened.buffer.clone(),
+                config.buffer.max_producers,
+            )),
             view: LogView::new(opened.log.clone(), opened.buffer.catalog().clone()),
             store: opened.store,
             buffer: opened.buffer,
@@ -342,5 +346,7 @@ async fn heartbeat(lease: Arc<Lease>, tasks: Tasks) {
 
 #[cfg(test)]
 mod durability_tests;
+#[cfg(test)]
+mod limit_tests;
 #[cfg(test)]
 mod tests;

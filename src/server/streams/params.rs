@@ -84,6 +84,10 @@ pub fn expiry(headers: &HeaderMap) -> ParamResult<Option<Expiry>> {
     }
 }
 
+/// Longest `Producer-Id`: the id is kept for every producer (in memory and
+/// in each manifest), so it stays small.
+pub const MAX_PRODUCER_ID_BYTES: usize = 256;
+
 /// The three producer headers, all or none.
 pub fn producer(headers: &HeaderMap) -> ParamResult<Option<ProducerTuple>> {
     let id = header(headers, PRODUCER_ID)?;
@@ -94,6 +98,12 @@ pub fn producer(headers: &HeaderMap) -> ParamResult<Option<ProducerTuple>> {
         (Some(id), Some(epoch), Some(seq)) => {
             if id.is_empty() {
                 return Err("Producer-Id must not be empty".into());
+            }
+            if id.len() > MAX_PRODUCER_ID_BYTES {
+                return Err(format!(
+                    "Producer-Id is {} bytes, over the limit of {MAX_PRODUCER_ID_BYTES}",
+                    id.len()
+                ));
             }
             Ok(Some(ProducerTuple {
                 id: id.to_string(),
@@ -210,5 +220,30 @@ mod tests {
         assert!(q(&[("offset", "-1"), ("offset", "-1")]).is_err());
         assert!(q(&[("live", "sse")]).is_err());
         assert!(q(&[("offset", "-1"), ("live", "poll")]).is_err());
+    }
+}
+
+#[cfg(test)]
+mod producer_id_tests {
+    use super::*;
+
+    /// Every id length around the limit: up to it accepted, past it
+    /// refused with a message giving both lengths.
+    #[test]
+    fn a_producer_id_past_256_bytes_is_refused() {
+        for len in [1, 2, 100, 255, 256, 257, 300, 4096] {
+            let mut h = HeaderMap::new();
+            h.insert(PRODUCER_ID, "p".repeat(len).parse().unwrap());
+            h.insert(PRODUCER_EPOCH, "0".parse().unwrap());
+            h.insert(PRODUCER_SEQ, "0".parse().unwrap());
+            match producer(&h) {
+                Ok(Some(t)) => assert!(len <= MAX_PRODUCER_ID_BYTES && t.id.len() == len),
+                Ok(None) => panic!("headers were sent"),
+                Err(e) => {
+                    assert!(len > MAX_PRODUCER_ID_BYTES, "{len}: {e}");
+                    assert!(e.contains(&len.to_string()) && e.contains("256"), "{e}");
+                }
+            }
+        }
     }
 }
