@@ -71,6 +71,7 @@ pub(super) async fn open(config: &EngineConfig) -> Result<Opened, EngineError> {
     log_config.segment_bytes = config.log.segment_bytes;
     log_config.fsync = config.log.fsync;
     log_config.clock = config.clock.clone();
+    log_config.crash = config.crash.clone();
     log_config.initial_offset = Offset(manifest.stream_offset);
     let log = Arc::new(Log::open(log_config, buffer.clone())?);
     replay(&log, &buffer, Offset(manifest.stream_offset))
