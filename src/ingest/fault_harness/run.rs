@@ -96,7 +96,7 @@ async fn lives(node: &Node, fault: &Fault, work: &mut Workload) -> Result<bool, 
         .await
         .map_err(|e| (false, format!("first open failed: {e}")))?;
     let ops = work.rng.random_range(10..40);
-    let stopped = drive(&e, &store, fault, work, ops).await;
+    let stopped = drive(&e, &store, &crash, fault, work, ops).await;
     let fired = match fault {
         Fault::Crash { .. } => crash.crashed().is_some(),
         Fault::Store { .. } => store.fired(),
@@ -127,6 +127,7 @@ enum Stopped {
 async fn drive(
     e: &Arc<Engine>,
     store: &FaultyStore,
+    crash: &CrashPoints,
     fault: &Fault,
     work: &mut Workload,
     ops: usize,
@@ -140,6 +141,8 @@ async fn drive(
         match ended {
             Ended::Ok => {}
             Ended::Crashed => return Ok(Stopped::Died),
+            // The log's writer thread crashed: the write hears "closed".
+            Ended::Failed(_) if crash.crashed().is_some() => return Ok(Stopped::Died),
             Ended::Failed(why) => {
                 let store_fault = matches!(fault, Fault::Store { .. });
                 if !(store_fault && !fired_before && store.fired()) {

@@ -24,6 +24,7 @@ use crate::runtime::power_loss::PowerLoss;
 use crate::runtime::{Clock, CrashPoints};
 use crate::storage::faults::FaultyStore;
 use crate::storage::{Store, PARTITION_MICROS};
+use crate::stream::Retention;
 
 /// Hours the points of a run fall into, from [`T0`].
 const HOURS: i64 = 3;
@@ -35,6 +36,9 @@ pub struct Node {
     pub clock: Clock,
     pub loss: PowerLoss,
     segment_bytes: u64,
+    /// Keep flushed segments a while (so sealed ones stay to be damaged),
+    /// or delete them at once.
+    keep_segments: bool,
 }
 
 impl Node {
@@ -45,7 +49,8 @@ impl Node {
         Ok(Self {
             clock: Clock::simulated(T0 + HOURS * PARTITION_MICROS),
             loss,
-            segment_bytes: rng.random_range(4_096..65_536),
+            segment_bytes: rng.random_range(2_048..16_384),
+            keep_segments: rng.random_bool(0.5),
             root,
         })
     }
@@ -74,6 +79,12 @@ impl Node {
         cfg.crash = crash.clone();
         cfg.log.fsync = true;
         cfg.log.segment_bytes = self.segment_bytes;
+        if self.keep_segments {
+            cfg.log.stream_retention = Retention {
+                age: Duration::from_secs(3600),
+                bytes: 256 << 10,
+            };
+        }
         cfg.maintenance.gc_grace = Duration::from_secs(60);
         (cfg, faulty)
     }
