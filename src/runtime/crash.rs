@@ -182,7 +182,8 @@ mod tests {
         for nth in 0..4 {
             let points = CrashPoints::arm(CrashPoint::AfterChunkPut, nth);
             let hit = |p| {
-                std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| points.reached(p))).is_err()
+                std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| points.reached(p)))
+                    .is_err()
             };
             for _ in 0..nth {
                 assert!(!hit(CrashPoint::AfterChunkPut), "nth {nth}");

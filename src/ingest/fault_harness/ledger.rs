@@ -109,7 +109,10 @@ mod tests {
         }
         let mut doubled = held(&acked);
         *doubled.get_mut(&acked[2]).unwrap() = 2;
-        assert!(ledger.check(&doubled).unwrap_err().contains("more than once"));
+        assert!(ledger
+            .check(&doubled)
+            .unwrap_err()
+            .contains("more than once"));
         let mut foreign = held(&acked);
         foreign.insert((9, 9, 9), 1);
         assert!(ledger.check(&foreign).unwrap_err().contains("nobody wrote"));

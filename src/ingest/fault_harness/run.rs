@@ -109,7 +109,9 @@ async fn lives(node: &Node, fault: &Fault, work: &mut Workload) -> Result<bool, 
         Ok(flipped) => fired || flipped,
         Err(why) => return Err((fired, why)),
     };
-    restart(node, fault, work).await.map_err(|why| (fired, why))?;
+    restart(node, fault, work)
+        .await
+        .map_err(|why| (fired, why))?;
     Ok(fired)
 }
 
@@ -196,7 +198,8 @@ fn damage(node: &Node, fault: &Fault, work: &mut Workload) -> Result<bool, Strin
             .loss
             .cut(&mut |_, synced, written| rng.random_range(synced..=written)),
     };
-    cut.map(|_| false).map_err(|e| format!("the power loss failed: {e}"))
+    cut.map(|_| false)
+        .map_err(|e| format!("the power loss failed: {e}"))
 }
 
 /// Flips one bit past the header of a segment; `Ok(false)` if there is no
@@ -236,9 +239,7 @@ async fn restart(node: &Node, fault: &Fault, work: &mut Workload) -> Result<(), 
     let e = match Engine::open(cfg.clone()).await {
         Ok(e) => e,
         // A damaged sealed segment is refused, naming the damage.
-        Err(err)
-            if matches!(fault, Fault::BitFlip { .. }) && err.kind() == ErrorKind::Corrupt =>
-        {
+        Err(err) if matches!(fault, Fault::BitFlip { .. }) && err.kind() == ErrorKind::Corrupt => {
             return Ok(());
         }
         Err(err) => return Err(format!("restart refused: {err}")),
@@ -256,7 +257,9 @@ async fn restart(node: &Node, fault: &Fault, work: &mut Workload) -> Result<(), 
             .map_err(|why| format!("after the {when}: {why}"))
     };
     check("restart", contents(&e).await)?;
-    e.flush().await.map_err(|e| format!("flush after the restart: {e}"))?;
+    e.flush()
+        .await
+        .map_err(|e| format!("flush after the restart: {e}"))?;
     tokio::time::advance(Duration::from_micros(PARTITION_MICROS as u64 * 2)).await;
     e.maintain()
         .await

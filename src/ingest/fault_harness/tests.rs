@@ -73,7 +73,11 @@ fn many_seeds() {
     let threads = std::thread::available_parallelism().map_or(2, |n| n.get());
     let summary = run_seeds(start, count, Family::ALL, threads);
     println!("{summary}");
-    assert!(summary.failures.is_empty(), "{} seeds failed", summary.failures.len());
+    assert!(
+        summary.failures.is_empty(),
+        "{} seeds failed",
+        summary.failures.len()
+    );
 }
 
 /// Issue 18 item 8: a bit flipped mid-newest-segment makes recovery cut

@@ -49,7 +49,7 @@ impl Node {
         Ok(Self {
             clock: Clock::simulated(T0 + HOURS * PARTITION_MICROS),
             loss,
-            segment_bytes: rng.random_range(2_048..16_384),
+            segment_bytes: rng.random_range(512..4_096),
             keep_segments: rng.random_bool(0.5),
             root,
         })
@@ -144,7 +144,10 @@ impl Workload {
             }
             78..88 => {
                 let e = e.clone();
-                ("maintain", settle(store, async move { e.maintain().await }).await)
+                (
+                    "maintain",
+                    settle(store, async move { e.maintain().await }).await,
+                )
             }
             _ => {
                 let minutes = self.rng.random_range(1..30);
