@@ -32,7 +32,7 @@ use std::sync::Arc;
 
 use super::buffer::WriteBuffer;
 use super::error::EngineError;
-use crate::runtime::Clock;
+use crate::runtime::{Clock, CrashPoint, CrashPoints};
 use crate::storage::{
     catalog_path, read_footer_series, CommitId, DamagedVersion, Lease, Manifest, ManifestStore,
     StorageError, Store, WriterEpoch,
@@ -54,6 +54,7 @@ pub(crate) struct CommitArgs {
     /// stream offset its last commit covered.
     pub data_dir: PathBuf,
     pub clock: Clock,
+    pub crash: CrashPoints,
 }
 
 pub(crate) struct CommitPath {
@@ -64,6 +65,7 @@ pub(crate) struct CommitPath {
     buffer: Arc<WriteBuffer>,
     data_dir: PathBuf,
     clock: Clock,
+    crash: CrashPoints,
     /// The next chunk id to hand out; never reused, even for chunks whose
     /// commit failed.
     next_chunk_id: AtomicU64,
@@ -109,6 +111,7 @@ impl CommitPath {
             buffer: args.buffer,
             data_dir: args.data_dir,
             clock: args.clock,
+            crash: args.crash,
             lock: tokio::sync::Mutex::new(()),
         }
     }
@@ -121,6 +124,12 @@ impl CommitPath {
     /// The epoch every object this writer creates is named with.
     pub fn epoch(&self) -> WriterEpoch {
         self.epoch
+    }
+
+    /// Marks a crash point of the storage path (flush, compaction, commit):
+    /// the fault harness may stop the process here (see `runtime::crash`).
+    pub fn reached(&self, point: CrashPoint) {
+        self.crash.reached(point);
     }
 
     /// The writer lease, on a store other servers can reach.
@@ -180,6 +189,7 @@ impl CommitPath {
         if generation != self.catalog_persisted.load(Ordering::Acquire) {
             next.catalog = Some(self.write_catalog(next.version, id).await?);
             next.catalog_series = self.buffer.catalog().len() as u64;
+            self.reached(CrashPoint::AfterCatalogPut);
         }
         next.next_chunk_id = next
             .next_chunk_id
@@ -188,8 +198,9 @@ impl CommitPath {
         next.committed_at = self.clock.now_micros();
         next.commit = Some(id);
         let next = Arc::new(next);
+        self.reached(CrashPoint::BeforeManifestCommit);
         match self.manifests.commit((*next).clone()).await {
-            Ok(_) => {}
+            Ok(_) => self.reached(CrashPoint::AfterManifestCommit),
             Err(StorageError::AlreadyExists { .. }) => {
                 match self.existing(current, next.version, id).await? {
                     Existing::Ours => {}

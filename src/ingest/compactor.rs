@@ -40,7 +40,7 @@ use super::error::EngineError;
 use super::normalize::PointBatch;
 use super::sort::sorted_points;
 use crate::model::format_micros;
-use crate::runtime::{Clock, Tasks};
+use crate::runtime::{Clock, CrashPoint, Tasks};
 use crate::storage::{
     catalog_version_of_path, encode_compacted, ChunkMeta, ChunkReader, Garbage, Manifest,
     StorageError, Store, PARTITION_MICROS,
@@ -235,6 +235,7 @@ impl Maintenance {
         a.store
             .put_new(&Path::from(meta.path.as_str()), bytes)
             .await?;
+        a.commit.reached(CrashPoint::MidCompaction);
 
         let inputs: HashSet<u64> = job.inputs.iter().map(|c| c.id).collect();
         let (rows, after, new_path) = (meta.rows, meta.bytes, meta.path.clone());
@@ -370,6 +371,7 @@ impl Maintenance {
             .collect();
         for path in &due {
             a.store.delete(&Path::from(path.as_str())).await?;
+            a.commit.reached(CrashPoint::MidGarbageCollection);
         }
         if !due.is_empty() {
             a.commit

@@ -6,7 +6,7 @@
 use std::path::PathBuf;
 use std::time::Duration;
 
-use crate::runtime::Clock;
+use crate::runtime::{Clock, CrashPoints};
 use crate::storage::Store;
 use crate::stream::Retention;
 
@@ -21,6 +21,9 @@ pub struct EngineConfig {
     pub cache: CacheSection,
     /// The time every part reads (simulated in tests).
     pub clock: Clock,
+    /// Where the fault harness may crash the engine (nothing outside
+    /// tests; see `runtime::crash`).
+    pub crash: CrashPoints,
 }
 
 /// The `metrics` stream's log.
@@ -132,6 +135,7 @@ impl EngineConfig {
             maintenance: MaintenanceSection::default(),
             cache: CacheSection::default(),
             clock: Clock::system(),
+            crash: CrashPoints::default(),
         }
     }
 

@@ -26,7 +26,7 @@ use super::config::BufferSection;
 use super::error::EngineError;
 use super::normalize::PointBatch;
 use super::sort::partition_by_hour;
-use crate::runtime::{Clock, Tasks};
+use crate::runtime::{Clock, CrashPoint, Tasks};
 use crate::storage::{encode_chunk, ChunkMeta, ChunkReader, Manifest, StorageError, Store};
 use crate::stream::{Log, Offset, Retention};
 
@@ -156,6 +156,7 @@ impl Flusher {
             a.store
                 .put_new(&Path::from(meta.path.as_str()), bytes)
                 .await?;
+            a.commit.reached(CrashPoint::AfterChunkPut);
             decoded.push((meta.path.clone(), part));
             chunks.push(meta);
         }

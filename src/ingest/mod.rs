@@ -35,6 +35,8 @@ mod engine;
 mod error;
 mod error_kind;
 mod exactly_once;
+#[cfg(test)]
+mod fault_harness;
 mod flusher;
 pub mod json;
 mod memory;

@@ -87,7 +87,7 @@ pub async fn contents(e: &Engine) -> BTreeMap<Row, usize> {
 }
 
 /// The rows of a point batch (`point_schema`).
-fn rows(b: &RecordBatch) -> Vec<Row> {
+pub fn rows(b: &RecordBatch) -> Vec<Row> {
     let ids = b.column(0).as_primitive::<UInt64Type>();
     let ts = b.column(1).as_primitive::<TimestampMicrosecondType>();
     let vs = b.column(2).as_primitive::<Float64Type>();

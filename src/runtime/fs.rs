@@ -10,7 +10,10 @@
 //! [`sync_file`] are the single fsync calls everything else goes through.
 //!
 //! Under `cfg(test)` every fsync is also recorded ([`synced`]), so tests
-//! can check that what a power loss could take was made durable.
+//! can check that what a power loss could take was made durable, and told
+//! to `runtime::power_loss`, which can then play the power loss itself.
+//! Names given to synced files ([`hard_link`], and the rename inside
+//! [`write_synced`]) go through here for the same reason.
 
 use std::fs::File;
 use std::io;
@@ -27,7 +30,29 @@ pub fn sync_dir(dir: &Path) -> io::Result<()> {
 /// shows).
 pub fn sync_file(file: &File, path: &Path) -> io::Result<()> {
     file.sync_all()?;
-    record::note(Synced::File(path.to_path_buf()));
+    record::note_file(file, path);
+    Ok(())
+}
+
+/// Fsyncs the contents of `file`, opened at `path`, not its metadata
+/// (`fdatasync`: the stream log's group commit; its length is data).
+pub fn sync_data(file: &File, path: &Path) -> io::Result<()> {
+    file.sync_data()?;
+    record::note_file(file, path);
+    Ok(())
+}
+
+/// Gives the file at `from` the further name `to` (a hard link).
+pub fn hard_link(from: &Path, to: &Path) -> io::Result<()> {
+    std::fs::hard_link(from, to)?;
+    record::note_linked(from, to);
+    Ok(())
+}
+
+/// Renames `from` to `to`, replacing what `to` named.
+pub fn rename(from: &Path, to: &Path) -> io::Result<()> {
+    std::fs::rename(from, to)?;
+    record::note_linked(from, to);
     Ok(())
 }
 
@@ -69,7 +94,7 @@ pub fn write_synced(path: &Path, bytes: &[u8]) -> io::Result<()> {
     let mut file = File::create(&tmp)?;
     file.write_all(bytes)?;
     sync_file(&file, &tmp)?;
-    std::fs::rename(&tmp, path)?;
+    rename(&tmp, path)?;
     sync_dir(dir)
 }
 
@@ -99,28 +124,59 @@ pub fn synced() -> Vec<Synced> {
 #[cfg(test)]
 mod record {
     use super::Synced;
+    use crate::runtime::power_loss;
+    use std::path::{Path, PathBuf};
 
     pub(super) static LOG: parking_lot::Mutex<Vec<Synced>> = parking_lot::Mutex::new(Vec::new());
 
+    fn real(p: &Path) -> PathBuf {
+        std::fs::canonicalize(p).unwrap_or_else(|_| p.to_path_buf())
+    }
+
+    /// `path` made absolute and free of symlinks in its directory, its
+    /// name kept (a file may be renamed right after its fsync).
+    fn real_file(p: &Path) -> PathBuf {
+        let name = p.file_name().map(|n| n.to_owned()).unwrap_or_default();
+        real(super::parent_of(p)).join(name)
+    }
+
     pub(super) fn note(s: Synced) {
-        let real = |p: std::path::PathBuf| std::fs::canonicalize(&p).unwrap_or(p);
         let s = match s {
-            Synced::Dir(p) => Synced::Dir(real(p)),
-            // A file may be renamed right after its fsync: resolve its
-            // directory, keep its name.
-            Synced::File(p) => {
-                let name = p.file_name().map(|n| n.to_owned()).unwrap_or_default();
-                Synced::File(real(super::parent_of(&p).to_path_buf()).join(name))
+            Synced::Dir(p) => {
+                let p = real(&p);
+                power_loss::dir_synced(&p);
+                Synced::Dir(p)
             }
+            Synced::File(p) => Synced::File(real_file(&p)),
         };
         LOG.lock().push(s);
+    }
+
+    pub(super) fn note_file(file: &std::fs::File, path: &Path) {
+        let real = real_file(path);
+        if let Ok(meta) = file.metadata() {
+            power_loss::file_synced(&real, meta.len());
+        }
+        LOG.lock().push(Synced::File(real));
+    }
+
+    pub(super) fn note_linked(from: &Path, to: &Path) {
+        power_loss::linked(&real_file(from), &real_file(to));
     }
 }
 
 #[cfg(not(test))]
 mod record {
+    use std::path::Path;
+
     #[inline(always)]
     pub(super) fn note(_: super::Synced) {}
+
+    #[inline(always)]
+    pub(super) fn note_file(_: &std::fs::File, _: &Path) {}
+
+    #[inline(always)]
+    pub(super) fn note_linked(_: &Path, _: &Path) {}
 }
 
 #[cfg(test)]
@@ -157,5 +213,52 @@ mod tests {
         write_synced(&file, b"22").unwrap();
         assert_eq!(std::fs::read(&file).unwrap(), b"22");
         assert!(!root.path().join("x/epoch.tmp").exists());
+    }
+
+    #[test]
+    fn a_power_loss_keeps_only_what_was_synced() {
+        use crate::runtime::power_loss::PowerLoss;
+        use std::io::Write;
+        let root = tempfile::tempdir().unwrap();
+        let loss = PowerLoss::watch(root.path()).unwrap();
+        let root = root.path().canonicalize().unwrap();
+        // Named durably, 3 of its 6 bytes synced.
+        create_dir_all_synced(&root.join("a")).unwrap();
+        let path = root.join("a/log");
+        let append = || {
+            std::fs::OpenOptions::new()
+                .create(true)
+                .append(true)
+                .open(&path)
+                .unwrap()
+        };
+        let mut f = append();
+        f.write_all(b"abc").unwrap();
+        sync_data(&f, &path).unwrap();
+        sync_dir(&root.join("a")).unwrap();
+        f.write_all(b"def").unwrap();
+        // A synced file renamed to a name synced in its directory; then a
+        // file its directory never synced, a directory its parent never
+        // synced.
+        write_synced(&root.join("a/epoch"), b"7").unwrap();
+        std::fs::write(root.join("a/new"), b"x").unwrap();
+        std::fs::create_dir(root.join("b")).unwrap();
+
+        let cut = loss.cut(&mut |_, synced, _| synced).unwrap();
+        assert_eq!(std::fs::read(&path).unwrap(), b"abc");
+        assert_eq!(std::fs::read(root.join("a/epoch")).unwrap(), b"7");
+        assert!(!root.join("a/new").exists());
+        assert!(!root.join("b").exists());
+        assert_eq!(cut.removed.len(), 2, "{cut:?}");
+        // What a cut leaves is durable: a second one changes nothing.
+        let again = loss.cut(&mut |_, synced, _| synced).unwrap();
+        assert!(again.removed.is_empty() && again.truncated.is_empty());
+
+        // Torn: a length between synced and written.
+        let mut f = append();
+        f.write_all(b"ghij").unwrap();
+        let cut = loss.cut(&mut |_, synced, _| synced + 2).unwrap();
+        assert_eq!(std::fs::read(&path).unwrap(), b"abcgh");
+        assert_eq!(cut.truncated, vec![(path.clone(), 7, 5)]);
     }
 }

@@ -10,6 +10,10 @@
 //!   `after` (0: the next one) among those whose path starts with a
 //!   prefix. Tests loop over both numbers to cover every call a fault can
 //!   hit.
+//!
+//! [`FaultyStore::dies_with`] ties the store to an engine's crash points:
+//! once the engine crashed, every write and delete is refused, as nothing
+//! reaches the store from a dead process.
 
 use std::fmt;
 use std::ops::Range;
@@ -26,6 +30,8 @@ use object_store::{
 };
 use parking_lot::Mutex;
 use tokio::sync::watch;
+
+use crate::runtime::CrashPoints;
 
 /// What goes wrong with the write a test picked.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -64,6 +70,8 @@ pub struct FaultyStore {
     cut: watch::Sender<bool>,
     /// Writes waiting for the network to come back.
     waiting: AtomicUsize,
+    /// The crash points of the engine writing here, once tied to it.
+    crash: Mutex<Option<CrashPoints>>,
 }
 
 impl FaultyStore {
@@ -74,7 +82,20 @@ impl FaultyStore {
             armed: Mutex::new(None),
             cut: watch::Sender::new(false),
             waiting: AtomicUsize::new(0),
+            crash: Mutex::new(None),
         }
+    }
+
+    /// Refuses every write and delete once `crash` has crashed.
+    pub fn dies_with(&self, crash: &CrashPoints) {
+        *self.crash.lock() = Some(crash.clone());
+    }
+
+    fn dead(&self) -> bool {
+        self.crash
+            .lock()
+            .as_ref()
+            .is_some_and(|c| c.crashed().is_some())
     }
 
     pub fn fail_writes(&self, on: bool) {
@@ -135,6 +156,9 @@ impl FaultyStore {
     fn check(&self) -> Result<()> {
         if self.fail_writes.load(Ordering::SeqCst) {
             return Err(injected("injected write failure"));
+        }
+        if self.dead() {
+            return Err(injected("the process crashed"));
         }
         Ok(())
     }
@@ -241,6 +265,10 @@ impl ObjectStore for FaultyStore {
         &self,
         locations: BoxStream<'static, Result<Path>>,
     ) -> BoxStream<'static, Result<Path>> {
+        if self.dead() {
+            use futures::StreamExt;
+            return futures::stream::once(async { Err(injected("the process crashed")) }).boxed();
+        }
         self.inner.delete_stream(locations)
     }
 

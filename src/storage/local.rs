@@ -31,7 +31,9 @@ use object_store::{
     PutMode, PutMultipartOptions, PutOptions, PutPayload, PutResult, RenameOptions, Result,
 };
 
-use crate::runtime::fs::{create_dir_all_synced, parent_of, sync_dir, sync_file};
+use crate::runtime::fs::{
+    create_dir_all_synced, hard_link, parent_of, rename, sync_dir, sync_file,
+};
 
 #[derive(Debug)]
 pub(super) struct LocalDisk {
@@ -64,8 +66,8 @@ fn put_durably(path: &FsPath, payload: &PutPayload, mode: &PutMode) -> io::Resul
         .and_then(|()| sync_file(&file, &staging));
     drop(file);
     let named = written.and_then(|()| match mode {
-        PutMode::Create => std::fs::hard_link(&staging, path),
-        _ => std::fs::rename(&staging, path),
+        PutMode::Create => hard_link(&staging, path),
+        _ => rename(&staging, path),
     });
     // The staging name is left over after a link, or after any failure.
     let _ = std::fs::remove_file(&staging);

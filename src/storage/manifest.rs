@@ -217,6 +217,19 @@ impl ManifestStore {
                 Err(e) => return Err(e),
             }
         }
+        // The only version is the first one ever written, damaged: a
+        // create that never became durable (a power loss), with no commit
+        // after it. What is left is the empty start (version 0), which the
+        // stream log replays from its beginning; startup still refuses if
+        // the log no longer reaches back that far, or if another node may
+        // have written it (a shared store). More damaged versions than
+        // that were durable once: refused below, never an empty start.
+        if skipped.len() == 1 && skipped[0].version == 1 {
+            return Ok(Loaded {
+                manifest: Manifest::default(),
+                skipped,
+            });
+        }
         match skipped.first() {
             None => Ok(Loaded::default()),
             Some(newest) => Err(StorageError::Corrupt {

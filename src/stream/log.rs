@@ -22,8 +22,8 @@ use tokio::sync::{mpsc, oneshot, watch};
 use super::offset::Offset;
 use super::segment::{self, Format, Scanned, SegmentError};
 use crate::error::{ErrorKind, HasKind};
-use crate::runtime::fs::create_dir_all_synced;
-use crate::runtime::Clock;
+use crate::runtime::fs::{create_dir_all_synced, sync_data};
+use crate::runtime::{Clock, CrashPoint, CrashPoints};
 
 /// Receives every record once it is durable, in offset order, on the log's
 /// writer thread. Implementations must be quick (no I/O).
@@ -49,6 +49,8 @@ pub struct LogConfig {
     pub initial_offset: Offset,
     /// Times the fsyncs (telemetry).
     pub clock: Clock,
+    /// Where the fault harness may crash the log (nothing outside tests).
+    pub crash: CrashPoints,
 }
 
 impl LogConfig {
@@ -60,6 +62,7 @@ impl LogConfig {
             group_bytes: 16 << 20,
             initial_offset: Offset::ZERO,
             clock: Clock::system(),
+            crash: CrashPoints::default(),
         }
     }
 }
@@ -162,6 +165,7 @@ pub struct Log<A: Send + 'static> {
     tx: mpsc::Sender<Msg<A>>,
     next: watch::Receiver<Offset>,
     clock: Clock,
+    crash: CrashPoints,
 }
 
 impl<A: Send + 'static> Log<A> {
@@ -182,6 +186,7 @@ impl<A: Send + 'static> Log<A> {
         let (next_tx, next_rx) = watch::channel(Offset(next_seq));
         let (tx, rx) = mpsc::channel(1024);
         let clock = config.clock.clone();
+        let crash = config.crash.clone();
         let writer = Writer {
             config,
             state: state.clone(),
@@ -202,6 +207,7 @@ impl<A: Send + 'static> Log<A> {
             tx,
             next: next_rx,
             clock,
+            crash,
         })
     }
 
@@ -363,7 +369,10 @@ impl<A: Send + 'static> Log<A> {
                 removed.push(st.segments.pop_front().expect("len > 1").id);
             }
         }
-        for id in &removed {
+        for (i, id) in removed.iter().enumerate() {
+            if i > 0 {
+                self.crash.reached(CrashPoint::MidLogTrim);
+            }
             let path = self.dir.join(segment::file_name(*id));
             fs::remove_file(&path).map_err(|source| LogError::Io {
                 dir: self.dir.clone(),
@@ -632,6 +641,7 @@ impl<A: Send + 'static> Writer<A> {
         let result = self.write_group(&group, buf);
         match result {
             Ok(first_seq) => {
+                self.config.crash.reached(CrashPoint::AfterLogFsync);
                 let mut seq = first_seq;
                 for a in group {
                     self.sink.on_durable(Offset(seq), a.attachment);
@@ -677,7 +687,7 @@ impl<A: Send + 'static> Writer<A> {
         m.log_bytes.inc_by(buf.len() as u64);
         if self.config.fsync {
             let started = self.config.clock.instant();
-            self.file.sync_data().map_err(io_err)?;
+            sync_data(&self.file, &self.active_path()).map_err(io_err)?;
             m.observe_fsync(self.config.clock.since(started));
         }
         let mut st = self.state.lock();
@@ -686,6 +696,12 @@ impl<A: Send + 'static> Writer<A> {
         active.positions.extend(positions);
         active.len += buf.len() as u64;
         Ok(first_seq)
+    }
+
+    /// The active segment's file.
+    fn active_path(&self) -> PathBuf {
+        let id = self.state.lock().segments.back().expect("active").id;
+        self.config.dir.join(segment::file_name(id))
     }
 
     /// Seals the active segment and starts the next once it is full.

@@ -466,7 +466,7 @@ pub fn open_for_append(path: &Path, valid_len: u64) -> Result<File, SegmentError
         .map_err(io_err(path))?;
     if file.metadata().map_err(io_err(path))?.len() != valid_len {
         file.set_len(valid_len).map_err(io_err(path))?;
-        file.sync_all().map_err(io_err(path))?;
+        sync_file(&file, path).map_err(io_err(path))?;
     }
     file.seek(SeekFrom::End(0)).map_err(io_err(path))?;
     Ok(file)

@@ -111,6 +111,7 @@ impl Engine {
             skipped: opened.skipped,
             data_dir: config.data_dir.clone(),
             clock: clock.clone(),
+            crash: config.crash.clone(),
         }));
         let admission = Arc::new(Admission::new(
             opened.buffer.clone(),

@@ -47,6 +47,16 @@ pub(super) async fn open(config: &EngineConfig) -> Result<Opened, EngineError> {
     // Before reading anything: the lease decides whether we may write.
     let lease = acquire_lease(config, &store).await?;
     let (loaded, catalog) = load_manifest(&store).await?;
+    if lease.is_some() && loaded.manifest.version == 0 && !loaded.skipped.is_empty() {
+        // Another node's log may be what version 1 covered: starting empty
+        // here would orphan its chunks.
+        let d = &loaded.skipped[0];
+        return Err(StorageError::Corrupt {
+            path: d.path.clone(),
+            why: format!("{} (the only manifest version; on a shared store this node cannot tell whether its log holds what it covered: restore manifest/ from a backup)", d.error),
+        }
+        .into());
+    }
     let manifest = Arc::new(loaded.manifest);
     let epoch = match &lease {
         Some(lease) => lease.writer_epoch(),
@@ -71,6 +81,7 @@ pub(super) async fn open(config: &EngineConfig) -> Result<Opened, EngineError> {
     log_config.segment_bytes = config.log.segment_bytes;
     log_config.fsync = config.log.fsync;
     log_config.clock = config.clock.clone();
+    log_config.crash = config.crash.clone();
     log_config.initial_offset = Offset(manifest.stream_offset);
     let log = Arc::new(Log::open(log_config, buffer.clone())?);
     replay(&log, &buffer, Offset(manifest.stream_offset))
