@@ -276,3 +276,55 @@ async fn a_doput_cut_off_mid_stream_and_resent_stores_every_point_once() {
     assert_eq!(stored(&mut client).await, (written, written));
     srv.stop().await.unwrap();
 }
+
+/// `streamdb ingest` through the connection-cutting proxy: its producer
+/// and retries store every point of the file once, whatever the seed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn streamdb_ingest_through_a_flaky_network_stores_every_point_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let srv = server::start(common::config(dir.path())).await.unwrap();
+    let points = 3_000usize;
+    let file = dir.path().join("points.ndjson");
+    let text: String = (0..points)
+        .map(|i| {
+            format!(
+                "{{\"time\":{},\"metric\":\"cpu\",\"tags\":{{\"host\":\"h\"}},\"value\":{i}}}\n",
+                common::T0 + i as i64
+            )
+        })
+        .collect();
+    std::fs::write(&file, text).unwrap();
+    let mut client = Client::connect(&format!("http://{}", srv.addr))
+        .await
+        .unwrap();
+    for seed in 0..3u64 {
+        let proxy = proxy::FlakyProxy::start(srv.addr, 100 + seed, 6, 6_000).await;
+        let out = tokio::process::Command::new(env!("CARGO_BIN_EXE_streamdb"))
+            .args([
+                "ingest",
+                "--verbose",
+                "--batch-size",
+                "100",
+                "--retries",
+                "50",
+            ])
+            .arg("--server")
+            .arg(format!("http://{}", proxy.addr))
+            .arg("--file")
+            .arg(&file)
+            .output()
+            .await
+            .unwrap();
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(out.status.success(), "seed {seed}: {stderr}");
+        assert!(stderr.contains("producer id streamdb-ingest-"), "{stderr}");
+        let n = (points * (seed as usize + 1)) as i64;
+        assert_eq!(
+            stored(&mut client).await,
+            (n, points as i64),
+            "seed {seed}: every run adds each point once ({} cuts)",
+            proxy.cut.load(std::sync::atomic::Ordering::Relaxed)
+        );
+    }
+    srv.stop().await.unwrap();
+}

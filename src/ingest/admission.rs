@@ -39,16 +39,16 @@ pub(crate) struct Admission {
     limits: BufferSection,
     clock: Clock,
     /// Bytes of writes admitted but not yet in the buffer.
-    reserved: AtomicUsize,
+    reserved: Arc<AtomicUsize>,
     /// Cancelled when the engine shuts down: writes are refused from then.
     closed: CancellationToken,
 }
 
 /// Bytes of a write admitted to the buffer but not yet applied; given back
 /// when dropped.
-struct Reserved<'a>(&'a AtomicUsize, usize);
+struct Reserved(Arc<AtomicUsize>, usize);
 
-impl Drop for Reserved<'_> {
+impl Drop for Reserved {
     fn drop(&mut self) {
         self.0.fetch_sub(self.1, Ordering::AcqRel);
     }
@@ -67,7 +67,7 @@ impl Admission {
             log,
             limits,
             clock,
-            reserved: AtomicUsize::new(0),
+            reserved: Arc::default(),
             closed,
         }
     }
@@ -113,13 +113,15 @@ impl Admission {
         }
         let bytes = points.points.get_array_memory_size();
         self.reserve(bytes).await?;
-        let this = self.clone();
+        let reserved = Reserved(self.reserved.clone(), bytes);
+        let payload = record::encode(&points);
+        // Submitted in the caller, so a DoPut's pipelined batches keep
+        // their order in the log.
+        let submitted = self.log.submit(payload, points).await?;
         let offset = run_to_end(async move {
-            // Released once the record is applied (or refused).
-            let _reserved = Reserved(&this.reserved, bytes);
-            let _gate = gate;
-            let payload = record::encode(&points);
-            Ok(this.log.append(payload, points).await?)
+            // Both released once the record is applied (or refused).
+            let _held = (gate, reserved);
+            Ok(submitted.durable().await?)
         })
         .await?;
         let m = crate::telemetry::metrics();

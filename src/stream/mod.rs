@@ -23,5 +23,5 @@ mod offset;
 pub mod registry;
 pub(crate) mod segment;
 
-pub use log::{DurableSink, Log, LogConfig, LogError, LogStats, Retention};
+pub use log::{DurableSink, Log, LogConfig, LogError, LogStats, Retention, Submitted};
 pub use offset::{Offset, OffsetParseError, Position};

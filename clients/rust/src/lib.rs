@@ -373,7 +373,9 @@ impl Client {
         flight.add_header("producer-id", &tuple.id)?;
         flight.add_header("producer-epoch", &tuple.epoch.to_string())?;
         flight.add_header("producer-seq", &tuple.next_seq.to_string())?;
-        let input = futures::stream::iter(batches.to_vec().into_iter().map(Ok));
+        // Owned: the encoder's input outlives this borrow.
+        let owned: Vec<RecordBatch> = batches.to_vec();
+        let input = futures::stream::iter(owned.into_iter().map(Ok));
         let data = FlightDataEncoderBuilder::new()
             .with_flight_descriptor(Some(FlightDescriptor::new_path(vec!["metrics".into()])))
             .build(input);
