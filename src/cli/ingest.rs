@@ -13,7 +13,7 @@ use anyhow::{bail, Context, Result};
 use arrow::array::RecordBatch;
 use arrow::datatypes::{DataType, Field, Schema};
 use indicatif::{ProgressBar, ProgressState, ProgressStyle};
-use streamdb_client::Client;
+use streamdb_client::{Client, Producer, RetryPolicy};
 use tokio::time::Instant;
 
 use super::connection::Connection;
@@ -46,6 +46,14 @@ pub struct IngestArgs {
     /// Rows per DoPut batch.
     #[arg(long, default_value_t = 10_000)]
     batch_size: usize,
+    /// Times a batch is resent after a lost connection (UNAVAILABLE,
+    /// CANCELLED), with backoff from 100 ms to 5 s; resent batches carry
+    /// the same producer sequence numbers, so none is stored twice.
+    #[arg(long, default_value_t = 10)]
+    retries: u32,
+    /// Print the producer id of this run and every retry.
+    #[arg(long, short)]
+    verbose: bool,
     #[command(flatten)]
     conn: Connection,
 }
@@ -149,6 +157,64 @@ impl Progress {
     }
 }
 
+/// The client and this run's idempotent producer: every batch is written
+/// exactly once, retries included.
+struct Writer {
+    client: Client,
+    producer: Producer,
+    policy: RetryPolicy,
+    verbose: bool,
+}
+
+impl Writer {
+    fn new(client: Client, a: &IngestArgs) -> Self {
+        let producer = Producer::new(producer_id());
+        if a.verbose {
+            eprintln!("ingest: producer id {}", producer.id);
+        }
+        let policy = RetryPolicy {
+            retries: a.retries,
+            ..RetryPolicy::default()
+        };
+        Self {
+            client,
+            producer,
+            policy,
+            verbose: a.verbose,
+        }
+    }
+
+    async fn write(&mut self, batch: RecordBatch) -> Result<streamdb_client::WriteSummary> {
+        let verbose = self.verbose;
+        let retries = self.policy.retries;
+        let summary = self
+            .client
+            .write_once(&mut self.producer, vec![batch], &self.policy, |n, e| {
+                if verbose {
+                    eprintln!("ingest: retry {n}/{retries} after: {e}");
+                }
+            })
+            .await?;
+        if verbose && summary.duplicates > 0 {
+            eprintln!(
+                "ingest: {} batch(es) were already stored (their acknowledgement was lost)",
+                summary.duplicates
+            );
+        }
+        Ok(summary)
+    }
+}
+
+/// A producer id no other run shares: pid, the time and a random part.
+fn producer_id() -> String {
+    format!(
+        "streamdb-ingest-{}-{}-{:08x}",
+        std::process::id(),
+        Clock::system().now_micros(),
+        rand::random::<u32>()
+    )
+}
+
 pub async fn run(a: IngestArgs) -> Result<()> {
     if a.batch_size == 0 {
         bail!("--batch-size must be at least 1");
@@ -157,7 +223,7 @@ pub async fn run(a: IngestArgs) -> Result<()> {
     if !a.generate_sample && a.files.is_empty() && !stdin_piped {
         bail!("nothing to ingest: use --generate-sample, --file PATH, or pipe NDJSON points into stdin");
     }
-    let mut client = a.conn.connect().await?;
+    let mut client = Writer::new(a.conn.connect().await?, &a);
     let mut ctrl_c = std::pin::pin!(tokio::signal::ctrl_c());
     if a.generate_sample {
         generate(&mut client, &a, &mut ctrl_c).await
@@ -175,7 +241,7 @@ pub async fn run(a: IngestArgs) -> Result<()> {
             for batch in batches {
                 let batch = batch.with_context(|| format!("reading {}", f.display()))?;
                 let rows = batch.num_rows() as u64;
-                let summary = client.write(vec![batch]).await?;
+                let summary = client.write(batch).await?;
                 progress.add(rows, summary.last_offset);
             }
         }
@@ -188,7 +254,7 @@ pub async fn run(a: IngestArgs) -> Result<()> {
 }
 
 async fn generate(
-    client: &mut Client,
+    client: &mut Writer,
     a: &IngestArgs,
     ctrl_c: &mut std::pin::Pin<&mut impl std::future::Future<Output = std::io::Result<()>>>,
 ) -> Result<()> {
@@ -227,9 +293,7 @@ async fn generate(
         }
         let n = total.map_or(per_tick, |t| per_tick.min((t - sent) as usize));
         let now_us = Clock::system().now_micros();
-        let summary = client
-            .write(vec![sample.batch(n, now_us, spacing_us)])
-            .await?;
+        let summary = client.write(sample.batch(n, now_us, spacing_us)).await?;
         sent += n as u64;
         progress.add(n as u64, summary.last_offset);
     }

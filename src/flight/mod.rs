@@ -145,10 +145,17 @@ impl StreamDbFlight {
         Response::new(Box::pin(stream))
     }
 
-    fn ingest_stream(&self, input: PeekableFlightDataStream) -> BoxStream<arrow_flight::PutResult> {
-        Box::pin(
-            ingest::write_stream(self.engine.clone(), input).map_ok(|r| ingest::put_result(&r)),
-        )
+    /// Writes a DoPut's batches, as its producer metadata (if any) says.
+    fn acks(
+        &self,
+        request: Request<PeekableFlightDataStream>,
+    ) -> Result<BoxStream<ingest::Ack>, Status> {
+        let producer = ingest::producer(request.metadata())?;
+        Ok(ingest::write_stream(
+            self.engine.clone(),
+            request.into_inner(),
+            producer,
+        ))
     }
 }
 
@@ -184,11 +191,10 @@ impl FlightSqlService for StreamDbFlight {
 
     async fn do_put_fallback(
         &self,
-        request: Request<PeekableFlightDataStream>,
+        mut request: Request<PeekableFlightDataStream>,
         message: Any,
     ) -> Result<Response<BoxStream<arrow_flight::PutResult>>, Status> {
-        let mut input = request.into_inner();
-        let first = input.peek().await.cloned();
+        let first = request.get_mut().peek().await.cloned();
         let descriptor = match first {
             Some(Ok(d)) => d.flight_descriptor,
             Some(Err(e)) => return Err(e),
@@ -203,7 +209,8 @@ impl FlightSqlService for StreamDbFlight {
             };
             return Err(Status::invalid_argument(format!("unknown DoPut descriptor {what}: use the path [\"metrics\"] or CommandStatementIngest")));
         }
-        Ok(Response::new(self.ingest_stream(input)))
+        let results = self.acks(request)?.map_ok(|a| ingest::put_result(&a));
+        Ok(Response::new(Box::pin(results)))
     }
 
     async fn do_put_statement_ingest(
@@ -223,7 +230,7 @@ impl FlightSqlService for StreamDbFlight {
             return Err(Status::invalid_argument("ingest mode replace is not supported: the metrics table is append-only (use append)"));
         }
         let mut rows = 0i64;
-        let mut results = ingest::write_stream(self.engine.clone(), request.into_inner());
+        let mut results = self.acks(request)?;
         while let Some(r) = results.next().await {
             rows += r?.rows as i64;
         }

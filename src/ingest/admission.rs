@@ -6,6 +6,10 @@
 //!
 //! Normalising and writing happen under the buffer's series gate, taken
 //! here, so no caller can forget it (see `WriteBuffer::share_series`).
+//! Once a record is handed to the log it will be applied whatever happens
+//! to the caller, so from then on the gate belongs to a task of its own
+//! that waits for the record: a client that disconnects cannot release it
+//! early and let retention remove a series the record needs.
 
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
@@ -13,7 +17,7 @@ use std::sync::Arc;
 use arrow::array::RecordBatch;
 use serde::Serialize;
 
-use super::buffer::WriteBuffer;
+use super::buffer::{SeriesShare, WriteBuffer};
 use super::config::BufferSection;
 use super::error::EngineError;
 use super::new_series::NewSeries;
@@ -36,7 +40,7 @@ pub(crate) struct Admission {
     limits: BufferSection,
     clock: Clock,
     /// Bytes of writes admitted but not yet in the buffer.
-    reserved: AtomicUsize,
+    reserved: Arc<AtomicUsize>,
     /// Cancelled when the engine shuts down: writes are refused from then.
     closed: CancellationToken,
     /// New series of batches in flight (`--max-series`, id collisions).
@@ -45,9 +49,9 @@ pub(crate) struct Admission {
 
 /// Bytes of a write admitted to the buffer but not yet applied; given back
 /// when dropped.
-struct Reserved<'a>(&'a AtomicUsize, usize);
+struct Reserved(Arc<AtomicUsize>, usize);
 
-impl Drop for Reserved<'_> {
+impl Drop for Reserved {
     fn drop(&mut self) {
         self.0.fetch_sub(self.1, Ordering::AcqRel);
     }
@@ -68,13 +72,13 @@ impl Admission {
             log,
             limits,
             clock,
-            reserved: AtomicUsize::new(0),
+            reserved: Arc::default(),
             closed,
         }
     }
 
     /// Validates, logs durably and buffers one Arrow batch.
-    pub async fn write(&self, batch: &RecordBatch) -> Result<WriteReceipt, EngineError> {
+    pub async fn write(self: &Arc<Self>, batch: &RecordBatch) -> Result<WriteReceipt, EngineError> {
         // Checked before normalising: an oversized batch costs nothing more.
         self.check_rows(batch.num_rows())?;
         self.write_with(|catalog| Ok(normalize(batch, catalog)?))
@@ -83,19 +87,24 @@ impl Admission {
 
     /// Normalises with `make` against the catalog and writes the result,
     /// all under the series gate. `make` may refuse with any error.
-    pub async fn write_with<F>(&self, make: F) -> Result<WriteReceipt, EngineError>
+    pub async fn write_with<F>(self: &Arc<Self>, make: F) -> Result<WriteReceipt, EngineError>
     where
         F: FnOnce(&SeriesCatalog) -> Result<PointBatch, EngineError>,
     {
-        let _gate = self.buffer.share_series().await;
+        let gate = self.buffer.share_series().await;
         let points = make(self.buffer.catalog())?;
-        self.write_points(points).await
+        self.write_points(points, gate).await
     }
 
-    /// Logs durably and buffers an already normalised batch (the caller
-    /// holds the series gate). Returns once the batch is on disk and
-    /// visible to queries.
-    pub async fn write_points(&self, points: PointBatch) -> Result<WriteReceipt, EngineError> {
+    /// Logs durably and buffers a batch normalised under `gate`. Returns
+    /// once the batch is on disk and visible to queries. Cancelled before
+    /// the append, nothing is written; after it, the append finishes in a
+    /// task that holds `gate` until the record is applied.
+    pub async fn write_points(
+        self: &Arc<Self>,
+        points: PointBatch,
+        gate: SeriesShare,
+    ) -> Result<WriteReceipt, EngineError> {
         if self.closed.is_cancelled() {
             return Err(EngineError::ShuttingDown);
         }
@@ -111,11 +120,17 @@ impl Admission {
         let _series = self.series.admit(&points.new_series)?;
         let bytes = points.points.get_array_memory_size();
         self.reserve(bytes).await?;
-        // Released however this ends, a client that went away mid-write
-        // included (the record is still written and applied).
-        let _reserved = Reserved(&self.reserved, bytes);
+        let reserved = Reserved(self.reserved.clone(), bytes);
         let payload = record::encode(&points);
-        let offset = self.log.append(payload, points).await?;
+        // Submitted in the caller, so a DoPut's pipelined batches keep
+        // their order in the log.
+        let submitted = self.log.submit(payload, points).await?;
+        let offset = run_to_end(async move {
+            // Both released once the record is applied (or refused).
+            let _held = (gate, reserved);
+            Ok(submitted.durable().await?)
+        })
+        .await?;
         let m = crate::telemetry::metrics();
         m.ingest_rows.inc_by(rows as u64);
         m.ingest_batches.inc();
@@ -158,3 +173,21 @@ impl Admission {
         }
     }
 }
+
+/// Runs `work` in a task of its own and waits for it: dropping the
+/// caller's future does not stop it.
+pub(crate) async fn run_to_end<T, F>(work: F) -> Result<T, EngineError>
+where
+    F: std::future::Future<Output = Result<T, EngineError>> + Send + 'static,
+    T: Send + 'static,
+{
+    match tokio::spawn(work).await {
+        Ok(result) => result,
+        Err(e) if e.is_panic() => std::panic::resume_unwind(e.into_panic()),
+        // Only a runtime shutting down cancels a spawned task.
+        Err(_) => Err(EngineError::ShuttingDown),
+    }
+}
+
+#[cfg(test)]
+mod tests;

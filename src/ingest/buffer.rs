@@ -148,9 +148,15 @@ pub(crate) struct WriteBuffer {
     /// until the batch is applied; retention takes it exclusively to
     /// remove series, so no batch is ever between the two while series go
     /// and every later write logs the keys of the series it brings back.
-    series_gate: tokio::sync::RwLock<()>,
+    series_gate: Arc<tokio::sync::RwLock<()>>,
     clock: Clock,
+    #[cfg(test)]
+    pub hooks: hooks::Hooks,
 }
+
+/// A writer's share of the series gate, owned so the write can carry it
+/// into the task that waits for its record to be applied.
+pub(crate) type SeriesShare = tokio::sync::OwnedRwLockReadGuard<()>;
 
 impl DurableSink<PointBatch> for WriteBuffer {
     fn on_durable(&self, offset: Offset, batch: PointBatch) {
@@ -165,14 +171,18 @@ impl WriteBuffer {
             catalog: Arc::new(catalog),
             fanout: broadcast::channel(FANOUT_BATCHES).0,
             space: Notify::new(),
-            series_gate: tokio::sync::RwLock::new(()),
+            series_gate: Arc::default(),
             clock,
+            #[cfg(test)]
+            hooks: Default::default(),
         }
     }
 
     /// Adds a durable record: its new series to the catalog, its points to
     /// the buffer, then to the feed.
     pub fn apply(&self, offset: Offset, batch: PointBatch) {
+        #[cfg(test)]
+        self.hooks.before_apply();
         for (id, key) in batch.new_series {
             self.catalog.insert(id, key);
         }
@@ -227,13 +237,51 @@ impl WriteBuffer {
         self.space.notified()
     }
 
-    /// Held while a batch goes from normalising to applied.
-    pub async fn share_series(&self) -> tokio::sync::RwLockReadGuard<'_, ()> {
-        self.series_gate.read().await
+    /// Held while a batch goes from normalising to applied, by the write
+    /// itself: a caller that goes away does not release it early.
+    pub async fn share_series(&self) -> SeriesShare {
+        self.series_gate.clone().read_owned().await
     }
 
     /// Held while series are removed from the catalog.
     pub async fn exclude_writers(&self) -> tokio::sync::RwLockWriteGuard<'_, ()> {
+        if let Ok(g) = self.series_gate.try_write() {
+            return g;
+        }
+        #[cfg(test)]
+        self.hooks.gate_contended.notify_one();
         self.series_gate.write().await
+    }
+}
+
+#[cfg(test)]
+pub(crate) mod hooks {
+    //! Where tests hold the write path still: before a durable record is
+    //! applied, and when retention finds a writer holding the series gate.
+
+    use std::sync::Arc;
+
+    type Hook = Arc<dyn Fn() + Send + Sync>;
+
+    #[derive(Default)]
+    pub struct Hooks {
+        before_apply: parking_lot::Mutex<Option<Hook>>,
+        /// Notified when `exclude_writers` has to wait for a writer.
+        pub gate_contended: tokio::sync::Notify,
+    }
+
+    impl Hooks {
+        /// Runs `hook` on the log's writer thread before each record is
+        /// applied (`None` removes it).
+        pub fn set_before_apply(&self, hook: Option<Hook>) {
+            *self.before_apply.lock() = hook;
+        }
+
+        pub(super) fn before_apply(&self) {
+            let hook = self.before_apply.lock().clone();
+            if let Some(h) = hook {
+                h();
+            }
+        }
     }
 }

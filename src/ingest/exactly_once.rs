@@ -17,7 +17,7 @@
 use std::collections::HashMap;
 use std::sync::{Arc, Weak};
 
-use super::admission::{Admission, WriteReceipt};
+use super::admission::{run_to_end, Admission, WriteReceipt};
 use super::buffer::WriteBuffer;
 use super::error::EngineError;
 use super::normalize::PointBatch;
@@ -93,13 +93,7 @@ impl ExactlyOnce {
         F: FnOnce(&SeriesCatalog) -> Result<PointBatch, EngineError> + Send + 'static,
     {
         let this = self.clone();
-        let task = tokio::spawn(async move { this.write_locked(make, producer, stream_seq).await });
-        match task.await {
-            Ok(result) => result,
-            Err(e) if e.is_panic() => std::panic::resume_unwind(e.into_panic()),
-            // Only a runtime shutting down cancels a spawned task.
-            Err(_) => Err(EngineError::ShuttingDown),
-        }
+        run_to_end(async move { this.write_locked(make, producer, stream_seq).await }).await
     }
 
     async fn write_locked<F>(
@@ -111,7 +105,7 @@ impl ExactlyOnce {
     where
         F: FnOnce(&SeriesCatalog) -> Result<PointBatch, EngineError>,
     {
-        let _gate = self.buffer.share_series().await;
+        let gate = self.buffer.share_series().await;
         let mut points = make(self.buffer.catalog())?;
         // Always producer, then Stream-Seq: one order, no deadlock.
         let producer_lock = producer.as_ref().map(|p| self.locks.producer(&p.id));
@@ -136,7 +130,10 @@ impl ExactlyOnce {
         points.origin.stream_seq = stream_seq;
         // The log's writer applies the record (and its tuple) to the state
         // before answering, so the next check under the lock sees it.
-        self.admission.write_points(points).await.map(Once::Written)
+        self.admission
+            .write_points(points, gate)
+            .await
+            .map(Once::Written)
     }
 }
 

@@ -10,7 +10,9 @@ mod series;
 mod time;
 pub mod wire;
 
-pub use producer::{ProducerTuple, Producers, Verdict, Writers};
+pub use producer::{
+    ProducerTuple, Producers, Verdict, Writers, MAX_PRODUCER_ID_BYTES, MAX_PRODUCER_NUMBER,
+};
 #[cfg(test)]
 pub use schema::points_of;
 pub use schema::{

@@ -20,6 +20,70 @@ pub struct ProducerTuple {
     pub seq: u64,
 }
 
+/// Longest producer id accepted (bytes): ids are stored with every record
+/// the producer writes and in every manifest until it expires.
+pub const MAX_PRODUCER_ID_BYTES: usize = 256;
+
+/// Largest epoch or sequence number (JavaScript's safe integer range, as
+/// the Durable Streams protocol allows).
+pub const MAX_PRODUCER_NUMBER: u64 = (1 << 53) - 1;
+
+impl ProducerTuple {
+    /// The tuple from its three header values, all or none; an error names
+    /// the header at fault (`names` are the headers' names as the caller's
+    /// protocol spells them: id, epoch, seq).
+    pub fn from_headers(
+        values: [Option<&str>; 3],
+        names: [&str; 3],
+    ) -> Result<Option<Self>, String> {
+        let [id, epoch, seq] = match values {
+            [None, None, None] => return Ok(None),
+            [Some(id), Some(e), Some(s)] => [id, e, s],
+            _ => {
+                let missing: Vec<&str> = (0..3)
+                    .filter(|&i| values[i].is_none())
+                    .map(|i| names[i])
+                    .collect();
+                return Err(format!(
+                    "{}, {} and {} must be sent together (missing {})",
+                    names[0],
+                    names[1],
+                    names[2],
+                    missing.join(", ")
+                ));
+            }
+        };
+        if id.is_empty() {
+            return Err(format!("{} must not be empty", names[0]));
+        }
+        if id.len() > MAX_PRODUCER_ID_BYTES {
+            return Err(format!(
+                "{} is {} bytes long; at most {MAX_PRODUCER_ID_BYTES} are allowed",
+                names[0],
+                id.len()
+            ));
+        }
+        Ok(Some(ProducerTuple {
+            id: id.to_string(),
+            epoch: number(names[1], epoch)?,
+            seq: number(names[2], seq)?,
+        }))
+    }
+}
+
+/// A non-negative decimal without sign or leading zeros, up to
+/// [`MAX_PRODUCER_NUMBER`].
+fn number(name: &str, s: &str) -> Result<u64, String> {
+    let digits = !s.is_empty() && s.bytes().all(|b| b.is_ascii_digit());
+    let canonical = s == "0" || !s.starts_with('0');
+    match s.parse::<u64>() {
+        Ok(v) if digits && canonical && v <= MAX_PRODUCER_NUMBER => Ok(v),
+        _ => Err(format!(
+            "{name} must be an integer from 0 to {MAX_PRODUCER_NUMBER} without sign or leading zeros (got {s:?})"
+        )),
+    }
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ProducerState {
     pub epoch: u64,
@@ -235,6 +299,41 @@ mod tests {
         // Persisted as plain JSON (the manifest carries it).
         let back: Writers = serde_json::from_str(&serde_json::to_string(&w).unwrap()).unwrap();
         assert_eq!(back, w);
+    }
+
+    #[test]
+    fn headers_are_all_or_none_and_strict() {
+        let names = ["producer-id", "producer-epoch", "producer-seq"];
+        let parse = |id, e, s| ProducerTuple::from_headers([id, e, s], names);
+        assert_eq!(parse(None, None, None), Ok(None));
+        assert_eq!(
+            parse(Some("p"), Some("2"), Some("7")),
+            Ok(Some(t("p", 2, 7)))
+        );
+        let long = "x".repeat(MAX_PRODUCER_ID_BYTES + 1);
+        let cases: [([Option<&str>; 3], &str); 8] = [
+            ([Some("p"), None, None], "producer-epoch, producer-seq"),
+            ([None, Some("1"), Some("1")], "missing producer-id"),
+            (
+                [Some(""), Some("1"), Some("1")],
+                "producer-id must not be empty",
+            ),
+            (
+                [Some(&long), Some("1"), Some("1")],
+                "producer-id is 257 bytes",
+            ),
+            ([Some("p"), Some("x"), Some("1")], "producer-epoch must be"),
+            ([Some("p"), Some("1"), Some("-1")], "producer-seq must be"),
+            ([Some("p"), Some("01"), Some("1")], "producer-epoch must be"),
+            (
+                [Some("p"), Some("1"), Some("9007199254740992")],
+                "producer-seq must be",
+            ),
+        ];
+        for (values, says) in cases {
+            let err = ProducerTuple::from_headers(values, names).unwrap_err();
+            assert!(err.contains(says), "{values:?}: {err}");
+        }
     }
 
     #[test]

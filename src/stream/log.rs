@@ -111,6 +111,22 @@ impl HasKind for LogError {
     }
 }
 
+/// A record handed to the log's writer: [`Submitted::durable`] waits
+/// until it is durable and applied.
+pub struct Submitted {
+    answer: oneshot::Receiver<Result<Offset, LogError>>,
+    clock: Clock,
+}
+
+impl Submitted {
+    pub async fn durable(self) -> Result<Offset, LogError> {
+        self.clock
+            .answer_from_thread(self.answer)
+            .await
+            .ok_or(LogError::Closed)?
+    }
+}
+
 /// Sizes and offsets, for status pages.
 #[derive(Debug, Clone, Default, serde::Serialize)]
 pub struct LogStats {
@@ -213,6 +229,13 @@ impl<A: Send + 'static> Log<A> {
 
     /// Appends one record and waits until it is durable. Returns its offset.
     pub async fn append(&self, payload: Vec<u8>, attachment: A) -> Result<Offset, LogError> {
+        self.submit(payload, attachment).await?.durable().await
+    }
+
+    /// Hands one record to the writer; once this returns it will be
+    /// written (or the log fail), whatever the caller does next. Records
+    /// are written in the order their submits returned.
+    pub async fn submit(&self, payload: Vec<u8>, attachment: A) -> Result<Submitted, LogError> {
         if payload.len() > segment::MAX_RECORD as usize {
             return Err(LogError::Failed(format!(
                 "record of {} bytes exceeds the limit",
@@ -228,10 +251,10 @@ impl<A: Send + 'static> Log<A> {
             }))
             .await
             .map_err(|_| LogError::Closed)?;
-        self.clock
-            .answer_from_thread(rx)
-            .await
-            .ok_or(LogError::Closed)?
+        Ok(Submitted {
+            answer: rx,
+            clock: self.clock.clone(),
+        })
     }
 
     /// The offset the next record will get; changes after every commit.

@@ -26,5 +26,5 @@ pub mod registry;
 pub mod repair;
 pub(crate) mod segment;
 
-pub use log::{DurableSink, Log, LogConfig, LogError, LogStats, Retention};
+pub use log::{DurableSink, Log, LogConfig, LogError, LogStats, Retention, Submitted};
 pub use offset::{Offset, OffsetParseError, Position};

@@ -285,3 +285,66 @@ def test_list_actions_names_only_what_the_server_does(streamdb_server):
     # What arrow-flight would have listed besides is refused, not half-done.
     with pytest.raises(pa.ArrowException):
         list(client.do_action(fl.Action("BeginTransaction", b"")))
+
+
+def put_as_producer(srv, batches, producer: str, epoch: int, seq: int) -> list[dict]:
+    """One DoPut with producer metadata; `seq` numbers its first batch."""
+    headers = [(b"producer-id", producer.encode()),
+               (b"producer-epoch", str(epoch).encode()),
+               (b"producer-seq", str(seq).encode())]
+    client = srv.flight()
+    try:
+        opts = fl.FlightCallOptions(timeout=30, headers=headers)
+        writer, reader = client.do_put(fl.FlightDescriptor.for_path("metrics"),
+                                       batches[0].schema, options=opts)
+        for b in batches:
+            writer.write_batch(b)
+        writer.done_writing()
+        results = []
+        while (buf := reader.read()) is not None:
+            results.append(json.loads(buf.to_pybytes()))
+        writer.close()
+        return results
+    finally:
+        client.close()
+
+
+def test_a_producer_retry_after_a_lost_ack_and_a_crash_stores_each_batch_once(streamdb_server):
+    """Issue 18 item 13: the acks of a DoPut are lost (the client never read
+    them, the server was killed); the client resends the same batches with
+    the same producer metadata and nothing is stored twice."""
+    srv = streamdb_server
+    batches = []
+    for b in range(4):
+        times = [T0 + (b * 10 + i) * SEC for i in range(10)]
+        batches.append(pa.record_batch({
+            "time": pa.array(times, pa.timestamp("us", tz="UTC")),
+            "metric": ["cpu"] * 10,
+            "host": ["a"] * 10,
+            "value": [float(b * 10 + i) for i in range(10)],
+        }))
+    first = put_as_producer(srv, batches[:3], "py-producer", 0, 0)
+    assert [r["seq"] for r in first] == [0, 1, 2]
+    assert not any(r.get("duplicate") for r in first)
+    srv.kill9()
+    srv.start()
+    # Resent from the first batch the client did not see acknowledged, plus one new.
+    again = put_as_producer(srv, batches[1:], "py-producer", 0, 1)
+    assert [(r["seq"], r.get("duplicate", False)) for r in again] == [(1, True), (2, True), (3, False)]
+    assert all(r["rows"] == 10 for r in again)
+    assert srv.count() == 40
+    # Half the metadata is refused, naming what is missing; nothing written.
+    client = srv.flight()
+    try:
+        opts = fl.FlightCallOptions(timeout=30, headers=[(b"producer-id", b"p")])
+        with pytest.raises((fl.FlightError, pa.ArrowInvalid)) as err:
+            writer, reader = client.do_put(fl.FlightDescriptor.for_path("metrics"),
+                                           batches[0].schema, options=opts)
+            writer.write_batch(batches[0])
+            writer.done_writing()
+            reader.read()
+            writer.close()
+        assert "producer-epoch" in str(err.value)
+    finally:
+        client.close()
+    assert srv.count() == 40

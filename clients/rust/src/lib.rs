@@ -84,6 +84,67 @@ fn code_name(c: tonic::Code) -> &'static str {
 pub struct WriteSummary {
     pub rows: u64,
     pub last_offset: Option<String>,
+    /// Batches the server had already stored (answered `"duplicate":
+    /// true`): resent after a lost acknowledgement, not stored again.
+    pub duplicates: u64,
+}
+
+/// An idempotent producer (`producer-id`, `producer-epoch`,
+/// `producer-seq` on every DoPut): the server stores each of its batches
+/// once, however often a lost acknowledgement makes the client send it.
+/// One producer id must be used by one writer at a time; it numbers its
+/// batches 0, 1, 2, ... across all of its writes.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Producer {
+    pub id: String,
+    /// Raise it (and restart `next_seq` at 0) to fence off an older
+    /// writer of the same id.
+    pub epoch: u64,
+    /// The sequence number the next batch gets.
+    pub next_seq: u64,
+}
+
+impl Producer {
+    pub fn new(id: impl Into<String>) -> Self {
+        Self {
+            id: id.into(),
+            epoch: 0,
+            next_seq: 0,
+        }
+    }
+}
+
+/// How [`Client::write_once`] retries when the connection fails.
+#[derive(Debug, Clone, PartialEq)]
+pub struct RetryPolicy {
+    /// Attempts after the first; 0 never retries.
+    pub retries: u32,
+    /// The wait before the first retry; doubled each time up to `max_backoff`.
+    pub backoff: std::time::Duration,
+    pub max_backoff: std::time::Duration,
+}
+
+impl Default for RetryPolicy {
+    fn default() -> Self {
+        Self {
+            retries: 10,
+            backoff: std::time::Duration::from_millis(100),
+            max_backoff: std::time::Duration::from_secs(5),
+        }
+    }
+}
+
+/// Failures worth sending the same batches again for: the connection or
+/// the server went away (`UNAVAILABLE`, `CANCELLED`, or a transport error
+/// tonic reports as `UNKNOWN`). Anything the server decided is final.
+fn retryable(e: &FlightError) -> bool {
+    match e {
+        FlightError::Tonic(s) => matches!(
+            s.code(),
+            tonic::Code::Unavailable | tonic::Code::Cancelled | tonic::Code::Unknown
+        ),
+        _ => false,
+    }
 }
 
 /// One message of a subscription.
@@ -249,6 +310,95 @@ impl Client {
             summary.last_offset = meta["offset"].as_str().map(str::to_string);
         }
         Ok(summary)
+    }
+
+    /// Writes batches as `producer`, retrying on a lost connection: each
+    /// retry resends from the first unacknowledged batch with the same
+    /// sequence numbers, so every batch is stored exactly once. `on_retry`
+    /// hears each failure that is retried (attempt number, error). On
+    /// success `producer.next_seq` has moved past the batches.
+    pub async fn write_once(
+        &mut self,
+        producer: &mut Producer,
+        batches: Vec<RecordBatch>,
+        policy: &RetryPolicy,
+        mut on_retry: impl FnMut(u32, &ClientError),
+    ) -> Result<WriteSummary, ClientError> {
+        let base = producer.next_seq;
+        let mut summary = WriteSummary::default();
+        let mut acked = 0usize;
+        let mut attempt = 0u32;
+        let mut backoff = policy.backoff;
+        while acked < batches.len() {
+            let tuple = Producer {
+                next_seq: base + acked as u64,
+                ..producer.clone()
+            };
+            let before = acked;
+            match self
+                .put_from(&tuple, &batches[acked..], &mut summary, &mut acked)
+                .await
+            {
+                Ok(()) => {}
+                Err(e) if retryable(&e) && attempt < policy.retries => {
+                    attempt += 1;
+                    on_retry(attempt, &ClientError::from(e));
+                    tokio::time::sleep(backoff).await;
+                    backoff = (backoff * 2).min(policy.max_backoff);
+                }
+                Err(e) => return Err(e.into()),
+            }
+            if acked > before {
+                // Progress: the next failure starts its backoff afresh.
+                backoff = policy.backoff;
+            }
+        }
+        producer.next_seq = base + batches.len() as u64;
+        Ok(summary)
+    }
+
+    /// One DoPut of `batches` numbered from `tuple.next_seq`, counting
+    /// each acknowledgement into `summary` and `acked` as it arrives.
+    async fn put_from(
+        &mut self,
+        tuple: &Producer,
+        batches: &[RecordBatch],
+        summary: &mut WriteSummary,
+        acked: &mut usize,
+    ) -> Result<(), FlightError> {
+        let start = *acked;
+        let mut flight = self
+            .flight()
+            .map_err(|e| FlightError::ExternalError(e.into()))?;
+        flight.add_header("producer-id", &tuple.id)?;
+        flight.add_header("producer-epoch", &tuple.epoch.to_string())?;
+        flight.add_header("producer-seq", &tuple.next_seq.to_string())?;
+        // Owned: the encoder's input outlives this borrow.
+        let owned: Vec<RecordBatch> = batches.to_vec();
+        let input = futures::stream::iter(owned.into_iter().map(Ok));
+        let data = FlightDataEncoderBuilder::new()
+            .with_flight_descriptor(Some(FlightDescriptor::new_path(vec!["metrics".into()])))
+            .build(input);
+        let mut results = flight.do_put(data).await?;
+        while let Some(r) = results.next().await {
+            let meta: serde_json::Value = serde_json::from_slice(&r?.app_metadata)
+                .map_err(|e| FlightError::ProtocolError(e.to_string()))?;
+            *acked += 1;
+            summary.rows += meta["rows"].as_u64().unwrap_or(0);
+            if meta["duplicate"].as_bool() == Some(true) {
+                summary.duplicates += 1;
+            }
+            if let Some(o) = meta["offset"].as_str() {
+                summary.last_offset = Some(o.to_string());
+            }
+        }
+        if *acked - start < batches.len() {
+            // Ended early without an error: the connection, not the server.
+            return Err(FlightError::Tonic(Box::new(tonic::Status::unavailable(
+                "the server ended the DoPut before acknowledging every batch",
+            ))));
+        }
+        Ok(())
     }
 
     /// Runs SQL and collects the result.

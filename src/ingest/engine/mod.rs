@@ -303,6 +303,11 @@ impl Engine {
     pub(crate) fn log_view(&self) -> &LogView {
         &self.view
     }
+
+    #[cfg(test)]
+    pub(crate) fn buffer(&self) -> &Arc<WriteBuffer> {
+        &self.buffer
+    }
 }
 
 impl ReadView for Engine {
