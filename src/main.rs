@@ -15,6 +15,7 @@ const SUBCOMMANDS: &[&str] = &[
     "query",
     "subscribe",
     "status",
+    "repair",
     "completions",
 ];
 
@@ -22,15 +23,12 @@ fn main() {
     let subcommand = std::env::args()
         .skip(1)
         .find(|a| SUBCOMMANDS.contains(&a.as_str()));
-    if subcommand.as_deref() != Some("start") {
-        // Rust ignores SIGPIPE, so `streamdb status | head -1` would panic
-        // on the closed pipe; a command-line tool should just stop. The
-        // server keeps ignoring it (a departed client is an error value).
-        // SAFETY: called before any thread starts; SIG_DFL is always valid.
-        unsafe {
-            libc::signal(libc::SIGPIPE, libc::SIG_DFL);
-        }
-    }
+    // SIGPIPE stays ignored, as Rust sets it, in every command: the
+    // client's sockets are written with writev, which raises it when a
+    // server or proxy drops the connection, and that must be an error the
+    // retry loop sees, not death by signal. A closed standard output
+    // (`streamdb status | head -1`) is the `StdoutClosed` error instead,
+    // and ends the command quietly below.
     let cli = match streamdb::cli::Cli::try_parse() {
         Ok(cli) => cli,
         Err(e) => exit_on_usage_error(e, subcommand.as_deref()),
@@ -42,6 +40,9 @@ fn main() {
         .build()
         .expect("starting the async runtime");
     if let Err(e) = runtime.block_on(streamdb::cli::run(cli)) {
+        if e.downcast_ref::<streamdb::cli::StdoutClosed>().is_some() {
+            std::process::exit(0);
+        }
         eprintln!("error: {}", one_line(&e));
         std::process::exit(1);
     }

@@ -316,7 +316,12 @@ async fn streamdb_ingest_through_a_flaky_network_stores_every_point_once() {
             .await
             .unwrap();
         let stderr = String::from_utf8_lossy(&out.stderr);
-        assert!(out.status.success(), "seed {seed}: {stderr}");
+        assert!(
+            out.status.success(),
+            "seed {seed}: {:?} stdout {} stderr {stderr}",
+            out.status,
+            String::from_utf8_lossy(&out.stdout)
+        );
         assert!(stderr.contains("producer id streamdb-ingest-"), "{stderr}");
         let n = (points * (seed as usize + 1)) as i64;
         assert_eq!(

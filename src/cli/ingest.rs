@@ -142,18 +142,19 @@ impl Progress {
         self.points as f64 / Clock::system().since(self.started).as_secs_f64().max(1e-9)
     }
 
-    fn finish(self) {
+    fn finish(self) -> Result<()> {
         if let Some(bar) = &self.bar {
             bar.finish_and_clear();
         }
-        println!(
+        outln!(
             "ingested {} points in {} batch(es) in {:.1}s ({}/s), last offset {}",
             units::count(self.points),
             units::count(self.batches),
             Clock::system().since(self.started).as_secs_f64(),
             units::count(self.rate().round() as u64),
             self.last_offset.as_deref().unwrap_or("-")
-        );
+        )?;
+        Ok(())
     }
 }
 
@@ -248,7 +249,7 @@ pub async fn run(a: IngestArgs) -> Result<()> {
         if stdin_only && progress.points == 0 {
             bail!("nothing to ingest: stdin held no points (use --generate-sample, --file PATH, or pipe NDJSON points in)");
         }
-        progress.finish();
+        progress.finish()?;
         Ok(())
     }
 }
@@ -297,7 +298,7 @@ async fn generate(
         sent += n as u64;
         progress.add(n as u64, summary.last_offset);
     }
-    progress.finish();
+    progress.finish()?;
     Ok(())
 }
 

@@ -1,5 +1,15 @@
 //! The `streamdb` command line. `start` runs the server; every other
-//! command talks to a server through the bundled client.
+//! command talks to a server through the bundled client. Output goes
+//! through `outln!`, which turns a closed standard output into
+//! [`StdoutClosed`] rather than a panic.
+
+/// `println!` that returns the write's error (see [`stdout_error`]).
+macro_rules! outln {
+    ($($arg:tt)*) => {{
+        use std::io::Write as _;
+        writeln!(std::io::stdout(), $($arg)*).map_err($crate::cli::stdout_error)
+    }};
+}
 
 mod connection;
 mod ingest;
@@ -13,6 +23,22 @@ use arrow::array::RecordBatch;
 use clap::{Parser, Subcommand, ValueEnum};
 
 use connection::Connection;
+
+/// Standard output was closed by its reader (`streamdb status | head -1`):
+/// the command stops quietly, with exit status 0.
+#[derive(Debug, thiserror::Error)]
+#[error("standard output was closed")]
+pub struct StdoutClosed;
+
+/// A write to standard output failed: [`StdoutClosed`] when the reader has
+/// gone, the I/O error otherwise.
+pub(crate) fn stdout_error(e: std::io::Error) -> anyhow::Error {
+    if e.kind() == std::io::ErrorKind::BrokenPipe {
+        StdoutClosed.into()
+    } else {
+        e.into()
+    }
+}
 
 #[derive(Parser, Debug)]
 #[command(
@@ -128,13 +154,9 @@ pub async fn run(cli: Cli) -> Result<()> {
         Command::Repair(args) => repair::run(args),
         Command::Completions { shell } => {
             use clap::CommandFactory;
-            clap_complete::generate(
-                shell,
-                &mut Cli::command(),
-                "streamdb",
-                &mut std::io::stdout(),
-            );
-            Ok(())
+            let mut script = Vec::new();
+            clap_complete::generate(shell, &mut Cli::command(), "streamdb", &mut script);
+            write_stdout(&script)
         }
         Command::Status { conn, json } => status(&conn, json).await,
         Command::Query { sql, conn, format } => query(&conn, &sql, format).await,
@@ -150,61 +172,61 @@ async fn status(conn: &Connection, json: bool) -> Result<()> {
     let mut client = conn.connect().await?;
     let s = client.status().await?;
     if json {
-        println!("{}", serde_json::to_string_pretty(&s)?);
+        outln!("{}", serde_json::to_string_pretty(&s)?)?;
         return Ok(());
     }
     let n = |v: &serde_json::Value| v.as_u64().unwrap_or(0);
-    println!(
+    outln!(
         "StreamDB {} at {}",
         s["version"].as_str().unwrap_or("?"),
         conn.server
-    );
-    println!(
+    )?;
+    outln!(
         "  data dir        {}",
         s["data_dir"].as_str().unwrap_or("?")
-    );
-    println!("  rows            {}", units::count(n(&s["rows"])));
-    println!("  series          {}", units::count(n(&s["series"])));
-    println!(
+    )?;
+    outln!("  rows            {}", units::count(n(&s["rows"])))?;
+    outln!("  series          {}", units::count(n(&s["series"])))?;
+    outln!(
         "  time range      {} .. {}",
         s["time_range"]["min"].as_str().unwrap_or("-"),
         s["time_range"]["max"].as_str().unwrap_or("-")
-    );
-    println!(
+    )?;
+    outln!(
         "  stream          offsets {} .. {}, {} segment(s), {}",
         s["stream"]["first_offset"].as_str().unwrap_or("?"),
         s["stream"]["next_offset"].as_str().unwrap_or("?"),
         n(&s["stream"]["segments"]),
         units::bytes(n(&s["stream"]["bytes"]))
-    );
-    println!(
+    )?;
+    outln!(
         "  write buffer    {} rows, {}",
         units::count(n(&s["buffer"]["rows"])),
         units::bytes(n(&s["buffer"]["bytes"]))
-    );
+    )?;
     let st = &s["storage"];
-    println!(
+    outln!(
         "  storage         {} chunk(s) ({} compacted), {} rows, {}, manifest v{}",
         n(&st["chunks"]),
         n(&st["compacted_chunks"]),
         units::count(n(&st["rows"])),
         units::bytes(n(&st["bytes"])),
         n(&st["manifest_version"])
-    );
+    )?;
     for d in st["skipped_manifests"].as_array().into_iter().flatten() {
-        println!(
+        outln!(
             "  skipped         manifest v{} ({}) does not decode: {}",
             n(&d["version"]),
             d["path"].as_str().unwrap_or("?"),
             d["error"].as_str().unwrap_or("?")
-        );
+        )?;
     }
-    println!(
+    outln!(
         "  location        {}",
         st["location"].as_str().unwrap_or("?")
-    );
+    )?;
     if let Some(w) = st["writer"].as_object() {
-        println!(
+        outln!(
             "  writer lease    node {}, epoch {}{}",
             w["node"].as_str().unwrap_or("?"),
             w["epoch"],
@@ -213,14 +235,14 @@ async fn status(conn: &Connection, json: bool) -> Result<()> {
             } else {
                 " (LOST: not writing to storage)"
             }
-        );
+        )?;
     }
     let m = &st["maintenance"];
     let running = m["compacting"]
         .as_str()
         .map(|h| format!(", compacting the hour of {h}"))
         .unwrap_or_default();
-    println!(
+    outln!(
         "  compaction      backlog {} chunk(s) in {} partition(s){running}; done {} merge(s) of {} chunk(s), {} -> {}",
         n(&m["backlog_chunks"]),
         n(&m["backlog_partitions"]),
@@ -228,27 +250,27 @@ async fn status(conn: &Connection, json: bool) -> Result<()> {
         n(&m["chunks_merged"]),
         units::bytes(n(&m["bytes_before"])),
         units::bytes(n(&m["bytes_after"]))
-    );
+    )?;
     let retention = match st["retention_seconds"].as_u64() {
         Some(secs) => format!("keep {}", units::duration(secs)),
         None => "keep forever".to_string(),
     };
-    println!(
+    outln!(
         "  retention       {retention}; oldest data kept {}; {} chunk(s) expired, {} series removed",
         s["time_range"]["min"].as_str().unwrap_or("-"),
         n(&m["expired_chunks"]),
         n(&m["series_removed"])
-    );
-    println!(
+    )?;
+    outln!(
         "  garbage         {} file(s) awaiting deletion, {} deleted",
         n(&m["garbage_pending"]),
         n(&m["files_deleted"])
-    );
+    )?;
     if let Some(err) = m["last_error"].as_str() {
-        println!("  last error      {err}");
+        outln!("  last error      {err}")?;
     }
     let c = &st["cache"];
-    println!(
+    outln!(
         "  chunk cache     {} of {} in {} chunk(s); {} hit(s), {} miss(es), {} ranged read(s)",
         units::bytes(n(&c["bytes"])),
         units::bytes(n(&c["capacity_bytes"])),
@@ -256,7 +278,7 @@ async fn status(conn: &Connection, json: bool) -> Result<()> {
         n(&c["hits"]),
         n(&c["misses"]),
         n(&c["ranged_reads"])
-    );
+    )?;
     Ok(())
 }
 
@@ -306,13 +328,14 @@ async fn subscribe(conn: &Connection, sql: &str, no_snapshot: bool) -> Result<()
         };
         let rows: usize = batches.iter().map(|b| b.num_rows()).sum();
         let when = update.max_time.as_deref().unwrap_or("-");
-        println!(
+        outln!(
             "-- {} at offset {} (data up to {when}): {rows} row(s)",
-            update.kind, update.offset,
-        );
+            update.kind,
+            update.offset,
+        )?;
         let table =
             arrow::util::pretty::pretty_format_batches_with_schema(schema.clone(), &batches)?;
-        println!("{table}");
+        outln!("{table}")?;
     }
 }
 
@@ -382,7 +405,13 @@ async fn query(conn: &Connection, sql: &str, format: Format) -> Result<()> {
             w.finish()?;
         }
     }
+    write_stdout(&out)
+}
+
+/// Writes `bytes` to standard output and flushes it.
+fn write_stdout(bytes: &[u8]) -> Result<()> {
     use std::io::Write;
-    std::io::stdout().write_all(&out)?;
-    Ok(())
+    let mut out = std::io::stdout().lock();
+    out.write_all(bytes).map_err(stdout_error)?;
+    out.flush().map_err(stdout_error)
 }

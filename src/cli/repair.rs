@@ -43,15 +43,15 @@ pub fn run(args: RepairArgs) -> Result<()> {
         }
     }
     if lines.is_empty() {
-        println!(
+        outln!(
             "nothing to repair: every log segment and named stream in {} reads cleanly",
             dir.display()
-        );
+        )?;
     } else {
         for l in &lines {
-            println!("{l}");
+            outln!("{l}")?;
         }
-        println!("repaired; nothing was deleted (damaged data is kept in the files named above)");
+        outln!("repaired; nothing was deleted (damaged data is kept in the files named above)")?;
     }
     Ok(())
 }
