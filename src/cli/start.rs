@@ -174,6 +174,17 @@ struct LimitArgs {
     /// outbox full) before it is dropped with RESOURCE_EXHAUSTED.
     #[arg(long, default_value = "10s", value_parser = parse_duration)]
     subscriber_timeout: Duration,
+    /// Bytes of new data one subscription may hold until its next emit (a
+    /// long emit_interval over busy ingest). Past it the subscription ends
+    /// with RESOURCE_EXHAUSTED naming this flag.
+    #[arg(long, default_value = "256MiB", value_parser = parse_bytes)]
+    subscribe_max_pending_bytes: usize,
+    /// Groups one aggregate subscription may keep (e.g. GROUP BY
+    /// time_bucket grows a group per bucket). Past it the subscription ends,
+    /// or is refused, with RESOURCE_EXHAUSTED naming this flag; groups are
+    /// never evicted.
+    #[arg(long, default_value_t = 100_000, value_parser = at_least_one)]
+    subscribe_max_groups: usize,
     /// Durable Streams streams that may exist at once (each keeps an open
     /// log and a writer thread).
     #[arg(long, default_value_t = 10_000, value_parser = at_least_one)]
@@ -231,6 +242,8 @@ pub async fn run(a: StartArgs) -> Result<()> {
         subscribe: SubscribeConfig {
             max_subscriptions: limits.max_subscriptions,
             send_timeout: limits.subscriber_timeout,
+            max_pending_bytes: limits.subscribe_max_pending_bytes,
+            max_groups: limits.subscribe_max_groups,
         },
         max_message_bytes: limits.max_message_bytes,
         auth_tokens: auth_tokens(&a.auth_token, a.auth_token_file.as_deref())?,

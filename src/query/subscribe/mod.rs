@@ -14,6 +14,11 @@
 //! client does not take a message within `send_timeout`, is ended with a
 //! `Limit` error, RESOURCE_EXHAUSTED (delivered after the queued messages) rather
 //! than buffering without bound. Ingest never waits for subscribers.
+//! Between emits a subscription holds at most `max_pending_bytes` of new
+//! batches, and an aggregate one at most `max_groups` groups; past either
+//! it ends with a `Limit` error naming the flag (no update half-sent).
+//! Groups are never evicted: a late point may still land in any bucket, and
+//! a group restarted from nothing would send the client a wrong value.
 //! Dropping the receiver ends the task.
 //!
 //! # Layout
@@ -99,6 +104,11 @@ pub struct SubscribeConfig {
     pub max_subscriptions: usize,
     /// How long a message may wait for the client before it is dropped.
     pub send_timeout: Duration,
+    /// Bytes of new batches one subscription may hold until its next emit
+    /// (`--subscribe-max-pending-bytes`).
+    pub max_pending_bytes: usize,
+    /// Groups one aggregate subscription may keep (`--subscribe-max-groups`).
+    pub max_groups: usize,
 }
 
 impl Default for SubscribeConfig {
@@ -106,6 +116,8 @@ impl Default for SubscribeConfig {
         Self {
             max_subscriptions: 256,
             send_timeout: Duration::from_secs(10),
+            max_pending_bytes: 256 << 20,
+            max_groups: 100_000,
         }
     }
 }
@@ -221,6 +233,7 @@ pub async fn subscribe(
         schema: schema.clone(),
         shape,
         select_sql: req.select.clone(),
+        limits: subs.config.clone(),
         state: None,
         offset: snapshot.applied,
         max_time: max_time_of(&snapshot),
@@ -257,6 +270,8 @@ struct Subscription {
     schema: SchemaRef,
     shape: Shape,
     select_sql: String,
+    /// The server's limits (`max_groups`, `max_pending_bytes` are used).
+    limits: SubscribeConfig,
     state: Option<AggState>,
     /// Everything before `offset` has been received (some may be pending).
     offset: Offset,
@@ -281,9 +296,9 @@ impl Subscription {
                 aggs,
                 outputs,
             } => {
-                let mut st = AggState::new(*groups, *aggs);
+                let mut st = AggState::new(*groups, *aggs, self.limits.max_groups);
                 for b in self.run_sql(Arc::new(table), partial_sql).await? {
-                    st.fold(&b).map_err(QueryError::from_datafusion)?;
+                    st.fold(&b)?;
                 }
                 let all = st
                     .emit(outputs, &self.schema, true)
@@ -383,7 +398,7 @@ impl Subscription {
         let clock = self.query.engine().clock().clone();
         let mut last_sent = clock.instant();
         let mut next_emit = clock.instant() + emit_interval;
-        let mut pending: Vec<Arc<BufferedBatch>> = Vec::new();
+        let mut pending = Pending::default();
         loop {
             tokio::select! {
                 got = fanout.recv() => match got {
@@ -393,7 +408,10 @@ impl Subscription {
                         self.offset = b.offset.next();
                         if b.points.num_rows() > 0 {
                             self.max_time = self.max_time.max(Some(b.max_time));
-                            pending.push(b);
+                            if let Err(e) = pending.push(b, self.limits.max_pending_bytes, emit_interval) {
+                                out.fail(e);
+                                return;
+                            }
                         }
                     }
                     Err(broadcast::error::RecvError::Lagged(n)) => {
@@ -419,7 +437,7 @@ impl Subscription {
                     } else {
                         next_emit = clock.instant() + emit_interval;
                         self.reported = (self.offset, self.max_time);
-                        match self.apply(std::mem::take(&mut pending)).await {
+                        match self.apply(pending.take()).await {
                             Ok(u) => u,
                             Err(e) => {
                                 out.fail(e);
@@ -469,7 +487,7 @@ impl Subscription {
                 let batches = self.run_sql(Arc::new(mem), &partial).await?;
                 let st = self.state.as_mut().expect("aggregate state set at start");
                 for b in &batches {
-                    st.fold(b).map_err(QueryError::from_datafusion)?;
+                    st.fold(b)?;
                 }
                 if !st.has_changes() {
                     return Ok(None);
@@ -491,6 +509,51 @@ impl Subscription {
                 self.conform(merged).map(Some)
             }
         }
+    }
+}
+
+/// The batches received since the last emit, and their bytes (bounded by
+/// `--subscribe-max-pending-bytes`).
+#[derive(Default)]
+struct Pending {
+    batches: Vec<Arc<BufferedBatch>>,
+    bytes: usize,
+}
+
+impl Pending {
+    fn is_empty(&self) -> bool {
+        self.batches.is_empty()
+    }
+
+    /// Keeps `b` until the next emit, or refuses it if that would hold more
+    /// than `max` bytes. The first batch is always taken: alone it pins
+    /// nothing the write buffer does not hold already, and it is folded in
+    /// at the next emit.
+    fn push(
+        &mut self,
+        b: Arc<BufferedBatch>,
+        max: usize,
+        emit_interval: Duration,
+    ) -> Result<(), QueryError> {
+        let bytes = self.bytes.saturating_add(b.bytes);
+        if bytes > max && !self.batches.is_empty() {
+            crate::telemetry::metrics().limited("subscribe_pending");
+            return Err(QueryError::Limit(format!(
+                "the subscription would hold {bytes} bytes of new data until its next \
+                 emit (emit_interval {emit_interval:?}), over the limit of {max} bytes \
+                 (--subscribe-max-pending-bytes); use a shorter emit_interval or raise \
+                 --subscribe-max-pending-bytes"
+            )));
+        }
+        self.bytes = bytes;
+        self.batches.push(b);
+        Ok(())
+    }
+
+    /// The batches, leaving it empty.
+    fn take(&mut self) -> Vec<Arc<BufferedBatch>> {
+        self.bytes = 0;
+        std::mem::take(&mut self.batches)
     }
 }
 
@@ -534,5 +597,7 @@ impl Outbox {
     }
 }
 
+#[cfg(test)]
+mod limit_tests;
 #[cfg(test)]
 mod tests;

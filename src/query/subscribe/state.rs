@@ -1,7 +1,8 @@
 //! The kept state of an aggregate subscription: per group, the running
 //! `sum`, `count`, `min` and `max` of every aggregate's argument, merged
 //! from the partial query's output, and which groups changed since the last
-//! update.
+//! update. The groups held are bounded (`--subscribe-max-groups`): a batch
+//! bringing more is refused before any of it is folded in.
 
 use std::collections::{HashMap, HashSet};
 
@@ -10,6 +11,7 @@ use arrow::compute::cast;
 use arrow::datatypes::{DataType, Int64Type, SchemaRef};
 use datafusion::common::{Result, ScalarValue};
 
+use super::super::QueryError;
 use super::shape::{AggKind, Output};
 
 #[derive(Debug, Clone)]
@@ -26,15 +28,18 @@ type Key = Vec<ScalarValue>;
 pub struct AggState {
     groups: usize,
     aggs: usize,
+    /// Most groups the state may hold (`--subscribe-max-groups`).
+    max_groups: usize,
     state: HashMap<Key, Vec<Partial>>,
     changed: HashSet<Key>,
 }
 
 impl AggState {
-    pub fn new(groups: usize, aggs: usize) -> Self {
+    pub fn new(groups: usize, aggs: usize, max_groups: usize) -> Self {
         Self {
             groups,
             aggs,
+            max_groups,
             state: HashMap::new(),
             changed: HashSet::new(),
         }
@@ -45,16 +50,51 @@ impl AggState {
     }
 
     /// Folds one batch of the partial query (`__g*`, then `__s, __c, __n,
-    /// __x` per aggregate) into the state.
-    pub fn fold(&mut self, batch: &RecordBatch) -> Result<()> {
+    /// __x` per aggregate) into the state; a batch that would take the
+    /// state past `max_groups` is refused whole, nothing of it folded.
+    pub fn fold(&mut self, batch: &RecordBatch) -> std::result::Result<(), QueryError> {
+        let keys = self.keys(batch).map_err(QueryError::from_datafusion)?;
+        self.check_groups(&keys)?;
+        self.merge_rows(batch, keys)
+            .map_err(QueryError::from_datafusion)
+    }
+
+    /// The group key of every row.
+    fn keys(&self, batch: &RecordBatch) -> Result<Vec<Key>> {
+        let cols = batch.columns();
+        (0..batch.num_rows())
+            .map(|row| {
+                (0..self.groups)
+                    .map(|j| ScalarValue::try_from_array(&cols[j], row))
+                    .collect()
+            })
+            .collect()
+    }
+
+    /// Refuses keys that would bring the state past `max_groups`.
+    fn check_groups(&self, keys: &[Key]) -> std::result::Result<(), QueryError> {
+        let new: HashSet<&Key> = keys.iter().filter(|k| !self.state.contains_key(*k)).collect();
+        let held = self.state.len();
+        if held + new.len() <= self.max_groups {
+            return Ok(());
+        }
+        crate::telemetry::metrics().limited("subscribe_groups");
+        Err(QueryError::Limit(format!(
+            "the subscription would hold {} groups, over the limit of {} \
+             (--subscribe-max-groups); groups are never evicted, since a late \
+             point may still land in any of them: group more coarsely, filter \
+             by time, or raise --subscribe-max-groups",
+            held + new.len(),
+            self.max_groups
+        )))
+    }
+
+    fn merge_rows(&mut self, batch: &RecordBatch, keys: Vec<Key>) -> Result<()> {
         let cols = batch.columns();
         let counts: Vec<ArrayRef> = (0..self.aggs)
             .map(|i| cast(&cols[self.groups + 4 * i + 1], &DataType::Int64))
             .collect::<std::result::Result<_, _>>()?;
-        for row in 0..batch.num_rows() {
-            let key: Key = (0..self.groups)
-                .map(|j| ScalarValue::try_from_array(&cols[j], row))
-                .collect::<Result<_>>()?;
+        for (row, key) in keys.into_iter().enumerate() {
             let mut parts = Vec::with_capacity(self.aggs);
             for (i, count) in counts.iter().enumerate() {
                 let base = self.groups + 4 * i;

@@ -11,12 +11,12 @@ use crate::ingest::{MemoryView, ReadView};
 use crate::query::QueryConfig;
 use crate::runtime::{Clock, Tasks};
 
-const T0: i64 = 1_705_276_800_000_000; // 2024-01-15T00:00:00Z
+pub(super) const T0: i64 = 1_705_276_800_000_000; // 2024-01-15T00:00:00Z
 const GROUPED: &str = "SELECT time_bucket('10s', time) AS bucket, tags['host'] AS host, sum(value), count(*), \
                        avg(value), min(value), max(value) FROM metrics WHERE metric = 'cpu' GROUP BY 1, 2";
 
 /// `(time, host, value)` rows of metric `cpu`.
-fn batch(rows: &[(i64, &str, f64)]) -> RecordBatch {
+pub(super) fn batch(rows: &[(i64, &str, f64)]) -> RecordBatch {
     let rows: Vec<(i64, &str, &str, f64)> =
         rows.iter().map(|(t, h, v)| (*t, "cpu", *h, *v)).collect();
     crate::query::tests::batch(&rows)
@@ -29,7 +29,7 @@ async fn setup() -> (Arc<MemoryView>, Arc<QueryEngine>, Arc<Subscriptions>) {
     (view, q, subscriptions(SubscribeConfig::default()))
 }
 
-fn subscriptions(config: SubscribeConfig) -> Arc<Subscriptions> {
+pub(super) fn subscriptions(config: SubscribeConfig) -> Arc<Subscriptions> {
     Subscriptions::new(config, Tasks::new())
 }
 
@@ -40,7 +40,7 @@ fn request(sql: &str) -> SubscribeRequest {
     }
 }
 
-fn rows(b: &RecordBatch) -> Vec<Vec<String>> {
+pub(super) fn rows(b: &RecordBatch) -> Vec<Vec<String>> {
     (0..b.num_rows())
         .map(|r| {
             b.columns()
