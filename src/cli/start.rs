@@ -164,6 +164,10 @@ struct LimitArgs {
     /// Memory one query may use.
     #[arg(long, default_value = "2GiB", value_parser = parse_bytes)]
     query_memory_limit: usize,
+    /// Largest answer of HTTP /v1/query (encoded JSON, CSV or Arrow); a
+    /// larger one is refused with 429. Flight SQL streams and is not capped.
+    #[arg(long, default_value = "256MiB", value_parser = parse_bytes)]
+    max_query_result_bytes: usize,
     /// Time one query may take.
     #[arg(long, default_value = "300s", value_parser = parse_duration)]
     query_timeout: Duration,
@@ -214,6 +218,7 @@ pub async fn run(a: StartArgs) -> Result<()> {
             timeout: limits.query_timeout,
             max_concurrent: limits.max_concurrent_queries,
             slow_threshold: (!a.slow_query_threshold.is_zero()).then_some(a.slow_query_threshold),
+            max_result_bytes: limits.max_query_result_bytes,
         },
         streams: StreamsConfig {
             long_poll_timeout: a.long_poll_timeout,

@@ -10,6 +10,7 @@ mod auth;
 mod error;
 mod http;
 mod observe;
+mod result_body;
 pub(crate) mod streams;
 mod tls;
 
