@@ -126,6 +126,13 @@ struct StorageArgs {
     chunk_cache_bytes: usize,
 }
 
+fn parse_handshake_timeout(s: &str) -> Result<Duration, String> {
+    match parse_duration(s)? {
+        d if d.is_zero() => Err("--tls-handshake-timeout 0 would close every connection before its handshake".into()),
+        d => Ok(d),
+    }
+}
+
 fn at_least_one(s: &str) -> Result<usize, String> {
     match s.replace('_', "").parse::<usize>() {
         Ok(n) if n >= 1 => Ok(n),
@@ -182,6 +189,19 @@ struct LimitArgs {
     /// log and a writer thread).
     #[arg(long, default_value_t = 10_000, value_parser = at_least_one)]
     max_streams: usize,
+    /// How long a client has to finish its TLS handshake; a connection
+    /// still silent then is closed.
+    #[arg(long, default_value = "5s", value_parser = parse_handshake_timeout)]
+    tls_handshake_timeout: Duration,
+    /// TLS handshakes in progress at once; further connections wait in the
+    /// listen backlog.
+    #[arg(long, default_value_t = 4096, value_parser = at_least_one)]
+    tls_max_handshakes: usize,
+    /// TLS handshakes in progress from one IP address; its further
+    /// connections are closed at once (what keeps idle connections from
+    /// one address from locking everyone else out).
+    #[arg(long, default_value_t = 128, value_parser = at_least_one)]
+    tls_max_handshakes_per_ip: usize,
 }
 
 pub async fn run(a: StartArgs) -> Result<()> {
@@ -239,6 +259,11 @@ pub async fn run(a: StartArgs) -> Result<()> {
         },
         max_message_bytes: limits.max_message_bytes,
         auth_tokens: auth_tokens(&a.auth_token, a.auth_token_file.as_deref())?,
+        tls_handshake: server::HandshakeLimits {
+            timeout: limits.tls_handshake_timeout,
+            max_pending: limits.tls_max_handshakes,
+            max_pending_per_ip: limits.tls_max_handshakes_per_ip,
+        },
         tls: match (a.tls_cert, a.tls_key) {
             (Some(c), Some(k)) => Some((c, k)),
             (None, None) => None,
