@@ -273,3 +273,48 @@ async fn the_fuzzers_crashing_doput_is_refused_cleanly() {
     assert_eq!(client.status().await.unwrap()["rows"], 1);
     srv.stop().await.unwrap();
 }
+
+/// `/v1/query` in `format`: the status and the body.
+async fn http_query_as(srv: &server::RunningServer, sql: &str, format: &str) -> (u16, Vec<u8>) {
+    let r = reqwest::Client::new()
+        .get(format!("http://{}/v1/query", srv.addr))
+        .query(&[("sql", sql), ("format", format)])
+        .send()
+        .await
+        .unwrap();
+    (r.status().as_u16(), r.bytes().await.unwrap().to_vec())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_http_result_past_max_query_result_bytes_is_refused_with_429() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut cfg = config(dir.path());
+    let cap = 64 << 10;
+    cfg.query.max_result_bytes = cap;
+    let srv = server::start(cfg).await.unwrap();
+    for format in ["json", "csv", "arrow"] {
+        let mut refused = 0;
+        for rows in [1, 10, 100, 1_000, 10_000, 100_000, 1_000_000] {
+            let sql = format!("SELECT value, 'row ' || value AS label FROM generate_series(1, {rows})");
+            let (status, body) = http_query_as(&srv, &sql, format).await;
+            let text = String::from_utf8_lossy(&body);
+            match status {
+                200 => {
+                    assert!(body.len() <= cap, "{format} {rows}: {} bytes", body.len());
+                    assert_eq!(refused, 0, "{format} {rows}: a larger result fit after a smaller was refused");
+                }
+                429 => {
+                    assert!(text.contains("--max-query-result-bytes"), "{format} {rows}: {text}");
+                    refused += 1;
+                }
+                s => panic!("{format} {rows}: status {s}: {text}"),
+            }
+        }
+        // 1000 rows fit in 64 KiB, 10 000 do not, whatever the format.
+        assert_eq!(refused, 3, "{format}: refused {refused} of 7");
+    }
+    // The server goes on answering.
+    let (status, _) = http_query_as(&srv, "SELECT 1", "json").await;
+    assert_eq!(status, 200);
+    srv.stop().await.unwrap();
+}

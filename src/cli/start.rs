@@ -126,6 +126,13 @@ struct StorageArgs {
     chunk_cache_bytes: usize,
 }
 
+fn parse_handshake_timeout(s: &str) -> Result<Duration, String> {
+    match parse_duration(s)? {
+        d if d.is_zero() => Err("--tls-handshake-timeout 0 would close every connection before its handshake".into()),
+        d => Ok(d),
+    }
+}
+
 fn at_least_one(s: &str) -> Result<usize, String> {
     match s.replace('_', "").parse::<usize>() {
         Ok(n) if n >= 1 => Ok(n),
@@ -164,6 +171,10 @@ struct LimitArgs {
     /// Memory one query may use.
     #[arg(long, default_value = "2GiB", value_parser = parse_bytes)]
     query_memory_limit: usize,
+    /// Largest answer of HTTP /v1/query (encoded JSON, CSV or Arrow); a
+    /// larger one is refused with 429. Flight SQL streams and is not capped.
+    #[arg(long, default_value = "256MiB", value_parser = parse_bytes)]
+    max_query_result_bytes: usize,
     /// Time one query may take.
     #[arg(long, default_value = "300s", value_parser = parse_duration)]
     query_timeout: Duration,
@@ -189,6 +200,19 @@ struct LimitArgs {
     /// log and a writer thread).
     #[arg(long, default_value_t = 10_000, value_parser = at_least_one)]
     max_streams: usize,
+    /// How long a client has to finish its TLS handshake; a connection
+    /// still silent then is closed.
+    #[arg(long, default_value = "5s", value_parser = parse_handshake_timeout)]
+    tls_handshake_timeout: Duration,
+    /// TLS handshakes in progress at once; further connections wait in the
+    /// listen backlog.
+    #[arg(long, default_value_t = 4096, value_parser = at_least_one)]
+    tls_max_handshakes: usize,
+    /// TLS handshakes in progress from one IP address; its further
+    /// connections are closed at once (what keeps idle connections from
+    /// one address from locking everyone else out).
+    #[arg(long, default_value_t = 128, value_parser = at_least_one)]
+    tls_max_handshakes_per_ip: usize,
 }
 
 pub async fn run(a: StartArgs) -> Result<()> {
@@ -225,6 +249,7 @@ pub async fn run(a: StartArgs) -> Result<()> {
             timeout: limits.query_timeout,
             max_concurrent: limits.max_concurrent_queries,
             slow_threshold: (!a.slow_query_threshold.is_zero()).then_some(a.slow_query_threshold),
+            max_result_bytes: limits.max_query_result_bytes,
         },
         streams: StreamsConfig {
             long_poll_timeout: a.long_poll_timeout,
@@ -247,6 +272,11 @@ pub async fn run(a: StartArgs) -> Result<()> {
         },
         max_message_bytes: limits.max_message_bytes,
         auth_tokens: auth_tokens(&a.auth_token, a.auth_token_file.as_deref())?,
+        tls_handshake: server::HandshakeLimits {
+            timeout: limits.tls_handshake_timeout,
+            max_pending: limits.tls_max_handshakes,
+            max_pending_per_ip: limits.tls_max_handshakes_per_ip,
+        },
         tls: match (a.tls_cert, a.tls_key) {
             (Some(c), Some(k)) => Some((c, k)),
             (None, None) => None,

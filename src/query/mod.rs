@@ -65,6 +65,10 @@ pub struct QueryConfig {
     pub max_concurrent: usize,
     /// Queries slower than this are logged (target `streamdb::slow_query`).
     pub slow_threshold: Option<Duration>,
+    /// The largest answer `/v1/query` encodes (JSON, CSV or Arrow bytes);
+    /// past it the query is refused with 429. Flight SQL streams and is
+    /// not capped.
+    pub max_result_bytes: usize,
 }
 
 impl Default for QueryConfig {
@@ -74,6 +78,7 @@ impl Default for QueryConfig {
             timeout: Duration::from_secs(300),
             max_concurrent: 64,
             slow_threshold: Some(Duration::from_secs(1)),
+            max_result_bytes: 256 << 20,
         }
     }
 }

@@ -12,6 +12,7 @@ use futures::TryStreamExt;
 use serde::Deserialize;
 
 use super::error::{error, error_response};
+use super::result_body::{BodyError, Format, ResultBody};
 use super::streams::{self, StreamsState};
 use crate::ingest::Engine;
 use crate::query::{QueryEngine, QueryError};
@@ -101,13 +102,13 @@ async fn run_query(s: &AppState, sql: Option<String>, format: Option<String>) ->
             "missing SQL: pass ?sql=... or a request body",
         );
     };
-    let format = format.unwrap_or_else(|| "json".into());
-    if !matches!(format.as_str(), "json" | "csv" | "arrow") {
+    let name = format.unwrap_or_else(|| "json".into());
+    let Some(format) = Format::parse(&name) else {
         return error(
             StatusCode::BAD_REQUEST,
-            format!("unknown format {format:?}: use json, csv or arrow"),
+            format!("unknown format {name:?}: use json, csv or arrow"),
         );
-    }
+    };
     let admission = match s.query.admit("http", &sql) {
         Ok(a) => a,
         Err(e) => return error_response(&e),
@@ -121,66 +122,56 @@ async fn run_query(s: &AppState, sql: Option<String>, format: Option<String>) ->
         Ok(df) => df,
         Err(e) => return error_response(&e),
     };
-    let schema = std::sync::Arc::new(df.schema().as_arrow().clone());
-    let batches: Vec<_> = match tokio::time::timeout(s.query.config().timeout, async {
-        df.execute_stream().await?.try_collect().await
-    })
-    .await
-    {
-        Ok(Ok(b)) => b,
-        Ok(Err(e)) => return error_response(&QueryError::from_datafusion(e)),
-        Err(_) => return error_response(&QueryError::Timeout(s.query.config().timeout)),
-    };
-    admission.sent(batches.iter().map(|b| b.num_rows()).sum());
-    let schema = batches.first().map(|b| b.schema()).unwrap_or(schema);
-    match encode(&format, &schema, &batches) {
-        Ok((ctype, body)) => ([(header::CONTENT_TYPE, ctype)], body).into_response(),
+    let config = s.query.config();
+    let body = tokio::time::timeout(
+        config.timeout,
+        encode(df, format, config.max_result_bytes),
+    )
+    .await;
+    match body {
+        Ok(Ok((rows, body))) => {
+            admission.sent(rows);
+            ([(header::CONTENT_TYPE, format.content_type())], body).into_response()
+        }
+        Ok(Err(Failed::Query(e))) => error_response(&e),
         // e.g. a map column asked for as CSV: the request, not the server.
-        Err(e) => error(
+        Ok(Err(Failed::Encode(e))) => error(
             StatusCode::BAD_REQUEST,
-            format!("cannot encode the result as {format}: {e}"),
+            format!("cannot encode the result as {name}: {e}"),
         ),
+        Err(_) => error_response(&QueryError::Timeout(config.timeout)),
     }
 }
 
-fn encode(
-    format: &str,
-    schema: &arrow::datatypes::SchemaRef,
-    batches: &[arrow::array::RecordBatch],
-) -> Result<(&'static str, Vec<u8>), arrow::error::ArrowError> {
-    let mut out = Vec::new();
-    match format {
-        "csv" => {
-            let mut w = arrow::csv::Writer::new(&mut out);
-            if batches.is_empty() {
-                // Still write the header line.
-                w.write(&arrow::array::RecordBatch::new_empty(schema.clone()))?;
-            }
-            for b in batches {
-                w.write(b)?;
-            }
-            drop(w);
-            Ok(("text/csv", out))
-        }
-        "arrow" => {
-            let mut w = arrow::ipc::writer::StreamWriter::try_new(&mut out, schema)?;
-            for b in batches {
-                w.write(b)?;
-            }
-            w.finish()?;
-            drop(w);
-            Ok(("application/vnd.apache.arrow.stream", out))
-        }
-        _ => {
-            let mut w = arrow::json::ArrayWriter::new(&mut out);
-            for b in batches {
-                w.write(b)?;
-            }
-            w.finish()?;
-            if out.is_empty() {
-                out.extend_from_slice(b"[]");
-            }
-            Ok(("application/json", out))
-        }
+enum Failed {
+    Query(QueryError),
+    Encode(arrow::error::ArrowError),
+}
+
+/// Runs the plan and encodes its batches as they come, so the answer never
+/// holds more than `limit` encoded bytes plus the batch at hand.
+async fn encode(
+    df: datafusion::dataframe::DataFrame,
+    format: Format,
+    limit: usize,
+) -> Result<(usize, Vec<u8>), Failed> {
+    let query = |e| Failed::Query(QueryError::from_datafusion(e));
+    let schema = Arc::new(df.schema().as_arrow().clone());
+    let mut batches = df.execute_stream().await.map_err(query)?;
+    let mut body = ResultBody::new(format, limit);
+    while let Some(batch) = batches.try_next().await.map_err(query)? {
+        body.push(&batch).map_err(refused)?;
+    }
+    let rows = body.rows();
+    Ok((rows, body.finish(&schema).map_err(refused)?))
+}
+
+fn refused(e: BodyError) -> Failed {
+    match e {
+        BodyError::TooLarge(limit) => Failed::Query(QueryError::Limit(format!(
+            "the query result is larger than {limit} bytes (--max-query-result-bytes); \
+             narrow it (WHERE, LIMIT, time_bucket) or read it over Flight SQL, which streams"
+        ))),
+        BodyError::Encode(e) => Failed::Encode(e),
     }
 }

@@ -10,6 +10,7 @@ mod auth;
 mod error;
 mod http;
 mod observe;
+mod result_body;
 pub(crate) mod streams;
 mod tls;
 
@@ -29,6 +30,7 @@ use crate::stream::client::RemoteStream;
 use crate::stream::registry::{Registry, RegistryConfig, StreamError};
 
 pub use streams::StreamsConfig;
+pub use tls::HandshakeLimits;
 
 /// The descriptor set compiled from `proto/` by build.rs.
 const DESCRIPTORS: &[u8] = include_bytes!(concat!(env!("OUT_DIR"), "/streamdb_descriptor.bin"));
@@ -47,6 +49,8 @@ pub struct ServerConfig {
     pub auth_tokens: Vec<String>,
     /// PEM certificate chain and private key: serve TLS (gRPC and HTTPS).
     pub tls: Option<(std::path::PathBuf, std::path::PathBuf)>,
+    /// How TLS handshakes are bounded (`--tls-handshake-timeout`).
+    pub tls_handshake: HandshakeLimits,
     /// Largest gRPC message the server decodes (RESOURCE_EXHAUSTED above).
     pub max_message_bytes: usize,
 }
@@ -263,6 +267,7 @@ pub async fn start(config: ServerConfig) -> Result<RunningServer, ServerError> {
         Some((cert, key)) => Some(tls::acceptor(cert, key).map_err(ServerError::Tls)?),
         None => None,
     };
+    let handshake = config.tls_handshake.clone();
     let listener_stop = tree.listener.clone();
     let serve_engine = engine.clone();
     let task = tokio::spawn(async move {
@@ -276,7 +281,7 @@ pub async fn start(config: ServerConfig) -> Result<RunningServer, ServerError> {
         let served = match acceptor {
             Some(a) => {
                 builder()
-                    .serve_with_incoming_shutdown(tls::incoming(incoming(listener), a), stop)
+                    .serve_with_incoming_shutdown(tls::incoming(incoming(listener), a, handshake), stop)
                     .await
             }
             None => {

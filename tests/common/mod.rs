@@ -24,6 +24,7 @@ pub fn config(dir: &std::path::Path) -> ServerConfig {
         subscribe: Default::default(),
         auth_tokens: Vec::new(),
         tls: None,
+        tls_handshake: Default::default(),
         max_message_bytes: 256 << 20,
     }
 }
