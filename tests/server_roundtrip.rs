@@ -295,16 +295,23 @@ async fn an_http_result_past_max_query_result_bytes_is_refused_with_429() {
     for format in ["json", "csv", "arrow"] {
         let mut refused = 0;
         for rows in [1, 10, 100, 1_000, 10_000, 100_000, 1_000_000] {
-            let sql = format!("SELECT value, 'row ' || value AS label FROM generate_series(1, {rows})");
+            let sql =
+                format!("SELECT value, 'row ' || value AS label FROM generate_series(1, {rows})");
             let (status, body) = http_query_as(&srv, &sql, format).await;
             let text = String::from_utf8_lossy(&body);
             match status {
                 200 => {
                     assert!(body.len() <= cap, "{format} {rows}: {} bytes", body.len());
-                    assert_eq!(refused, 0, "{format} {rows}: a larger result fit after a smaller was refused");
+                    assert_eq!(
+                        refused, 0,
+                        "{format} {rows}: a larger result fit after a smaller was refused"
+                    );
                 }
                 429 => {
-                    assert!(text.contains("--max-query-result-bytes"), "{format} {rows}: {text}");
+                    assert!(
+                        text.contains("--max-query-result-bytes"),
+                        "{format} {rows}: {text}"
+                    );
                     refused += 1;
                 }
                 s => panic!("{format} {rows}: status {s}: {text}"),

@@ -4,6 +4,7 @@
 //! cannot hold more than its share. Certificates: tests/fixtures/tls (a
 //! test CA and a localhost certificate, valid for a century).
 
+#[allow(dead_code)]
 mod common;
 
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
@@ -25,7 +26,9 @@ use streamdb::server::{self, HandshakeLimits, RunningServer};
 const PROMPTLY: Duration = Duration::from_secs(5);
 
 fn fixture(name: &str) -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/tls").join(name)
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/fixtures/tls")
+        .join(name)
 }
 
 async fn start(dir: &std::path::Path, limits: HandshakeLimits) -> RunningServer {
@@ -155,7 +158,10 @@ async fn handshakes_past_the_per_address_cap_are_closed_and_the_slots_come_back(
         tokio::time::sleep(Duration::from_millis(100)).await;
         answer = https_health(IDLER, srv.addr).await;
     }
-    assert!(answer.is_ok(), "after its idle connections closed: {answer:?}");
+    assert!(
+        answer.is_ok(),
+        "after its idle connections closed: {answer:?}"
+    );
     srv.stop().await.unwrap();
 }
 
@@ -167,7 +173,8 @@ async fn a_silent_connection_is_closed_at_the_handshake_timeout() {
         ..HandshakeLimits::default()
     };
     let srv = start(dir.path(), limits).await;
-    let silent: Vec<_> = futures::future::join_all((0..20).map(|_| connect_from(IDLER, srv.addr))).await;
+    let silent: Vec<_> =
+        futures::future::join_all((0..20).map(|_| connect_from(IDLER, srv.addr))).await;
     let closed_now = futures::future::join_all(silent.into_iter().map(closed)).await;
     assert_eq!(closed_now, vec![true; 20]);
     let answer = https_health(CLIENT, srv.addr).await;

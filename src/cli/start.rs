@@ -128,7 +128,9 @@ struct StorageArgs {
 
 fn parse_handshake_timeout(s: &str) -> Result<Duration, String> {
     match parse_duration(s)? {
-        d if d.is_zero() => Err("--tls-handshake-timeout 0 would close every connection before its handshake".into()),
+        d if d.is_zero() => Err(
+            "--tls-handshake-timeout 0 would close every connection before its handshake".into(),
+        ),
         d => Ok(d),
     }
 }

@@ -123,11 +123,8 @@ async fn run_query(s: &AppState, sql: Option<String>, format: Option<String>) ->
         Err(e) => return error_response(&e),
     };
     let config = s.query.config();
-    let body = tokio::time::timeout(
-        config.timeout,
-        encode(df, format, config.max_result_bytes),
-    )
-    .await;
+    let body =
+        tokio::time::timeout(config.timeout, encode(df, format, config.max_result_bytes)).await;
     match body {
         Ok(Ok((rows, body))) => {
             admission.sent(rows);

@@ -281,7 +281,10 @@ pub async fn start(config: ServerConfig) -> Result<RunningServer, ServerError> {
         let served = match acceptor {
             Some(a) => {
                 builder()
-                    .serve_with_incoming_shutdown(tls::incoming(incoming(listener), a, handshake), stop)
+                    .serve_with_incoming_shutdown(
+                        tls::incoming(incoming(listener), a, handshake),
+                        stop,
+                    )
                     .await
             }
             None => {

@@ -143,10 +143,7 @@ impl ResultBody {
         Ok(())
     }
 
-    fn ipc_writer(
-        &mut self,
-        schema: &SchemaRef,
-    ) -> Result<&mut StreamWriter<Vec<u8>>, ArrowError> {
+    fn ipc_writer(&mut self, schema: &SchemaRef) -> Result<&mut StreamWriter<Vec<u8>>, ArrowError> {
         if self.ipc.is_none() {
             self.ipc = Some(StreamWriter::try_new(Vec::new(), schema)?);
         }
@@ -258,8 +255,14 @@ mod tests {
                 }
                 assert!(pushed < 10, "{format:?}: never refused");
             };
-            assert!(matches!(err, BodyError::TooLarge(l) if l == size * 3), "{format:?}");
-            assert!((2..=3).contains(&pushed), "{format:?}: {pushed} batches fit");
+            assert!(
+                matches!(err, BodyError::TooLarge(l) if l == size * 3),
+                "{format:?}"
+            );
+            assert!(
+                (2..=3).contains(&pushed),
+                "{format:?}: {pushed} batches fit"
+            );
         }
     }
 }

@@ -15,8 +15,7 @@ use crate::ingest::{MemoryView, ReadView};
 use crate::query::QueryConfig;
 use crate::runtime::Clock;
 
-const BUCKETS: &str =
-    "SELECT time_bucket('1s', time) AS bucket, count(*) FROM metrics GROUP BY 1";
+const BUCKETS: &str = "SELECT time_bucket('1s', time) AS bucket, count(*) FROM metrics GROUP BY 1";
 
 fn engine() -> (Arc<MemoryView>, Arc<QueryEngine>) {
     let view = MemoryView::with_clock(Clock::simulated(T0));
@@ -36,7 +35,11 @@ fn limited(max_pending_bytes: usize, max_groups: usize) -> Arc<Subscriptions> {
 /// within 100 messages (100 s of progress in paused time).
 async fn next_change(rx: &mut Updates) -> Result<Message, QueryError> {
     for _ in 0..100 {
-        match rx.recv().await.expect("the subscription ends with an error") {
+        match rx
+            .recv()
+            .await
+            .expect("the subscription ends with an error")
+        {
             Ok(m) if m.kind == Kind::Progress => continue,
             other => return other,
         }
@@ -62,7 +65,9 @@ fn fake(bytes: usize) -> Arc<BufferedBatch> {
 fn pending_bytes_never_pass_the_limit() {
     let mut seed = 0x5eed_u64;
     let mut next = |n: u64| {
-        seed = seed.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+        seed = seed
+            .wrapping_mul(6364136223846793005)
+            .wrapping_add(1442695040888963407);
         (seed >> 33) % n
     };
     for _ in 0..500 {
@@ -78,7 +83,11 @@ fn pending_bytes_never_pass_the_limit() {
                         matches!(&e, QueryError::Limit(m) if m.contains("--subscribe-max-pending-bytes")),
                         "{e}"
                     );
-                    assert_eq!((p.batches.len(), p.bytes), before, "a refusal holds nothing more");
+                    assert_eq!(
+                        (p.batches.len(), p.bytes),
+                        before,
+                        "a refusal holds nothing more"
+                    );
                     assert!(before.1 + size > max);
                     break;
                 }
@@ -111,7 +120,9 @@ async fn a_long_emit_interval_ends_at_the_pending_bytes_limit() {
         tokio::time::sleep(Duration::from_secs(3)).await;
         assert_eq!(subs.active(), 1, "k = {k}: {k} batches fit");
         view.write(&point(100)).await.unwrap();
-        let err = next_change(&mut rx).await.expect_err("no update before the error");
+        let err = next_change(&mut rx)
+            .await
+            .expect_err("no update before the error");
         assert!(
             matches!(&err, QueryError::Limit(m) if m.contains("--subscribe-max-pending-bytes")),
             "k = {k}: {err}"
@@ -146,25 +157,36 @@ async fn group_by_time_bucket_ends_at_the_group_limit() {
             ..SubscribeRequest::new(BUCKETS)
         };
         let (view, q) = engine();
-        view.write(&in_bucket(&(0..=n).collect::<Vec<_>>())).await.unwrap();
-        let err = subscribe(q, &subs, req()).await.expect_err("n + 1 groups in the snapshot");
+        view.write(&in_bucket(&(0..=n).collect::<Vec<_>>()))
+            .await
+            .unwrap();
+        let err = subscribe(q, &subs, req())
+            .await
+            .expect_err("n + 1 groups in the snapshot");
         assert!(names_the_groups_flag(&err), "n = {n}: {err}");
         assert_eq!(subs.active(), 0);
 
         let (view, q) = engine();
-        view.write(&in_bucket(&(0..n - 1).collect::<Vec<_>>())).await.unwrap();
+        view.write(&in_bucket(&(0..n - 1).collect::<Vec<_>>()))
+            .await
+            .unwrap();
         let (_, mut rx) = subscribe(q, &subs, req()).await.unwrap();
         let snap = rx.recv().await.unwrap().unwrap();
         assert_eq!(snap.batch.unwrap().num_rows(), (n - 1) as usize);
         // The n-th bucket, and a late point into the first: both fit.
         view.write(&in_bucket(&[n - 1, 0])).await.unwrap();
         let update = next_change(&mut rx).await.expect("n groups fit");
-        let counts: Vec<String> = rows(update.batch.as_ref().unwrap()).into_iter().map(|r| r[1].clone()).collect();
+        let counts: Vec<String> = rows(update.batch.as_ref().unwrap())
+            .into_iter()
+            .map(|r| r[1].clone())
+            .collect();
         let want: Vec<&str> = if n == 1 { vec!["2"] } else { vec!["2", "1"] };
         assert_eq!(counts, want, "n = {n}");
         // A held bucket and a new one in one batch: refused whole.
         view.write(&in_bucket(&[0, n])).await.unwrap();
-        let err = next_change(&mut rx).await.expect_err("no update with bucket n + 1");
+        let err = next_change(&mut rx)
+            .await
+            .expect_err("no update with bucket n + 1");
         assert!(names_the_groups_flag(&err), "n = {n}: {err}");
         assert_eq!(err.kind().grpc_code(), tonic::Code::ResourceExhausted);
         assert!(rx.recv().await.is_none(), "the subscription ended");
@@ -202,7 +224,10 @@ fn a_refused_batch_leaves_the_groups_as_they_were() {
         Field::new("g", DataType::Int64, true),
         Field::new("count", DataType::Int64, true),
     ]));
-    let outputs = [shape::Output::Group(0), shape::Output::Agg(0, shape::AggKind::Count)];
+    let outputs = [
+        shape::Output::Group(0),
+        shape::Output::Agg(0, shape::AggKind::Count),
+    ];
     for max in 1..8i64 {
         let mut st = AggState::new(1, 1, max as usize);
         st.fold(&part((0..max).collect())).unwrap();

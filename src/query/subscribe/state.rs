@@ -73,7 +73,10 @@ impl AggState {
 
     /// Refuses keys that would bring the state past `max_groups`.
     fn check_groups(&self, keys: &[Key]) -> std::result::Result<(), QueryError> {
-        let new: HashSet<&Key> = keys.iter().filter(|k| !self.state.contains_key(*k)).collect();
+        let new: HashSet<&Key> = keys
+            .iter()
+            .filter(|k| !self.state.contains_key(*k))
+            .collect();
         let held = self.state.len();
         if held + new.len() <= self.max_groups {
             return Ok(());
