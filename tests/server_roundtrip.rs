@@ -5,6 +5,8 @@
 #[path = "server_roundtrip/auth.rs"]
 mod auth;
 mod common;
+#[path = "server_roundtrip/read_only.rs"]
+mod read_only;
 
 use arrow::array::RecordBatch;
 use arrow::util::pretty::pretty_format_batches;

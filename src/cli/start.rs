@@ -82,6 +82,19 @@ pub struct StartArgs {
     /// Read accepted tokens from a file, one per line (# comments allowed).
     #[arg(long)]
     auth_token_file: Option<PathBuf>,
+    /// Accept this bearer token for queries, subscriptions and stream
+    /// reads only: writes and deletes are refused (PERMISSION_DENIED, HTTP
+    /// 403). Repeatable; comma-separated in STREAMDB_READ_ONLY_TOKEN.
+    #[arg(
+        long,
+        env = "STREAMDB_READ_ONLY_TOKEN",
+        value_delimiter = ',',
+        hide_env_values = true
+    )]
+    read_only_token: Vec<String>,
+    /// Read read-only tokens from a file, one per line (# comments allowed).
+    #[arg(long)]
+    read_only_token_file: Option<PathBuf>,
     /// PEM certificate chain: serve gRPC and HTTPS with TLS on the port.
     #[arg(long, requires = "tls_key")]
     tls_cert: Option<PathBuf>,
@@ -243,6 +256,15 @@ pub async fn run(a: StartArgs) -> Result<()> {
     engine.maintenance.compaction_interval = storage.compaction_interval;
     engine.maintenance.gc_grace = storage.gc_grace.max(limits.query_timeout);
     engine.cache.chunk_cache_bytes = storage.chunk_cache_bytes;
+    let auth_tokens = tokens("--auth-token", &a.auth_token, a.auth_token_file.as_deref())?;
+    let read_only_tokens = tokens(
+        "--read-only-token",
+        &a.read_only_token,
+        a.read_only_token_file.as_deref(),
+    )?;
+    if auth_tokens.iter().any(|t| read_only_tokens.contains(t)) {
+        anyhow::bail!("a token is given both as --auth-token and as --read-only-token: each token has one role");
+    }
     let config = ServerConfig {
         addr: SocketAddr::new(a.host, a.port),
         engine,
@@ -273,7 +295,8 @@ pub async fn run(a: StartArgs) -> Result<()> {
             max_groups: limits.subscribe_max_groups,
         },
         max_message_bytes: limits.max_message_bytes,
-        auth_tokens: auth_tokens(&a.auth_token, a.auth_token_file.as_deref())?,
+        auth_tokens,
+        read_only_tokens,
         tls_handshake: server::HandshakeLimits {
             timeout: limits.tls_handshake_timeout,
             max_pending: limits.tls_max_handshakes,
@@ -313,14 +336,20 @@ pub async fn run(a: StartArgs) -> Result<()> {
     Ok(())
 }
 
-/// Tokens from flags and the token file. Never logged. An empty one is an
-/// error, not skipped: `--auth-token ""` must not quietly turn
-/// authentication off.
-fn auth_tokens(flags: &[String], file: Option<&std::path::Path>) -> Result<Vec<String>> {
+/// Tokens from `flag` (and its env variable) and its token file. Never
+/// logged. An empty one is an error, not skipped: `--auth-token ""` must
+/// not quietly turn authentication off.
+fn tokens(flag: &str, flags: &[String], file: Option<&std::path::Path>) -> Result<Vec<String>> {
     let mut tokens: Vec<String> = flags.iter().map(|t| t.trim().to_string()).collect();
     if let Some(n) = tokens.iter().position(String::is_empty) {
+        let env = format!(
+            "STREAMDB_{}",
+            flag.trim_start_matches('-')
+                .replace('-', "_")
+                .to_uppercase()
+        );
         anyhow::bail!(
-            "--auth-token (or STREAMDB_AUTH_TOKEN) value {} of {} is empty",
+            "{flag} (or {env}) value {} of {} is empty",
             n + 1,
             tokens.len()
         );

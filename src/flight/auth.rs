@@ -1,16 +1,39 @@
-//! Bearer tokens: the set the server accepts, constant-time checks, and
-//! the Flight handshake that trades HTTP Basic credentials (any user name,
-//! a token as the password; what ADBC sends for `username`/`password`) for
-//! a bearer token.
+//! Bearer tokens: the set the server accepts and what each may do (its
+//! [`Role`]), constant-time checks, and the Flight handshake that trades
+//! HTTP Basic credentials (any user name, a token as the password; what
+//! ADBC sends for `username`/`password`) for a bearer token.
 
 use std::sync::Arc;
 
 use base64::Engine as _;
 use subtle::ConstantTimeEq;
 
-/// The accepted tokens; empty means authentication is off.
+/// What a caller may do. Tokens from `--auth-token` read and write;
+/// tokens from `--read-only-token` may query and subscribe but neither
+/// write nor delete. With authentication off every caller is `ReadWrite`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Role {
+    ReadWrite,
+    ReadOnly,
+}
+
+/// What a read-only caller is told when it tries to write or delete.
+pub const READ_ONLY_REFUSAL: &str = "this token is read-only (--read-only-token): it may query, subscribe and read streams, not write, create or delete; use a token from --auth-token";
+
+/// Refuses a write or delete from a read-only caller (PERMISSION_DENIED).
+/// The role is what the gate in front of the port put in the request's
+/// extensions; a request that never passed the gate (in-process tests)
+/// carries none and is treated as read-write.
+pub fn require_write<T>(request: &tonic::Request<T>) -> Result<(), tonic::Status> {
+    match request.extensions().get::<Role>() {
+        Some(Role::ReadOnly) => Err(tonic::Status::permission_denied(READ_ONLY_REFUSAL)),
+        _ => Ok(()),
+    }
+}
+
+/// The accepted tokens and their roles; empty means authentication is off.
 #[derive(Clone, Default)]
-pub struct Tokens(Arc<Vec<Vec<u8>>>);
+pub struct Tokens(Arc<Vec<(Vec<u8>, Role)>>);
 
 impl std::fmt::Debug for Tokens {
     // Never print the tokens themselves.
@@ -20,12 +43,24 @@ impl std::fmt::Debug for Tokens {
 }
 
 impl Tokens {
+    /// Read-write tokens only.
     pub fn new(tokens: impl IntoIterator<Item = String>) -> Self {
+        Self::with_read_only(tokens, [])
+    }
+
+    /// Read-write `tokens` and `read_only` ones (a token in both lists is
+    /// refused at startup, see the CLI; here read-write wins).
+    pub fn with_read_only(
+        tokens: impl IntoIterator<Item = String>,
+        read_only: impl IntoIterator<Item = String>,
+    ) -> Self {
+        let tagged = |role| move |t: String| (t.trim().as_bytes().to_vec(), role);
         Self(Arc::new(
             tokens
                 .into_iter()
-                .map(|t| t.trim().as_bytes().to_vec())
-                .filter(|t| !t.is_empty())
+                .map(tagged(Role::ReadWrite))
+                .chain(read_only.into_iter().map(tagged(Role::ReadOnly)))
+                .filter(|(t, _)| !t.is_empty())
                 .collect(),
         ))
     }
@@ -34,26 +69,39 @@ impl Tokens {
         !self.0.is_empty()
     }
 
-    /// Compares against every token without an early exit, so timing does
-    /// not reveal how much of a guess was right (nor which token matched).
-    pub fn accepts(&self, candidate: &[u8]) -> bool {
-        let mut ok = subtle::Choice::from(0);
-        for t in self.0.iter() {
-            ok |= t.as_slice().ct_eq(candidate);
+    /// The role of `candidate`, if accepted. Compares against every token
+    /// without an early exit, so timing does not reveal how much of a
+    /// guess was right (nor which token matched).
+    pub fn role_of(&self, candidate: &[u8]) -> Option<Role> {
+        let mut write = subtle::Choice::from(0);
+        let mut read = subtle::Choice::from(0);
+        for (t, role) in self.0.iter() {
+            let eq = t.as_slice().ct_eq(candidate);
+            match role {
+                Role::ReadWrite => write |= eq,
+                Role::ReadOnly => read |= eq,
+            }
         }
-        ok.into()
+        if bool::from(write) {
+            Some(Role::ReadWrite)
+        } else if bool::from(read) {
+            Some(Role::ReadOnly)
+        } else {
+            None
+        }
+    }
+
+    pub fn accepts(&self, candidate: &[u8]) -> bool {
+        self.role_of(candidate).is_some()
     }
 
     /// Checks an `Authorization` header value: `Bearer <token>`, the
-    /// scheme in any case. The error says which of the three ways it failed.
-    pub fn check_header(&self, value: Option<&[u8]>) -> Result<(), AuthError> {
+    /// scheme in any case: the token's role. The error says which of the
+    /// three ways it failed.
+    pub fn check_header(&self, value: Option<&[u8]>) -> Result<Role, AuthError> {
         let value = value.ok_or(AuthError::Missing)?;
         let token = bearer(value).ok_or(AuthError::NotBearer)?;
-        if self.accepts(token) {
-            Ok(())
-        } else {
-            Err(AuthError::Rejected)
-        }
+        self.role_of(token).ok_or(AuthError::Rejected)
     }
 
     /// The Flight Handshake's check: Basic (any user name, a token as the
@@ -123,12 +171,39 @@ mod tests {
     use super::*;
 
     #[test]
+    fn read_only_tokens_have_their_role() {
+        let t = Tokens::with_read_only(["rw".to_string()], ["ro".to_string(), "both".to_string()]);
+        assert_eq!(t.check_header(Some(b"Bearer rw")), Ok(Role::ReadWrite));
+        assert_eq!(t.check_header(Some(b"Bearer ro")), Ok(Role::ReadOnly));
+        assert_eq!(t.check_header(Some(b"Bearer r")), Err(AuthError::Rejected));
+        assert_eq!(
+            t.check_header(Some(b"Bearer rox")),
+            Err(AuthError::Rejected)
+        );
+        // The handshake hands a read-only password back as itself: the
+        // bearer it yields is still read-only.
+        let basic = format!(
+            "Basic {}",
+            base64::engine::general_purpose::STANDARD_NO_PAD.encode("me:ro")
+        );
+        let token = t.check_handshake(Some(basic.as_bytes())).unwrap();
+        assert_eq!(t.role_of(&token), Some(Role::ReadOnly));
+        let only_read = Tokens::with_read_only([], ["ro".to_string()]);
+        assert!(
+            only_read.enabled(),
+            "read-only tokens alone still turn authentication on"
+        );
+        let both = Tokens::with_read_only(["x".to_string()], ["x".to_string()]);
+        assert_eq!(both.role_of(b"x"), Some(Role::ReadWrite));
+    }
+
+    #[test]
     fn checks_bearer_and_basic() {
         let t = Tokens::new(["s3cret".to_string(), "other".to_string()]);
         assert!(t.enabled());
-        assert_eq!(t.check_header(Some(b"Bearer s3cret")), Ok(()));
-        assert_eq!(t.check_header(Some(b"bearer other")), Ok(()));
-        assert_eq!(t.check_header(Some(b"BEARER  other ")), Ok(()));
+        assert_eq!(t.check_header(Some(b"Bearer s3cret")), Ok(Role::ReadWrite));
+        assert_eq!(t.check_header(Some(b"bearer other")), Ok(Role::ReadWrite));
+        assert_eq!(t.check_header(Some(b"BEARER  other ")), Ok(Role::ReadWrite));
         let rejected = Err(AuthError::Rejected);
         assert_eq!(t.check_header(Some(b"Bearer s3cre")), rejected);
         assert_eq!(t.check_header(Some(b"Bearer s3crett")), rejected);

@@ -10,6 +10,10 @@
 //! - DoAction `status` returns the engine status as JSON.
 //! - DoExchange `SUBSCRIBE TO SELECT ...` streams a continuous query.
 //!
+//! Every DoPut that changes data (the metrics path, ingest, updates)
+//! first calls [`auth::require_write`]: a read-only token may bind
+//! prepared-statement parameters over DoPut, nothing else.
+//!
 //! Client Arrow IPC (DoPut batches, parameters, prepared handles) is decoded
 //! through [`ipc`], which checks each message and contains decoder panics.
 //!
@@ -35,8 +39,9 @@ use arrow_flight::sql::{
     ActionClosePreparedStatementRequest, ActionCreatePreparedStatementRequest,
     ActionCreatePreparedStatementResult, Any, CommandGetCatalogs, CommandGetDbSchemas,
     CommandGetSqlInfo, CommandGetTableTypes, CommandGetTables, CommandPreparedStatementQuery,
-    CommandStatementIngest, CommandStatementQuery, DoPutPreparedStatementResult, ProstMessageExt,
-    SqlInfo, SqlSupportedTransaction, TicketStatementQuery,
+    CommandPreparedStatementUpdate, CommandStatementIngest, CommandStatementQuery,
+    CommandStatementSubstraitPlan, CommandStatementUpdate, DoPutPreparedStatementResult,
+    ProstMessageExt, SqlInfo, SqlSupportedTransaction, TicketStatementQuery,
 };
 use arrow_flight::{
     Action, ActionType, FlightDescriptor, FlightEndpoint, FlightInfo, IpcMessage, SchemaAsIpc,
@@ -194,6 +199,7 @@ impl FlightSqlService for StreamDbFlight {
         mut request: Request<PeekableFlightDataStream>,
         message: Any,
     ) -> Result<Response<BoxStream<arrow_flight::PutResult>>, Status> {
+        auth::require_write(&request)?;
         let first = request.get_mut().peek().await.cloned();
         let descriptor = match first {
             Some(Ok(d)) => d.flight_descriptor,
@@ -218,6 +224,7 @@ impl FlightSqlService for StreamDbFlight {
         cmd: CommandStatementIngest,
         request: Request<PeekableFlightDataStream>,
     ) -> Result<i64, Status> {
+        auth::require_write(&request)?;
         check_table(&cmd.table)?;
         // `metrics` always exists and is append-only: ADBC's create, append
         // and create_append modes all append; replace would drop history.
@@ -235,6 +242,42 @@ impl FlightSqlService for StreamDbFlight {
             rows += r?.rows as i64;
         }
         Ok(rows)
+    }
+
+    // The update commands are not served yet (SQL is read-only), but they
+    // would change data, so a read-only token is refused before anything
+    // else is said about them.
+    async fn do_put_statement_update(
+        &self,
+        _cmd: CommandStatementUpdate,
+        request: Request<PeekableFlightDataStream>,
+    ) -> Result<i64, Status> {
+        auth::require_write(&request)?;
+        Err(Status::unimplemented(
+            "CommandStatementUpdate: SQL statements that change data are not supported",
+        ))
+    }
+
+    async fn do_put_prepared_statement_update(
+        &self,
+        _cmd: CommandPreparedStatementUpdate,
+        request: Request<PeekableFlightDataStream>,
+    ) -> Result<i64, Status> {
+        auth::require_write(&request)?;
+        Err(Status::unimplemented(
+            "CommandPreparedStatementUpdate: SQL statements that change data are not supported",
+        ))
+    }
+
+    async fn do_put_substrait_plan(
+        &self,
+        _cmd: CommandStatementSubstraitPlan,
+        request: Request<PeekableFlightDataStream>,
+    ) -> Result<i64, Status> {
+        auth::require_write(&request)?;
+        Err(Status::unimplemented(
+            "CommandStatementSubstraitPlan: Substrait plans are not supported; send SQL",
+        ))
     }
 
     async fn get_flight_info_statement(

@@ -18,6 +18,14 @@
 //! of the Durable Streams routes, which browsers send without credentials
 //! by design. Everything else, unknown paths included, needs the token:
 //! the open set is a list, the rest fails closed.
+//!
+//! The gate puts the caller's [`Role`] in the request's extensions (every
+//! caller is `ReadWrite` with authentication off). A read-only token
+//! (`--read-only-token`) reaches the HTTP side only through `GET`, `HEAD`
+//! and `POST /v1/query`; on gRPC every method is open to it but the
+//! writing `DoPut` commands, which the Flight service refuses from the
+//! role (PERMISSION_DENIED): which command a DoPut carries is known only
+//! once its first message is read.
 
 use std::sync::Arc;
 
@@ -27,7 +35,7 @@ use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 
 use super::error::error;
-use crate::flight::auth::Tokens;
+use crate::flight::auth::{Role, Tokens, READ_ONLY_REFUSAL};
 
 const HANDSHAKE: &str = "/arrow.flight.protocol.FlightService/Handshake";
 const HEALTH: &str = "/grpc.health.v1.Health/";
@@ -56,14 +64,17 @@ impl Gate {
 type Refusal = Box<Response>;
 
 /// The middleware: admits the request or answers the refusal.
-pub async fn guard(State(gate): State<Gate>, request: Request, next: Next) -> Response {
+pub async fn guard(State(gate): State<Gate>, mut request: Request, next: Next) -> Response {
     let admitted = if is_grpc_path(request.uri().path(), &gate.services) {
         admit_grpc(&gate, &request)
     } else {
         admit_http(&gate, &request)
     };
     match admitted {
-        Ok(()) => next.run(request).await,
+        Ok(role) => {
+            request.extensions_mut().insert(role);
+            next.run(request).await
+        }
         Err(refusal) => {
             drain(request.into_body()).await;
             *refusal
@@ -103,20 +114,17 @@ fn is_method_path(path: &str, services: &[&str]) -> bool {
     services.contains(&service) && !method.is_empty() && !method.contains('/')
 }
 
-fn admit_grpc(gate: &Gate, request: &Request) -> Result<(), Refusal> {
+fn admit_grpc(gate: &Gate, request: &Request) -> Result<Role, Refusal> {
     check_grpc_shape(request)?;
     let path = request.uri().path();
     let open = path == HANDSHAKE || path.starts_with(HEALTH);
+    let mut role = Role::ReadWrite;
     if gate.tokens.enabled() && !open {
         let presented = request.headers().get(header::AUTHORIZATION);
-        if let Err(why) = gate
+        role = gate
             .tokens
             .check_header(presented.map(HeaderValue::as_bytes))
-        {
-            return Err(grpc_refusal(tonic::Status::unauthenticated(
-                why.to_string(),
-            )));
-        }
+            .map_err(|why| grpc_refusal(tonic::Status::unauthenticated(why.to_string())))?;
     }
     if !is_method_path(path, &gate.services) {
         let why = format!(
@@ -125,7 +133,7 @@ fn admit_grpc(gate: &Gate, request: &Request) -> Result<(), Refusal> {
         );
         return Err(grpc_refusal(tonic::Status::unimplemented(why)));
     }
-    Ok(())
+    Ok(role)
 }
 
 /// POST, HTTP/2, a gRPC content type: in that order, so the refusal names
@@ -171,22 +179,36 @@ fn is_grpc_content_type(value: Option<&HeaderValue>) -> bool {
         .any(|ok| media.eq_ignore_ascii_case(ok))
 }
 
-fn admit_http(gate: &Gate, request: &Request) -> Result<(), Refusal> {
+fn admit_http(gate: &Gate, request: &Request) -> Result<Role, Refusal> {
     let (path, method) = (request.uri().path(), request.method());
     let health = path == "/health" && (method == Method::GET || method == Method::HEAD);
     let preflight = method == Method::OPTIONS && path.starts_with(PREFLIGHT_ROUTES);
     if !gate.tokens.enabled() || health || preflight {
-        return Ok(());
+        return Ok(Role::ReadWrite);
     }
     let presented = request.headers().get(header::AUTHORIZATION);
-    gate.tokens
+    let role = gate
+        .tokens
         .check_header(presented.map(HeaderValue::as_bytes))
         .map_err(|why| {
             let mut r = http_refusal(StatusCode::UNAUTHORIZED, why.to_string());
             r.headers_mut()
                 .insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
             r
-        })
+        })?;
+    if role == Role::ReadOnly && !reads_only(method, path) {
+        let why = format!("{method} {path}: {READ_ONLY_REFUSAL}");
+        return Err(http_refusal(StatusCode::FORBIDDEN, why));
+    }
+    Ok(role)
+}
+
+/// The HTTP requests a read-only token may make: reads of any route, and
+/// SQL (whose statements check the role themselves when they change data).
+fn reads_only(method: &Method, path: &str) -> bool {
+    *method == Method::GET
+        || *method == Method::HEAD
+        || (*method == Method::POST && path == "/v1/query")
 }
 
 /// A trailers-only gRPC reply carrying `status`.

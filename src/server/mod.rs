@@ -45,8 +45,12 @@ pub struct ServerConfig {
     /// (`--source`, `--source-token`).
     pub source: Option<RemoteStream>,
     pub subscribe: SubscribeConfig,
-    /// Bearer tokens; empty means no authentication.
+    /// Bearer tokens that read and write; empty (with no read-only ones)
+    /// means no authentication.
     pub auth_tokens: Vec<String>,
+    /// Bearer tokens that may query, subscribe and read streams, but
+    /// neither write nor delete (`--read-only-token`).
+    pub read_only_tokens: Vec<String>,
     /// PEM certificate chain and private key: serve TLS (gRPC and HTTPS).
     pub tls: Option<(std::path::PathBuf, std::path::PathBuf)>,
     /// How TLS handshakes are bounded (`--tls-handshake-timeout`).
@@ -205,7 +209,10 @@ pub async fn start(config: ServerConfig) -> Result<RunningServer, ServerError> {
         max_streams: config.streams.max_streams,
     })?;
     spawn_expiry_sweeper(&registry, &tree.root);
-    let tokens = crate::flight::auth::Tokens::new(config.auth_tokens.clone());
+    let tokens = crate::flight::auth::Tokens::with_read_only(
+        config.auth_tokens.clone(),
+        config.read_only_tokens.clone(),
+    );
     let subscriptions = Subscriptions::new(config.subscribe.clone(), tree.subscriptions.clone());
     if let Some(remote) = &config.source {
         crate::ingest::consumer::spawn(&engine, remote.clone(), Duration::from_secs(20));

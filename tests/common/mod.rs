@@ -23,6 +23,7 @@ pub fn config(dir: &std::path::Path) -> ServerConfig {
         source: None,
         subscribe: Default::default(),
         auth_tokens: Vec::new(),
+        read_only_tokens: Vec::new(),
         tls: None,
         tls_handshake: Default::default(),
         max_message_bytes: 256 << 20,

@@ -314,3 +314,41 @@ def test_source_token_refused_or_misused_is_a_clear_error(streamdb_factory):
                              capture_output=True, text=True, timeout=30, env={"PATH": "/usr/bin:/bin", **env})
         assert out.returncode != 0 and needle in out.stderr, (args, out.stderr)
         assert ":p@" not in out.stderr
+
+
+READER = "reader-only-token"
+
+
+def test_a_read_only_token_queries_through_adbc_but_cannot_ingest(streamdb_factory):
+    """`--read-only-token`: ADBC (bearer header and username/password), the
+    CLI and pyarrow query with it; ADBC ingest, pyarrow DoPut and
+    `streamdb ingest` are refused naming the flag, and nothing lands."""
+    srv = streamdb_factory(extra_args=["--auth-token", TOKEN],
+                           env={"STREAMDB_READ_ONLY_TOKEN": READER})
+    put_points(srv, 3, token=TOKEN)
+    for kwargs in ({adbc_driver_flightsql.DatabaseOptions.AUTHORIZATION_HEADER.value: f"Bearer {READER}"},
+                   {"username": "someone", "password": READER}):
+        with flightsql.connect(srv.grpc, db_kwargs=kwargs) as conn, conn.cursor() as cur:
+            cur.execute("SELECT count(*) FROM metrics")
+            assert cur.fetchone() == (3,)
+            with pytest.raises(Exception) as err:
+                cur.adbc_ingest("metrics", pa.Table.from_batches([batch()]), mode="append")
+            assert "--read-only-token" in str(err.value), err.value
+    with pytest.raises(fl.FlightError) as err:
+        put_points(srv, 1, token=READER)
+    assert "--read-only-token" in str(err.value)
+    out = subprocess.run([streamdb_bin(), "query", "--server", srv.grpc, "--token", READER,
+                          "SELECT count(*) AS n FROM metrics"], capture_output=True, text=True, timeout=60)
+    assert out.returncode == 0 and "3" in out.stdout, out.stderr
+    ingest = subprocess.run([streamdb_bin(), "ingest", "--server", srv.grpc, "--token", READER,
+                             "--generate-sample", "--count", "10"], capture_output=True, text=True, timeout=60)
+    assert ingest.returncode == 1 and "--read-only-token" in ingest.stderr, ingest.stderr
+    assert count(srv) == 3
+
+
+def test_a_token_cannot_be_both_read_write_and_read_only(tmp_path):
+    out = subprocess.run([streamdb_bin(), "start", "--data-dir", str(tmp_path / "d"), "--port", "0",
+                          "--auth-token", "same", "--read-only-token", "same"],
+                         capture_output=True, text=True, timeout=60)
+    assert out.returncode != 0
+    assert "--auth-token and as --read-only-token" in out.stderr, out.stderr
