@@ -44,6 +44,13 @@ fn keep_last_per_key(order: Vec<u32>, ids: &[u64], times: &[i64]) -> Vec<u32> {
     kept
 }
 
+/// Point batches given oldest first, merged into one sorted by (hour,
+/// series_id, time) with only the newest value of each (series_id, time):
+/// what a reader makes of units whose rows may rewrite each other.
+pub fn newest_per_key(batches: &[RecordBatch]) -> Result<RecordBatch, StorageError> {
+    sorted_points(batches)
+}
+
 /// Concatenates point batches and splits them into hour partitions, each
 /// sorted by (series_id, time).
 pub(crate) fn partition_by_hour(batches: &[RecordBatch]) -> Result<Vec<RecordBatch>, StorageError> {
