@@ -6,10 +6,12 @@
 //! [`Snapshot`] sees every row exactly once: either still buffered or
 //! already in a committed chunk, never both or neither.
 
+use std::collections::HashSet;
 use std::sync::Arc;
 
-use arrow::array::{AsArray, RecordBatch};
-use arrow::datatypes::TimestampMicrosecondType;
+use arrow::array::{AsArray, BooleanArray, RecordBatch};
+use arrow::compute::filter_record_batch;
+use arrow::datatypes::{TimestampMicrosecondType, UInt64Type};
 use parking_lot::RwLock;
 use tokio::sync::{broadcast, Notify};
 use tokio::time::Instant;
@@ -32,7 +34,10 @@ pub struct BufferedBatch {
 }
 
 impl BufferedBatch {
+    /// A batch that holds one (series, time) twice keeps only its later
+    /// row, so no unit a reader sees holds two values for one key.
     pub fn new(offset: Offset, points: RecordBatch, origin: Origin) -> Self {
+        let points = keep_last_per_key(points);
         let times = points.column(1).as_primitive::<TimestampMicrosecondType>();
         let min_time = arrow::compute::min(times).unwrap_or(i64::MAX);
         let max_time = arrow::compute::max(times).unwrap_or(i64::MIN);
@@ -46,6 +51,29 @@ impl BufferedBatch {
             origin,
         }
     }
+}
+
+/// `points` without the rows a later row of the same (series, time)
+/// overwrites; the batch itself when there are none (the usual case).
+fn keep_last_per_key(points: RecordBatch) -> RecordBatch {
+    if points.num_rows() < 2 {
+        return points;
+    }
+    let ids = points.column(0).as_primitive::<UInt64Type>().values();
+    let times = points
+        .column(1)
+        .as_primitive::<TimestampMicrosecondType>()
+        .values();
+    let mut seen: HashSet<(u64, i64)> = HashSet::with_capacity(ids.len());
+    // Walking from the end, the first sighting of a key is its last row.
+    let mut keep = vec![false; ids.len()];
+    for i in (0..ids.len()).rev() {
+        keep[i] = seen.insert((ids[i], times[i]));
+    }
+    if keep.iter().all(|k| *k) {
+        return points;
+    }
+    filter_record_batch(&points, &BooleanArray::from(keep)).expect("same length as the batch")
 }
 
 /// A consistent view for readers: committed chunks plus buffered batches.
@@ -283,5 +311,34 @@ pub(crate) mod hooks {
                 h();
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_batch_holding_a_key_twice_keeps_its_later_row() {
+        let points = crate::storage::test_points(
+            vec![1, 2, 1, 1],
+            vec![5, 5, 5, 6],
+            vec![1.0, 2.0, 3.0, 4.0],
+        );
+        let b = BufferedBatch::new(Offset(7), points, Origin::default());
+        let ids = b
+            .points
+            .column(0)
+            .as_primitive::<UInt64Type>()
+            .values()
+            .to_vec();
+        let values = b
+            .points
+            .column(2)
+            .as_primitive::<arrow::datatypes::Float64Type>()
+            .values()
+            .to_vec();
+        assert_eq!(ids, vec![2, 1, 1]);
+        assert_eq!(values, vec![2.0, 3.0, 4.0]);
     }
 }

@@ -215,8 +215,12 @@ impl Maintenance {
     async fn compact(&self, job: Job) -> Result<(), EngineError> {
         let a = &self.args;
         self.status.lock().compacting = Some(format_micros(job.partition * PARTITION_MICROS));
+        // Oldest first, so the merge keeps the later of two values.
+        let mut by_recency: Vec<&ChunkMeta> = job.inputs.iter().collect();
+        by_recency.sort_by_key(|c| c.recency());
+        let last_offset = job.inputs.iter().filter_map(|c| c.last_offset).max();
         let mut batches: Vec<RecordBatch> = Vec::new();
-        for c in &job.inputs {
+        for c in by_recency {
             batches.extend(a.reader.read(c, None).await?.iter().cloned());
         }
         let id = a.commit.allocate_chunk_ids(1);
@@ -224,7 +228,8 @@ impl Maintenance {
         let (bytes, meta, merged) =
             tokio::task::spawn_blocking(move || -> Result<_, StorageError> {
                 let merged = sorted_points(&batches)?;
-                let (bytes, meta) = encode_compacted(id, epoch, &merged)?;
+                let (bytes, mut meta) = encode_compacted(id, epoch, &merged)?;
+                meta.last_offset = last_offset;
                 Ok((bytes, meta, merged))
             })
             .await

@@ -150,7 +150,9 @@ impl Flusher {
         let encoded = self.encode(batches).await?;
         let mut chunks = Vec::with_capacity(encoded.len());
         let mut decoded = Vec::with_capacity(encoded.len());
-        for ((bytes, meta), part) in encoded {
+        let last_offset = snap.buffered.last().map(|b| b.offset.0);
+        for ((bytes, mut meta), part) in encoded {
+            meta.last_offset = last_offset;
             a.commit.check_writer()?;
             // Durable once written; a manifest may reference it then.
             a.store

@@ -81,7 +81,8 @@ impl MemoryView {
         let mut next = (*snap.manifest).clone();
         for part in partition_by_hour(&batches)? {
             let id = self.next_chunk_id.fetch_add(1, Ordering::Relaxed);
-            let (bytes, meta) = encode_chunk(id, WriterEpoch::default(), &part)?;
+            let (bytes, mut meta) = encode_chunk(id, WriterEpoch::default(), &part)?;
+            meta.last_offset = snap.buffered.last().map(|b| b.offset.0);
             self.store.put(&meta.path.as_str().into(), bytes).await?;
             next.chunks.push(meta);
         }

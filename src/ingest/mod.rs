@@ -61,4 +61,5 @@ pub use exactly_once::Once;
 pub use memory::MemoryView;
 pub use normalize::{normalize, BatchError, Origin, PointBatch};
 pub use read::ReadView;
+pub use sort::newest_per_key;
 pub use view::{JsonPage, ViewError};

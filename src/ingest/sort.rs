@@ -14,7 +14,9 @@ use crate::storage::StorageError;
 const HOUR_US: i64 = crate::storage::PARTITION_MICROS;
 
 /// Concatenates point batches sorted by (hour, series_id, time): within
-/// one hour partition, by (series_id, time) as chunks are.
+/// one hour partition, by (series_id, time) as chunks are. `batches` come
+/// oldest first; of rows with one (series_id, time) only the last is kept
+/// (one value per series and time, the later write wins).
 pub(crate) fn sorted_points(batches: &[RecordBatch]) -> Result<RecordBatch, StorageError> {
     let all = concat_batches(&point_schema(), batches)?;
     let ids = all.column(0).as_primitive::<UInt64Type>().values();
@@ -22,10 +24,31 @@ pub(crate) fn sorted_points(batches: &[RecordBatch]) -> Result<RecordBatch, Stor
         .column(1)
         .as_primitive::<TimestampMicrosecondType>()
         .values();
-    Ok(take_record_batch(
-        &all,
-        &UInt32Array::from(sort_order(ids, times)),
-    )?)
+    let order = keep_last_per_key(sort_order(ids, times), ids, times);
+    Ok(take_record_batch(&all, &UInt32Array::from(order))?)
+}
+
+/// Of a stable (series_id, time) order, drops every row whose key the next
+/// row repeats: the last of each run arrived last.
+fn keep_last_per_key(order: Vec<u32>, ids: &[u64], times: &[i64]) -> Vec<u32> {
+    let key = |i: u32| (ids[i as usize], times[i as usize]);
+    if order.windows(2).all(|w| key(w[0]) != key(w[1])) {
+        return order;
+    }
+    let mut kept = Vec::with_capacity(order.len());
+    for (n, &i) in order.iter().enumerate() {
+        if order.get(n + 1).is_none_or(|&next| key(next) != key(i)) {
+            kept.push(i);
+        }
+    }
+    kept
+}
+
+/// Point batches given oldest first, merged into one sorted by (hour,
+/// series_id, time) with only the newest value of each (series_id, time):
+/// what a reader makes of units whose rows may rewrite each other.
+pub fn newest_per_key(batches: &[RecordBatch]) -> Result<RecordBatch, StorageError> {
+    sorted_points(batches)
 }
 
 /// Concatenates point batches and splits them into hour partitions, each
@@ -50,7 +73,8 @@ pub(crate) fn partition_by_hour(batches: &[RecordBatch]) -> Result<Vec<RecordBat
 /// Row order by (hour, series_id, time). A buffer holds few hours and few
 /// series compared with its rows, so rows are counting-sorted into
 /// (hour, series) groups in O(n); only a group whose rows arrived out of
-/// time order (late points) is sorted by time.
+/// time order (late points) is sorted by time. Stable: rows with one key
+/// keep their input order.
 fn sort_order(ids: &[u64], times: &[i64]) -> Vec<u32> {
     let n = ids.len();
     if n == 0 {
@@ -84,7 +108,7 @@ fn sort_order(ids: &[u64], times: &[i64]) -> Vec<u32> {
     if hours > 1 << 16 || groups > n.max(1 << 20) {
         // Data spread over a very wide time range: fall back to a sort.
         let mut order: Vec<u32> = (0..n as u32).collect();
-        order.sort_unstable_by_key(|&i| {
+        order.sort_by_key(|&i| {
             (
                 times[i as usize].div_euclid(HOUR_US),
                 ids[i as usize],
@@ -163,6 +187,49 @@ mod tests {
                 vec![(1, HOUR_US + 9), (2, HOUR_US + 5)]
             ]
         );
+    }
+
+    #[test]
+    fn a_key_written_twice_keeps_its_later_value() {
+        let older = crate::storage::test_points(vec![1, 2], vec![5, 5], vec![10.0, 20.0]);
+        let newer =
+            crate::storage::test_points(vec![1, 1, 1], vec![5, 6, 5], vec![11.0, 12.0, 13.0]);
+        let got = sorted_points(&[older, newer]).unwrap();
+        let ids = got.column(0).as_primitive::<UInt64Type>().values().to_vec();
+        let values = got
+            .column(2)
+            .as_primitive::<arrow::datatypes::Float64Type>()
+            .values()
+            .to_vec();
+        assert_eq!(ids, vec![1, 1, 2]);
+        assert_eq!(values, vec![13.0, 12.0, 20.0]);
+    }
+
+    proptest::proptest! {
+        #[test]
+        fn sorted_points_keeps_the_last_value_per_key(batches in proptest::collection::vec(proptest::collection::vec((0u64..4, -2 * HOUR_US..2 * HOUR_US), 0..40), 1..5)) {
+            // Few distinct times, so keys repeat often.
+            let mut model = std::collections::BTreeMap::new();
+            let mut parts = Vec::new();
+            let mut n = 0.0;
+            for rows in &batches {
+                let (ids, times, values): (Vec<u64>, Vec<i64>, Vec<f64>) = rows.iter().map(|&(id, t)| {
+                    n += 1.0;
+                    (id, t - t.rem_euclid(HOUR_US / 2), n)
+                }).fold((vec![], vec![], vec![]), |mut acc, (a, b, c)| { acc.0.push(a); acc.1.push(b); acc.2.push(c); acc });
+                for i in 0..ids.len() {
+                    model.insert((times[i].div_euclid(HOUR_US), ids[i], times[i]), values[i]);
+                }
+                parts.push(crate::storage::test_points(ids, times, values));
+            }
+            let got = sorted_points(&parts).unwrap();
+            let ids = got.column(0).as_primitive::<UInt64Type>();
+            let ts = got.column(1).as_primitive::<TimestampMicrosecondType>();
+            let vs = got.column(2).as_primitive::<arrow::datatypes::Float64Type>();
+            let got: Vec<_> = (0..got.num_rows()).map(|i| ((ts.value(i).div_euclid(HOUR_US), ids.value(i), ts.value(i)), vs.value(i))).collect();
+            let want: Vec<_> = model.into_iter().collect();
+            proptest::prop_assert_eq!(got, want);
+        }
     }
 
     proptest::proptest! {

@@ -234,4 +234,6 @@ impl QueryEngine {
 }
 
 #[cfg(test)]
+mod dedup_tests;
+#[cfg(test)]
 pub(crate) mod tests;

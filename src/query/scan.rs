@@ -31,6 +31,83 @@ use crate::storage::{ChunkMeta, ChunkReader, SeriesCatalog};
 pub enum Work {
     Chunk(ChunkMeta),
     Buffered(Arc<BufferedBatch>),
+    /// Units whose time ranges overlap, oldest first: read together and
+    /// merged so each (series, time) yields only its newest value. Each
+    /// unit alone holds one value per key already (flush, compaction and
+    /// the write buffer see to that), so units that overlap nothing are
+    /// never merged and pay nothing.
+    Merge(Vec<Work>),
+}
+
+impl Work {
+    /// The unit's time range.
+    pub(super) fn time_range(&self) -> (i64, i64) {
+        match self {
+            Work::Chunk(c) => (c.min_time, c.max_time),
+            Work::Buffered(b) => (b.min_time, b.max_time),
+            Work::Merge(units) => units
+                .iter()
+                .map(Work::time_range)
+                .fold((i64::MAX, i64::MIN), |(lo, hi), (a, b)| {
+                    (lo.min(a), hi.max(b))
+                }),
+        }
+    }
+
+    /// How recent the unit's rows are: a later write ranks higher. A
+    /// buffered batch is newer than every chunk (flushes take the oldest
+    /// batches), and among chunks `ChunkMeta::recency` orders them.
+    fn rank(&self) -> (u64, u64) {
+        match self {
+            Work::Chunk(c) => c.recency(),
+            Work::Buffered(b) => (b.offset.0, u64::MAX),
+            Work::Merge(units) => units.iter().map(Work::rank).max().unwrap_or((0, 0)),
+        }
+    }
+
+    /// Rows in the unit (for spreading work over partitions).
+    pub(super) fn rows(&self) -> u64 {
+        match self {
+            Work::Chunk(c) => c.rows,
+            Work::Buffered(b) => b.points.num_rows() as u64,
+            Work::Merge(units) => units.iter().map(Work::rows).sum(),
+        }
+    }
+}
+
+/// Groups `units` whose time ranges overlap into [`Work::Merge`]s (units
+/// in a group ordered oldest first); a unit that overlaps no other is
+/// returned as it is. Sorting the list of units is all that
+/// non-overlapping data pays.
+pub(super) fn merge_overlapping(mut units: Vec<Work>) -> Vec<Work> {
+    units.sort_by_key(|u| u.time_range());
+    let mut out = Vec::with_capacity(units.len());
+    let mut group: Vec<Work> = Vec::new();
+    let mut group_end = i64::MIN;
+    for u in units {
+        let (lo, hi) = u.time_range();
+        if !group.is_empty() && lo > group_end {
+            out.push(close_group(std::mem::take(&mut group)));
+        }
+        group_end = if group.is_empty() {
+            hi
+        } else {
+            group_end.max(hi)
+        };
+        group.push(u);
+    }
+    if !group.is_empty() {
+        out.push(close_group(group));
+    }
+    out
+}
+
+fn close_group(mut group: Vec<Work>) -> Work {
+    if group.len() == 1 {
+        return group.pop().expect("one unit");
+    }
+    group.sort_by_key(Work::rank);
+    Work::Merge(group)
 }
 
 /// How much pruning kept, for EXPLAIN and tests.
@@ -204,22 +281,43 @@ impl ExecutionPlan for MetricsScanExec {
 
 /// Fetches and decodes one unit of work into point batches, and whether
 /// they are sorted by `(series_id, time)` (chunk bodies are; the write
-/// buffer holds batches in arrival order).
+/// buffer holds batches in arrival order, and a merged group is sorted by
+/// hour first, so it does not count as sorted).
 async fn load(
     reader: Arc<ChunkReader>,
     w: Work,
     series: Option<Arc<BTreeSet<u64>>>,
 ) -> Result<(Vec<RecordBatch>, bool)> {
+    let Work::Merge(units) = w else {
+        return load_unit(&reader, w, series.as_deref()).await;
+    };
+    let mut oldest_first = Vec::new();
+    for u in units {
+        oldest_first.extend(load_unit(&reader, u, series.as_deref()).await?.0);
+    }
+    let merged = crate::ingest::newest_per_key(&oldest_first)
+        .map_err(|e| DataFusionError::External(Box::new(e)))?;
+    Ok((vec![merged], false))
+}
+
+async fn load_unit(
+    reader: &Arc<ChunkReader>,
+    w: Work,
+    series: Option<&BTreeSet<u64>>,
+) -> Result<(Vec<RecordBatch>, bool)> {
     match w {
         Work::Buffered(b) => Ok((vec![b.points.clone()], false)),
         Work::Chunk(c) => Ok((
             reader
-                .read(&c, series.as_deref())
+                .read(&c, series)
                 .await
                 .map_err(|e| DataFusionError::External(Box::new(e)))?
                 .as_ref()
                 .clone(),
             true,
+        )),
+        Work::Merge(_) => Err(DataFusionError::Internal(
+            "a merge group inside a merge group".into(),
         )),
     }
 }

@@ -13,7 +13,7 @@ use datafusion::physical_plan::ExecutionPlan;
 
 use super::filters::{analyze, is_exact};
 use super::rollup::rollup_schema;
-use super::scan::{MetricsScanExec, PruneStats, Work};
+use super::scan::{merge_overlapping, MetricsScanExec, PruneStats, Work};
 use crate::ingest::{ReadView, Snapshot};
 use crate::model::sql_schema;
 
@@ -146,15 +146,17 @@ impl TableProvider for MetricsTable {
 
         // Spread the work over the session's partitions, biggest first.
         let n = state.config().target_partitions().max(1);
-        let mut work: Vec<(u64, Work)> = chunks
+        // Units whose times overlap are read as one (a rewrite of a point
+        // may sit in any of them); the rest stay apart.
+        let units: Vec<Work> = chunks
             .into_iter()
-            .map(|c| (c.rows, Work::Chunk(c)))
+            .map(Work::Chunk)
+            .chain(buffered.into_iter().map(Work::Buffered))
             .collect();
-        work.extend(
-            buffered
-                .into_iter()
-                .map(|b| (b.points.num_rows() as u64, Work::Buffered(b))),
-        );
+        let mut work: Vec<(u64, Work)> = merge_overlapping(units)
+            .into_iter()
+            .map(|w| (w.rows(), w))
+            .collect();
         work.sort_by_key(|(rows, _)| std::cmp::Reverse(*rows));
         let mut partitions: Vec<(u64, Vec<Work>)> = vec![(0, Vec::new()); n.min(work.len()).max(1)];
         for (rows, w) in work {

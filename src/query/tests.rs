@@ -403,3 +403,33 @@ async fn function_columns_are_named_by_the_function_unless_names_collide() {
         ]
     );
 }
+
+#[tokio::test]
+async fn a_point_written_twice_reads_back_once_with_its_later_value() {
+    let (_d, engine, q) = setup().await;
+    let sql = "SELECT value FROM metrics ORDER BY time";
+    // One batch holding the key twice: the later row wins in the buffer.
+    engine
+        .write(&batch(&[(T0, "cpu", "a", 1.0), (T0, "cpu", "a", 2.0)]))
+        .await
+        .unwrap();
+    assert_eq!(
+        run(&q, "SELECT count(*) AS n FROM metrics")
+            .await
+            .lines()
+            .nth(3)
+            .unwrap(),
+        "| 1 |"
+    );
+    // A second batch rewrites it; the flush keeps the later batch's value.
+    engine
+        .write(&batch(&[(T0, "cpu", "a", 3.0)]))
+        .await
+        .unwrap();
+    engine.flush().await.unwrap();
+    let got = run(&q, sql).await;
+    assert_eq!(
+        got.lines().filter(|l| l.contains(".0")).collect::<Vec<_>>(),
+        vec!["| 3.0   |"]
+    );
+}

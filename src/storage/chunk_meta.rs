@@ -34,6 +34,12 @@ pub struct ChunkMeta {
     pub min_series: u64,
     pub max_series: u64,
     pub series_count: u64,
+    /// The highest log offset whose rows this chunk holds: which of two
+    /// chunks holding one (series, time) has the later value. Absent in
+    /// manifests written before it; such chunks rank below every chunk
+    /// that has it, then by id.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_offset: Option<u64>,
     /// Sorted series ids covered; read from the footer, not kept in the
     /// manifest (it would grow with every chunk).
     #[serde(skip)]
@@ -46,6 +52,11 @@ impl ChunkMeta {
             return false;
         }
         self.series.is_empty() || self.series.binary_search(&id).is_ok()
+    }
+
+    /// Orders chunks by how recent their rows are (see `last_offset`).
+    pub fn recency(&self) -> (u64, u64) {
+        (self.last_offset.unwrap_or(0), self.id)
     }
 
     /// True for a file the compactor wrote (Parquet).
@@ -120,6 +131,7 @@ pub(super) fn describe(
         min_series: ids[0],
         max_series: *ids.last().expect("non-empty"),
         series_count: ids.len() as u64,
+        last_offset: None,
         series: Arc::new(ids),
     };
     Ok(Described { meta, footer })

@@ -22,6 +22,8 @@ mod cache;
 mod catalog;
 mod chunk;
 mod chunk_meta;
+#[cfg(test)]
+pub(crate) use chunk_meta::test_points;
 mod compacted;
 #[cfg(test)]
 pub(crate) mod faults;

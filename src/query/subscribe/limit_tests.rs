@@ -173,8 +173,14 @@ async fn group_by_time_bucket_ends_at_the_group_limit() {
         let (_, mut rx) = subscribe(q, &subs, req()).await.unwrap();
         let snap = rx.recv().await.unwrap().unwrap();
         assert_eq!(snap.batch.unwrap().num_rows(), (n - 1) as usize);
-        // The n-th bucket, and a late point into the first: both fit.
-        view.write(&in_bucket(&[n - 1, 0])).await.unwrap();
+        // The n-th bucket, and a late point into the first (half a second
+        // in, so it rewrites no point): both fit.
+        view.write(&batch(&[
+            (T0 + (n - 1) * 1_000_000, "a", 1.0),
+            (T0 + 500_000, "a", 1.0),
+        ]))
+        .await
+        .unwrap();
         let update = next_change(&mut rx).await.expect("n groups fit");
         let counts: Vec<String> = rows(update.batch.as_ref().unwrap())
             .into_iter()

@@ -100,13 +100,21 @@ proptest! {
 
     /// Over random ingest (late points into old buckets included, a flush in
     /// the middle), the state a client builds from the snapshot and updates
-    /// equals the SELECT at the watermark.
+    /// equals the SELECT at the watermark. Every (series, time) is written
+    /// once: an aggregate subscription does not yet take back a value a
+    /// rewrite replaces (docs/SQL.md, "One value per series and time").
     #[test]
     fn state_equals_the_select_at_the_watermark(
         before in prop::collection::vec((0i64..60, 0usize..3, 0u32..40), 0..20),
         batches in prop::collection::vec(prop::collection::vec((0i64..60, 0usize..3, 0u32..40), 1..15), 1..8),
         flush_at in 0usize..8,
     ) {
+        let mut seen = std::collections::HashSet::new();
+        let mut fresh = |points: &[(i64, usize, u32)]| -> Vec<(i64, usize, u32)> {
+            points.iter().filter(|p| seen.insert((p.0, p.1))).copied().collect()
+        };
+        let before = fresh(&before);
+        let batches: Vec<_> = batches.iter().map(|b| fresh(b)).filter(|b| !b.is_empty()).collect();
         let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
         rt.block_on(async {
             let (engine, q, subs) = setup().await;
