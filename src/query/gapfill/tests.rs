@@ -326,3 +326,18 @@ async fn mistakes_are_refused_naming_the_problem() {
         assert!(got.contains(want), "{sql}\nwant an error with {want:?}, got {got:?}");
     }
 }
+
+#[tokio::test]
+async fn information_schema_lists_the_functions_like_time_bucket() {
+    let (_view, q) = engine();
+    let sql = "SELECT DISTINCT routine_name FROM information_schema.routines WHERE routine_name IN ('time_bucket', 'time_bucket_gapfill', 'locf', 'interpolate') ORDER BY 1";
+    let b = collect(&q, sql).await;
+    let names: Vec<String> = b
+        .iter()
+        .flat_map(|b| {
+            let c = cast(b.column(0), &DataType::Utf8).unwrap();
+            (0..c.len()).map(|i| c.as_string::<i32>().value(i).to_string()).collect::<Vec<_>>()
+        })
+        .collect();
+    assert_eq!(names, ["interpolate", "locf", "time_bucket", "time_bucket_gapfill"]);
+}
