@@ -263,7 +263,8 @@ fn replace_marker(e: Expr, node: &mut GapFill) -> Result<Transformed<Expr>> {
     let name = e.schema_name().to_string();
     let Expr::ScalarFunction(f) = e else { unreachable!("matched above") };
     let mut args = f.args.into_iter();
-    let target = args.next().expect("the signature asks for an argument");
+    // `count(*)` comes as `count(Int64(1)) AS count(*)`.
+    let target = args.next().expect("the signature asks for an argument").unalias_nested().data;
     let prev = args.next();
     let Expr::Column(c) = &target else {
         return plan_err!("{marker}'s argument must be an aggregate of the query, as in {marker}(avg(value)); got {target}");

@@ -341,3 +341,18 @@ async fn information_schema_lists_the_functions_like_time_bucket() {
         .collect();
     assert_eq!(names, ["interpolate", "locf", "time_bucket", "time_bucket_gapfill"]);
 }
+
+#[tokio::test]
+async fn interpolated_counts_are_rounded_and_markers_nest_in_expressions() {
+    let (view, q) = engine();
+    // Counts 1 at 00:00 and 4 at 00:03: 2.0 and 3.0 between; then 2 × locf.
+    let mut rows = vec![(T0, "a", 1.0)];
+    rows.extend((0..4).map(|k| (T0 + 3 * MIN + k * SEC, "a", 5.0)));
+    view.write(&points(&rows)).await.unwrap();
+    let sql = "SELECT time_bucket_gapfill('1m', time) AS t, interpolate(count(*)) AS i, locf(avg(value)) * 2 AS l2 FROM metrics WHERE time >= '2024-01-15T00:00:00Z' AND time < '2024-01-15T00:05:00Z' GROUP BY 1 ORDER BY 1";
+    let b = collect(&q, sql).await;
+    let i: Vec<Option<i64>> = b.iter().flat_map(|b| b.column(1).as_primitive::<Int64Type>().iter().collect::<Vec<_>>()).collect();
+    assert_eq!(i, [Some(1), Some(2), Some(3), Some(4), None]);
+    let l2: Vec<Option<f64>> = b.iter().flat_map(|b| b.column(2).as_primitive::<Float64Type>().iter().collect::<Vec<_>>()).collect();
+    assert_eq!(l2, [Some(2.0), Some(2.0), Some(2.0), Some(10.0), Some(10.0)]);
+}
