@@ -90,8 +90,17 @@ impl ExtensionPlanner for GapFillPlanner {
             .aggs
             .iter()
             .map(|a| {
-                let prev = a.prev.as_ref().map(|p| eval(p, "locf prev value")).transpose()?;
-                Ok(ColumnFill { column: a.column, fill: a.fill, prev, added: a.name.is_some() })
+                let prev = a
+                    .prev
+                    .as_ref()
+                    .map(|p| eval(p, "locf prev value"))
+                    .transpose()?;
+                Ok(ColumnFill {
+                    column: a.column,
+                    fill: a.fill,
+                    prev,
+                    added: a.name.is_some(),
+                })
             })
             .collect::<Result<Vec<_>>>()?;
         let spec = Spec {
@@ -232,10 +241,18 @@ impl ExecutionPlan for GapFillExec {
         mut children: Vec<Arc<dyn ExecutionPlan>>,
     ) -> Result<Arc<dyn ExecutionPlan>> {
         let input = children.pop().expect("GapFillExec has one child");
-        Ok(Arc::new(GapFillExec::new(input, self.spec.clone(), self.schema.clone())))
+        Ok(Arc::new(GapFillExec::new(
+            input,
+            self.spec.clone(),
+            self.schema.clone(),
+        )))
     }
 
-    fn execute(&self, partition: usize, ctx: Arc<TaskContext>) -> Result<SendableRecordBatchStream> {
+    fn execute(
+        &self,
+        partition: usize,
+        ctx: Arc<TaskContext>,
+    ) -> Result<SendableRecordBatchStream> {
         let input = self.input.execute(partition, ctx.clone())?;
         let in_schema = self.input.schema();
         let (spec, schema) = (self.spec.clone(), self.schema.clone());
@@ -252,7 +269,9 @@ impl ExecutionPlan for GapFillExec {
             Ok::<_, datafusion::common::DataFusionError>(futures::stream::iter(slices))
         })
         .try_flatten();
-        Ok(Box::pin(RecordBatchStreamAdapter::new(self.schema.clone(), filled.boxed())))
+        Ok(Box::pin(RecordBatchStreamAdapter::new(
+            self.schema.clone(),
+            filled.boxed(),
+        )))
     }
 }
-

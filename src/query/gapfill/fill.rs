@@ -56,7 +56,10 @@ impl Spec {
 /// Fills `input` (columns as the GapFill node's input) into `schema`.
 pub fn gap_fill(spec: &Spec, input: &RecordBatch, schema: SchemaRef) -> Result<RecordBatch> {
     let n = spec.buckets();
-    let times = cast(input.column(spec.bucket), &DataType::Timestamp(TimeUnit::Microsecond, None))?;
+    let times = cast(
+        input.column(spec.bucket),
+        &DataType::Timestamp(TimeUnit::Microsecond, None),
+    )?;
     let times = times.as_primitive::<TimestampMicrosecondType>();
     let groups = groups(spec, input, times)?;
     let rows = groups.len().saturating_mul(n);
@@ -89,10 +92,16 @@ pub fn gap_fill(spec: &Spec, input: &RecordBatch, schema: SchemaRef) -> Result<R
         }
         let col = input.column(c);
         let out = if c == spec.bucket {
-            let starts = (0..groups.len()).flat_map(|_| (0..n).map(|k| spec.first + k as i64 * spec.width));
-            cast(&TimestampMicrosecondArray::from_iter_values(starts), field.data_type())?
+            let starts =
+                (0..groups.len()).flat_map(|_| (0..n).map(|k| spec.first + k as i64 * spec.width));
+            cast(
+                &TimestampMicrosecondArray::from_iter_values(starts),
+                field.data_type(),
+            )?
         } else if spec.groups.contains(&c) {
-            let ix = groups.iter().flat_map(|grp| std::iter::repeat_n(grp.key_row, n));
+            let ix = groups
+                .iter()
+                .flat_map(|grp| std::iter::repeat_n(grp.key_row, n));
             take(col, &UInt32Array::from_iter_values(ix), None)?
         } else if let Some(a) = spec.aggs.iter().find(|a| a.column == c && !a.added) {
             fill_column(a, col, &slots)?
@@ -113,22 +122,46 @@ struct Group {
 /// The rows in range, split by group key. With no keys but the bucket
 /// there is exactly one group, data or not, as a global aggregate has
 /// one row.
-fn groups(spec: &Spec, input: &RecordBatch, times: &TimestampMicrosecondArray) -> Result<Vec<Group>> {
-    let in_range = |i: usize| times.is_valid(i) && (spec.first..spec.finish).contains(&times.value(i));
-    let kept: Vec<u32> = (0..input.num_rows()).filter(|&i| in_range(i)).map(|i| i as u32).collect();
+fn groups(
+    spec: &Spec,
+    input: &RecordBatch,
+    times: &TimestampMicrosecondArray,
+) -> Result<Vec<Group>> {
+    let in_range =
+        |i: usize| times.is_valid(i) && (spec.first..spec.finish).contains(&times.value(i));
+    let kept: Vec<u32> = (0..input.num_rows())
+        .filter(|&i| in_range(i))
+        .map(|i| i as u32)
+        .collect();
     if spec.groups.is_empty() {
-        return Ok(vec![Group { key_row: 0, rows: kept }]);
+        return Ok(vec![Group {
+            key_row: 0,
+            rows: kept,
+        }]);
     }
-    let keys: Vec<ArrayRef> = spec.groups.iter().map(|&g| input.column(g).clone()).collect();
-    let conv = RowConverter::new(keys.iter().map(|k| SortField::new(k.data_type().clone())).collect())?;
+    let keys: Vec<ArrayRef> = spec
+        .groups
+        .iter()
+        .map(|&g| input.column(g).clone())
+        .collect();
+    let conv = RowConverter::new(
+        keys.iter()
+            .map(|k| SortField::new(k.data_type().clone()))
+            .collect(),
+    )?;
     let key_rows = conv.convert_columns(&keys)?;
     let mut kept = kept;
     kept.sort_by(|&a, &b| key_rows.row(a as usize).cmp(&key_rows.row(b as usize)));
     let mut out: Vec<Group> = vec![];
     for i in kept {
         match out.last_mut() {
-            Some(g) if key_rows.row(g.key_row as usize) == key_rows.row(i as usize) => g.rows.push(i),
-            _ => out.push(Group { key_row: i, rows: vec![i] }),
+            Some(g) if key_rows.row(g.key_row as usize) == key_rows.row(i as usize) => {
+                g.rows.push(i)
+            }
+            _ => out.push(Group {
+                key_row: i,
+                rows: vec![i],
+            }),
         }
     }
     Ok(out)
@@ -147,7 +180,11 @@ fn fill_column(a: &ColumnFill, col: &ArrayRef, slots: &[Vec<Option<u32>>]) -> Re
 
 /// Each bucket takes the group's last non-null value at or before it;
 /// before the first, `prev` (or NULL).
-fn locf(col: &ArrayRef, slots: &[Vec<Option<u32>>], prev: Option<&ScalarValue>) -> Result<ArrayRef> {
+fn locf(
+    col: &ArrayRef,
+    slots: &[Vec<Option<u32>>],
+    prev: Option<&ScalarValue>,
+) -> Result<ArrayRef> {
     let (values, before) = match prev {
         Some(p) => {
             let p = p.cast_to(col.data_type())?.to_array_of_size(1)?;
@@ -155,7 +192,8 @@ fn locf(col: &ArrayRef, slots: &[Vec<Option<u32>>], prev: Option<&ScalarValue>) 
         }
         None => (col.clone(), None),
     };
-    let mut ix: Vec<Option<u32>> = Vec::with_capacity(slots.len() * slots.first().map_or(0, Vec::len));
+    let mut ix: Vec<Option<u32>> =
+        Vec::with_capacity(slots.len() * slots.first().map_or(0, Vec::len));
     for slot in slots {
         let mut last = before;
         for s in slot {
@@ -173,12 +211,16 @@ fn locf(col: &ArrayRef, slots: &[Vec<Option<u32>>], prev: Option<&ScalarValue>) 
 fn interpolate(col: &ArrayRef, slots: &[Vec<Option<u32>>]) -> Result<ArrayRef> {
     let f = cast(col, &DataType::Float64)?;
     let f = f.as_primitive::<Float64Type>();
-    let mut out: Vec<Option<f64>> = Vec::with_capacity(slots.len() * slots.first().map_or(0, Vec::len));
+    let mut out: Vec<Option<f64>> =
+        Vec::with_capacity(slots.len() * slots.first().map_or(0, Vec::len));
     for slot in slots {
         let known: Vec<(usize, f64)> = slot
             .iter()
             .enumerate()
-            .filter_map(|(k, s)| s.filter(|&i| f.is_valid(i as usize)).map(|i| (k, f.value(i as usize))))
+            .filter_map(|(k, s)| {
+                s.filter(|&i| f.is_valid(i as usize))
+                    .map(|i| (k, f.value(i as usize)))
+            })
             .collect();
         let mut filled = vec![None; slot.len()];
         for &(k, v) in &known {
@@ -193,6 +235,9 @@ fn interpolate(col: &ArrayRef, slots: &[Vec<Option<u32>>]) -> Result<ArrayRef> {
         out.extend(filled);
     }
     let integer = col.data_type().is_integer();
-    let out: Float64Array = out.into_iter().map(|v| v.map(|v| if integer { v.round() } else { v })).collect();
+    let out: Float64Array = out
+        .into_iter()
+        .map(|v| v.map(|v| if integer { v.round() } else { v }))
+        .collect();
     Ok(cast(&out, col.data_type())?)
 }

@@ -38,7 +38,11 @@ use datafusion::optimizer::AnalyzerRule;
 
 /// `time_bucket_gapfill`, `locf` and `interpolate`.
 pub fn functions() -> Vec<ScalarUDF> {
-    vec![udfs::time_bucket_gapfill(), udfs::locf(), udfs::interpolate()]
+    vec![
+        udfs::time_bucket_gapfill(),
+        udfs::locf(),
+        udfs::interpolate(),
+    ]
 }
 
 /// The analyzer rule that plans gap filling.

@@ -157,7 +157,13 @@ impl UserDefinedLogicalNodeCore for GapFill {
             .range
             .finishes
             .iter()
-            .map(|(e, incl)| if *incl { format!("{e} inclusive") } else { e.to_string() })
+            .map(|(e, incl)| {
+                if *incl {
+                    format!("{e} inclusive")
+                } else {
+                    e.to_string()
+                }
+            })
             .collect();
         let fills: Vec<String> = self
             .aggs
@@ -179,12 +185,25 @@ impl UserDefinedLogicalNodeCore for GapFill {
         )
     }
 
-    fn with_exprs_and_inputs(&self, exprs: Vec<Expr>, mut inputs: Vec<LogicalPlan>) -> Result<Self> {
+    fn with_exprs_and_inputs(
+        &self,
+        exprs: Vec<Expr>,
+        mut inputs: Vec<LogicalPlan>,
+    ) -> Result<Self> {
         let mut exprs = exprs.into_iter();
-        let mut next = || exprs.next().expect("as many expressions as expressions() gave");
+        let mut next = || {
+            exprs
+                .next()
+                .expect("as many expressions as expressions() gave")
+        };
         let width = next();
         let starts = self.range.starts.iter().map(|_| next()).collect();
-        let finishes = self.range.finishes.iter().map(|(_, incl)| (next(), *incl)).collect();
+        let finishes = self
+            .range
+            .finishes
+            .iter()
+            .map(|(_, incl)| (next(), *incl))
+            .collect();
         let aggs = self
             .aggs
             .iter()

@@ -28,7 +28,7 @@ use datafusion::common::{plan_err, Column, Result};
 use datafusion::logical_expr::expr::ScalarFunction;
 use datafusion::logical_expr::utils::split_conjunction;
 use datafusion::logical_expr::{
-    Aggregate, BinaryExpr, Between, Expr, Extension, LogicalPlan, Operator, Projection,
+    Aggregate, Between, BinaryExpr, Expr, Extension, LogicalPlan, Operator, Projection,
 };
 use datafusion::optimizer::AnalyzerRule;
 
@@ -152,7 +152,12 @@ fn insert_gapfill(agg: Aggregate, key: usize) -> Result<LogicalPlan> {
 }
 
 /// The range from the arguments, and what they leave open from `WHERE`.
-fn range_of(input: &LogicalPlan, time: &Expr, start: Option<&Expr>, finish: Option<&Expr>) -> Result<Range> {
+fn range_of(
+    input: &LogicalPlan,
+    time: &Expr,
+    start: Option<&Expr>,
+    finish: Option<&Expr>,
+) -> Result<Range> {
     let (mut starts, mut finishes) = match (start, finish) {
         (Some(_), Some(_)) => (vec![], vec![]),
         _ => where_bounds(input, time),
@@ -209,7 +214,12 @@ fn where_bounds(input: &LogicalPlan, time: &Expr) -> (Vec<Expr>, Vec<(Expr, bool
                         _ => {}
                     }
                 }
-                Expr::Between(Between { expr, negated: false, low, high }) if strip_casts(expr) == time => {
+                Expr::Between(Between {
+                    expr,
+                    negated: false,
+                    low,
+                    high,
+                }) if strip_casts(expr) == time => {
                     starts.push(low.as_ref().clone());
                     finishes.push((high.as_ref().clone(), true));
                 }
@@ -224,7 +234,9 @@ fn where_bounds(input: &LogicalPlan, time: &Expr) -> (Vec<Expr>, Vec<(Expr, bool
 /// Replaces `locf(agg)` / `interpolate(agg)` in the projection over a
 /// GapFill by `agg`, and records the fill on the GapFill node.
 fn apply_fills(p: Projection) -> Result<LogicalPlan> {
-    let mut node = gapfill_input(&p.input).expect("checked by the caller").clone();
+    let mut node = gapfill_input(&p.input)
+        .expect("checked by the caller")
+        .clone();
     let mut exprs = Vec::with_capacity(p.expr.len());
     for e in p.expr {
         let (name_q, name) = e.qualified_name();
@@ -251,7 +263,10 @@ fn apply_fills(p: Projection) -> Result<LogicalPlan> {
     let input = LogicalPlan::Extension(Extension {
         node: Arc::new(node),
     });
-    Ok(LogicalPlan::Projection(Projection::try_new(exprs, Arc::new(input))?))
+    Ok(LogicalPlan::Projection(Projection::try_new(
+        exprs,
+        Arc::new(input),
+    )?))
 }
 
 fn replace_marker(e: Expr, node: &mut GapFill) -> Result<Transformed<Expr>> {
@@ -261,23 +276,39 @@ fn replace_marker(e: Expr, node: &mut GapFill) -> Result<Transformed<Expr>> {
         _ => return Ok(Transformed::no(e)),
     };
     let name = e.schema_name().to_string();
-    let Expr::ScalarFunction(f) = e else { unreachable!("matched above") };
+    let Expr::ScalarFunction(f) = e else {
+        unreachable!("matched above")
+    };
     let mut args = f.args.into_iter();
     // `count(*)` comes as `count(Int64(1)) AS count(*)`.
-    let target = args.next().expect("the signature asks for an argument").unalias_nested().data;
+    let target = args
+        .next()
+        .expect("the signature asks for an argument")
+        .unalias_nested()
+        .data;
     let prev = args.next();
     let Expr::Column(c) = &target else {
         return plan_err!("{marker}'s argument must be an aggregate of the query, as in {marker}(avg(value)); got {target}");
     };
     let index = node.schema_of_input().index_of_column(c)?;
     let column_type = node.schema_of_input().field(index).data_type().clone();
-    if !node.aggs.iter().any(|a| a.column == index && a.name.is_none()) {
-        return plan_err!("{marker}'s argument must be an aggregate, not a GROUP BY key; got {target}");
+    if !node
+        .aggs
+        .iter()
+        .any(|a| a.column == index && a.name.is_none())
+    {
+        return plan_err!(
+            "{marker}'s argument must be an aggregate, not a GROUP BY key; got {target}"
+        );
     }
     if fill == Fill::Interpolate && !column_type.is_numeric() {
         return plan_err!("interpolate needs a numeric aggregate; {target} is {column_type}");
     }
-    if !node.aggs.iter().any(|a| a.name.as_deref() == Some(name.as_str())) {
+    if !node
+        .aggs
+        .iter()
+        .any(|a| a.name.as_deref() == Some(name.as_str()))
+    {
         node.aggs.push(AggFill {
             column: index,
             fill,
@@ -285,7 +316,9 @@ fn replace_marker(e: Expr, node: &mut GapFill) -> Result<Transformed<Expr>> {
             name: Some(name.clone()),
         });
     }
-    Ok(Transformed::yes(Expr::Column(Column::new_unqualified(name))))
+    Ok(Transformed::yes(Expr::Column(Column::new_unqualified(
+        name,
+    ))))
 }
 
 /// Any `time_bucket_gapfill`, `locf` or `interpolate` the rule did not

@@ -36,7 +36,10 @@ async fn error(q: &QueryEngine, sql: &str) -> String {
         Err(e) => return e.to_string(),
     };
     match df.collect().await {
-        Ok(b) => panic!("expected an error from {sql}, got\n{}", pretty_format_batches(&b).unwrap()),
+        Ok(b) => panic!(
+            "expected an error from {sql}, got\n{}",
+            pretty_format_batches(&b).unwrap()
+        ),
         Err(e) => crate::query::QueryError::from_datafusion(e).to_string(),
     }
 }
@@ -61,7 +64,11 @@ struct Row {
 fn rows(batches: &[RecordBatch]) -> Vec<Row> {
     let mut out = vec![];
     for b in batches {
-        let t = cast(b.column(0), &DataType::Timestamp(TimeUnit::Microsecond, None)).unwrap();
+        let t = cast(
+            b.column(0),
+            &DataType::Timestamp(TimeUnit::Microsecond, None),
+        )
+        .unwrap();
         let t = t.as_primitive::<TimestampMicrosecondType>();
         let host = cast(b.column(1), &DataType::Utf8).unwrap();
         let host = host.as_string::<i32>();
@@ -97,7 +104,10 @@ struct Case {
 fn naive(points: &[(i64, String, f64)], c: &Case, where_range: (i64, i64)) -> Vec<Row> {
     let w = c.width;
     let first = c.start.div_euclid(w) * w;
-    let buckets: Vec<i64> = (0..).map(|k| first + k * w).take_while(|&b| b < c.finish).collect();
+    let buckets: Vec<i64> = (0..)
+        .map(|k| first + k * w)
+        .take_while(|&b| b < c.finish)
+        .collect();
     let mut cells: BTreeMap<(String, i64), Vec<f64>> = BTreeMap::new();
     for (t, h, v) in points {
         let b = t.div_euclid(w) * w;
@@ -106,15 +116,28 @@ fn naive(points: &[(i64, String, f64)], c: &Case, where_range: (i64, i64)) -> Ve
         }
     }
     let hosts: BTreeSet<String> = cells.keys().map(|(h, _)| h.clone()).collect();
-    let avg = |h: &str, b: i64| cells.get(&(h.to_string(), b)).map(|v| v.iter().sum::<f64>() / v.len() as f64);
+    let avg = |h: &str, b: i64| {
+        cells
+            .get(&(h.to_string(), b))
+            .map(|v| v.iter().sum::<f64>() / v.len() as f64)
+    };
     let mut out = vec![];
     for h in &hosts {
         for &b in &buckets {
-            let before = buckets.iter().rev().filter(|&&x| x <= b).find_map(|&x| avg(h, x).map(|v| (x, v)));
-            let after = buckets.iter().filter(|&&x| x >= b).find_map(|&x| avg(h, x).map(|v| (x, v)));
+            let before = buckets
+                .iter()
+                .rev()
+                .filter(|&&x| x <= b)
+                .find_map(|&x| avg(h, x).map(|v| (x, v)));
+            let after = buckets
+                .iter()
+                .filter(|&&x| x >= b)
+                .find_map(|&x| avg(h, x).map(|v| (x, v)));
             let interp = match (before, after) {
                 (Some((x0, v0)), Some((x1, _))) if x0 == x1 => Some(v0),
-                (Some((x0, v0)), Some((x1, v1))) => Some(v0 + (v1 - v0) * (b - x0) as f64 / (x1 - x0) as f64),
+                (Some((x0, v0)), Some((x1, v1))) => {
+                    Some(v0 + (v1 - v0) * (b - x0) as f64 / (x1 - x0) as f64)
+                }
                 _ => None,
             };
             out.push(Row {
@@ -139,7 +162,11 @@ fn close(a: Option<f64>, b: Option<f64>) -> bool {
 }
 
 fn assert_same(got: &[Row], want: &[Row], sql: &str) {
-    assert_eq!(got.len(), want.len(), "row count of {sql}\ngot {got:#?}\nwant {want:#?}");
+    assert_eq!(
+        got.len(),
+        want.len(),
+        "row count of {sql}\ngot {got:#?}\nwant {want:#?}"
+    );
     for (g, w) in got.iter().zip(want) {
         let same = g.t == w.t
             && g.host == w.host
@@ -154,7 +181,9 @@ fn assert_same(got: &[Row], want: &[Row], sql: &str) {
 async fn random_case(seed: u64) {
     let mut rng = StdRng::seed_from_u64(seed);
     let (view, q) = engine();
-    let hosts: Vec<String> = (0..rng.random_range(1..=4)).map(|i| format!("h{i}")).collect();
+    let hosts: Vec<String> = (0..rng.random_range(1..=4))
+        .map(|i| format!("h{i}"))
+        .collect();
     let mut points: Vec<(i64, String, f64)> = vec![];
     for h in &hosts {
         // Each host has a random subset of 40 minutes, some with several points.
@@ -169,7 +198,10 @@ async fn random_case(seed: u64) {
         }
     }
     if !points.is_empty() {
-        let rows: Vec<(i64, &str, &str, f64)> = points.iter().map(|(t, h, v)| (*t, "cpu", h.as_str(), *v)).collect();
+        let rows: Vec<(i64, &str, &str, f64)> = points
+            .iter()
+            .map(|(t, h, v)| (*t, "cpu", h.as_str(), *v))
+            .collect();
         view.write(&batch(&rows)).await.unwrap();
     }
     let width = [MIN, 2 * MIN, 90 * SEC, 5 * MIN][rng.random_range(0..4)];
@@ -181,7 +213,9 @@ async fn random_case(seed: u64) {
         start,
         finish,
         in_args: rng.random_bool(0.5),
-        prev: rng.random_bool(0.5).then(|| rng.random_range(-10..10) as f64),
+        prev: rng
+            .random_bool(0.5)
+            .then(|| rng.random_range(-10..10) as f64),
     };
     let width_sql = if rng.random_bool(0.5) {
         format!("'{}s'", width / SEC)
@@ -192,11 +226,18 @@ async fn random_case(seed: u64) {
         // WHERE wider than the range: points outside [start, finish) must go.
         let wr = (start - 7 * MIN, finish + 7 * MIN);
         (
-            format!("time_bucket_gapfill({width_sql}, time, '{}', '{}')", iso(start), iso(finish)),
+            format!(
+                "time_bucket_gapfill({width_sql}, time, '{}', '{}')",
+                iso(start),
+                iso(finish)
+            ),
             wr,
         )
     } else {
-        (format!("time_bucket_gapfill({width_sql}, time)"), (start, finish))
+        (
+            format!("time_bucket_gapfill({width_sql}, time)"),
+            (start, finish),
+        )
     };
     let locf = match case.prev {
         Some(p) => format!("locf(avg(value), {p:.1})"),
@@ -220,14 +261,17 @@ async fn random_groups_gaps_and_ranges_match_a_naive_fill() {
 }
 
 fn points(rows: &[(i64, &str, f64)]) -> RecordBatch {
-    let rows: Vec<(i64, &str, &str, f64)> = rows.iter().map(|(t, h, v)| (*t, "cpu", *h, *v)).collect();
+    let rows: Vec<(i64, &str, &str, f64)> =
+        rows.iter().map(|(t, h, v)| (*t, "cpu", *h, *v)).collect();
     batch(&rows)
 }
 
 #[tokio::test]
 async fn single_observation_and_descending_order() {
     let (view, q) = engine();
-    view.write(&points(&[(T0 + 2 * MIN + 5 * SEC, "a", 7.0)])).await.unwrap();
+    view.write(&points(&[(T0 + 2 * MIN + 5 * SEC, "a", 7.0)]))
+        .await
+        .unwrap();
     let sql = "SELECT time_bucket_gapfill('1m', time) AS t, tags['host'] AS host, avg(value) AS v, count(*) AS n, locf(avg(value)) AS l, interpolate(avg(value)) AS i \
                FROM metrics WHERE time >= '2024-01-15T00:00:00Z' AND time <= '2024-01-15T00:04:00Z' GROUP BY 1, 2 ORDER BY 1 DESC";
     let got = rows(&collect(&q, sql).await);
@@ -249,11 +293,17 @@ async fn without_other_keys_an_empty_range_still_has_its_buckets() {
     let sql = "SELECT time_bucket_gapfill('1m', time) AS t, count(*) AS n, locf(avg(value), 3) AS l FROM metrics WHERE time >= now() - '10m' AND time < now() GROUP BY 1 ORDER BY 1";
     let b = collect(&q, sql).await;
     let n: usize = b.iter().map(|b| b.num_rows()).sum();
-    assert!(n == 10 || n == 11, "10 minutes in 1m buckets, aligned or not: {n}");
+    assert!(
+        n == 10 || n == 11,
+        "10 minutes in 1m buckets, aligned or not: {n}"
+    );
     for b in &b {
         assert_eq!(b.column(1).null_count(), b.num_rows());
         let l = b.column(2).as_primitive::<Float64Type>();
-        assert!(l.iter().all(|v| v == Some(3.0)), "prev before any observation");
+        assert!(
+            l.iter().all(|v| v == Some(3.0)),
+            "prev before any observation"
+        );
     }
     // With a group key and no data there are no groups, so no rows.
     let sql = "SELECT time_bucket_gapfill('1m', time) AS t, tags['host'] AS h, count(*) AS n FROM metrics WHERE time >= now() - '10m' AND time < now() GROUP BY 1, 2";
@@ -265,7 +315,9 @@ async fn explain_shows_the_gapfill_node_and_operator() {
     let (view, q) = engine();
     view.write(&points(&[(T0, "a", 1.0)])).await.unwrap();
     let sql = "EXPLAIN SELECT time_bucket_gapfill('1m', time), locf(avg(value)) FROM metrics WHERE time >= '2024-01-15T00:00:00Z' AND time < '2024-01-15T01:00:00Z' GROUP BY 1";
-    let got = pretty_format_batches(&collect(&q, sql).await).unwrap().to_string();
+    let got = pretty_format_batches(&collect(&q, sql).await)
+        .unwrap()
+        .to_string();
     assert!(got.contains("GapFill: bucket="), "{got}");
     assert!(got.contains("GapFillExec: bucket="), "{got}");
     assert!(got.contains("buckets=60"), "{got}");
@@ -279,7 +331,12 @@ async fn column_names_follow_the_functions() {
     view.write(&points(&[(T0, "a", 1.0)])).await.unwrap();
     let sql = "SELECT time_bucket_gapfill('1m', time), locf(avg(value)), interpolate(avg(value)), avg(value) FROM metrics WHERE time >= '2024-01-15T00:00:00Z' AND time < '2024-01-15T00:02:00Z' GROUP BY 1";
     let b = collect(&q, sql).await;
-    let names: Vec<String> = b[0].schema().fields().iter().map(|f| f.name().clone()).collect();
+    let names: Vec<String> = b[0]
+        .schema()
+        .fields()
+        .iter()
+        .map(|f| f.name().clone())
+        .collect();
     assert_eq!(names, ["time_bucket_gapfill", "locf", "interpolate", "avg"]);
 }
 
@@ -323,7 +380,10 @@ async fn mistakes_are_refused_naming_the_problem() {
     ];
     for (sql, want) in cases {
         let got = error(&q, sql).await;
-        assert!(got.contains(want), "{sql}\nwant an error with {want:?}, got {got:?}");
+        assert!(
+            got.contains(want),
+            "{sql}\nwant an error with {want:?}, got {got:?}"
+        );
     }
 }
 
@@ -336,10 +396,15 @@ async fn information_schema_lists_the_functions_like_time_bucket() {
         .iter()
         .flat_map(|b| {
             let c = cast(b.column(0), &DataType::Utf8).unwrap();
-            (0..c.len()).map(|i| c.as_string::<i32>().value(i).to_string()).collect::<Vec<_>>()
+            (0..c.len())
+                .map(|i| c.as_string::<i32>().value(i).to_string())
+                .collect::<Vec<_>>()
         })
         .collect();
-    assert_eq!(names, ["interpolate", "locf", "time_bucket", "time_bucket_gapfill"]);
+    assert_eq!(
+        names,
+        ["interpolate", "locf", "time_bucket", "time_bucket_gapfill"]
+    );
 }
 
 #[tokio::test]
@@ -351,8 +416,27 @@ async fn interpolated_counts_are_rounded_and_markers_nest_in_expressions() {
     view.write(&points(&rows)).await.unwrap();
     let sql = "SELECT time_bucket_gapfill('1m', time) AS t, interpolate(count(*)) AS i, locf(avg(value)) * 2 AS l2 FROM metrics WHERE time >= '2024-01-15T00:00:00Z' AND time < '2024-01-15T00:05:00Z' GROUP BY 1 ORDER BY 1";
     let b = collect(&q, sql).await;
-    let i: Vec<Option<i64>> = b.iter().flat_map(|b| b.column(1).as_primitive::<Int64Type>().iter().collect::<Vec<_>>()).collect();
+    let i: Vec<Option<i64>> = b
+        .iter()
+        .flat_map(|b| {
+            b.column(1)
+                .as_primitive::<Int64Type>()
+                .iter()
+                .collect::<Vec<_>>()
+        })
+        .collect();
     assert_eq!(i, [Some(1), Some(2), Some(3), Some(4), None]);
-    let l2: Vec<Option<f64>> = b.iter().flat_map(|b| b.column(2).as_primitive::<Float64Type>().iter().collect::<Vec<_>>()).collect();
-    assert_eq!(l2, [Some(2.0), Some(2.0), Some(2.0), Some(10.0), Some(10.0)]);
+    let l2: Vec<Option<f64>> = b
+        .iter()
+        .flat_map(|b| {
+            b.column(2)
+                .as_primitive::<Float64Type>()
+                .iter()
+                .collect::<Vec<_>>()
+        })
+        .collect();
+    assert_eq!(
+        l2,
+        [Some(2.0), Some(2.0), Some(2.0), Some(10.0), Some(10.0)]
+    );
 }
