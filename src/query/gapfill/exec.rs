@@ -13,6 +13,7 @@ use datafusion::catalog::Session;
 use datafusion::common::tree_node::TreeNodeRecursion;
 use datafusion::common::{plan_err, Result, ScalarValue};
 use datafusion::execution::context::QueryPlanner;
+use datafusion::execution::memory_pool::MemoryConsumer;
 use datafusion::execution::{SendableRecordBatchStream, TaskContext};
 use datafusion::logical_expr::physical_planning_context::PhysicalPlanningContext;
 use datafusion::logical_expr::{Expr, LogicalPlan, UserDefinedLogicalNode};
@@ -257,16 +258,32 @@ impl ExecutionPlan for GapFillExec {
         let in_schema = self.input.schema();
         let (spec, schema) = (self.spec.clone(), self.schema.clone());
         let batch_size = ctx.session_config().batch_size().max(1);
+        // Counted against the query's memory limit: the input rows, their
+        // concatenation and the filled rows, held until the last slice goes.
+        let reservation = MemoryConsumer::new("GapFillExec").register(ctx.memory_pool());
         let filled = futures::stream::once(async move {
-            let batches: Vec<RecordBatch> = input.try_collect().await?;
+            let mut input = input;
+            let mut batches = vec![];
+            while let Some(b) = input.next().await {
+                let b = b?;
+                reservation.try_grow(b.get_array_memory_size())?;
+                batches.push(b);
+            }
             let all = concat_batches(&in_schema, &batches)?;
+            drop(batches);
+            reservation.try_grow(all.get_array_memory_size())?;
             let out = gap_fill(&spec, &all, schema)?;
+            reservation.try_grow(out.get_array_memory_size())?;
             // Slices share the buffers; they keep batches of the usual size.
             let slices: Vec<Result<RecordBatch>> = (0..out.num_rows())
                 .step_by(batch_size)
                 .map(|at| Ok(out.slice(at, batch_size.min(out.num_rows() - at))))
                 .collect();
-            Ok::<_, datafusion::common::DataFusionError>(futures::stream::iter(slices))
+            let held = futures::stream::iter(slices).map(move |b| {
+                let _until_sent = &reservation;
+                b
+            });
+            Ok::<_, datafusion::common::DataFusionError>(held)
         })
         .try_flatten();
         Ok(Box::pin(RecordBatchStreamAdapter::new(

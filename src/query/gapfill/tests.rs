@@ -440,3 +440,25 @@ async fn interpolated_counts_are_rounded_and_markers_nest_in_expressions() {
         [Some(2.0), Some(2.0), Some(2.0), Some(10.0), Some(10.0)]
     );
 }
+
+#[tokio::test]
+async fn filled_rows_count_against_the_query_memory_limit() {
+    let view = MemoryView::new();
+    let config = QueryConfig {
+        memory_limit: 1 << 20,
+        ..QueryConfig::default()
+    };
+    let q = QueryEngine::new(view.clone(), config);
+    let hosts: Vec<String> = (0..50).map(|i| format!("host-{i}")).collect();
+    let rows: Vec<(i64, &str, f64)> = hosts.iter().map(|h| (T0, h.as_str(), 1.0)).collect();
+    view.write(&points(&rows)).await.unwrap();
+    // 50 groups × 2,880 buckets: 144,000 rows, several MiB.
+    let sql = "SELECT time_bucket_gapfill('30s', time) AS t, tags['host'] AS h, avg(value) FROM metrics WHERE time >= '2024-01-15T00:00:00Z' AND time < '2024-01-16T00:00:00Z' GROUP BY 1, 2";
+    let got = error(&q, sql).await;
+    assert!(got.contains("memory limit"), "{got}");
+    // The same query within the default limit answers every row.
+    let (view, q) = engine();
+    view.write(&points(&rows)).await.unwrap();
+    let n: usize = collect(&q, sql).await.iter().map(|b| b.num_rows()).sum();
+    assert_eq!(n, 50 * 2880);
+}
