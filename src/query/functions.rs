@@ -26,6 +26,11 @@ use super::duration::parse_duration_micros;
 pub struct ArgumentError(String);
 
 fn bad<T>(message: impl Into<String>) -> Result<T> {
+    argument_error(message)
+}
+
+/// Fails with an [`ArgumentError`]: the user's mistake, found while running.
+pub(super) fn argument_error<T>(message: impl Into<String>) -> Result<T> {
     Err(DataFusionError::External(Box::new(ArgumentError(
         message.into(),
     ))))

@@ -9,6 +9,8 @@
 //! - `filters`: time range and series predicates from query filters.
 //! - `convert`: point batches to `metrics` rows.
 //! - `functions`, `duration`, `dialect`: `time_bucket`, duration strings.
+//! - `gapfill`: `time_bucket_gapfill`, `locf`, `interpolate` (a rule, a
+//!   plan node and its operator).
 //! - `names`: result column names (`avg`, not `avg(metrics.value)`).
 //! - [`subscribe`]: continuous queries (`SUBSCRIBE TO SELECT ...`).
 //! - `complexity`: the bound on operator chains, checked before parsing.
@@ -27,6 +29,7 @@ mod duration;
 mod error;
 mod filters;
 mod functions;
+mod gapfill;
 mod names;
 mod rollup;
 mod running;
@@ -174,11 +177,16 @@ impl QueryEngine {
             .with_runtime_env(runtime)
             .with_default_features()
             .with_optimizer_rule(Arc::new(rollup::SeriesRollup))
+            .with_analyzer_rule(gapfill::rule())
+            .with_query_planner(gapfill::query_planner())
             .build();
         let ctx = SessionContext::new_with_state(state);
         ctx.register_table("metrics", table)
             .map_err(QueryError::from_datafusion)?;
         ctx.register_udf(functions::time_bucket());
+        for f in gapfill::functions() {
+            ctx.register_udf(f);
+        }
         Ok(ctx)
     }
 

@@ -213,6 +213,18 @@ fn plain_select(q: &Query) -> Result<&Select, QueryError> {
             Expr::Subquery(_) | Expr::InSubquery { .. } | Expr::Exists { .. } => {
                 bad = Some("subqueries are not supported")
             }
+            // A fill needs every bucket of a range; an update has only
+            // the groups new rows touch.
+            Expr::Function(f)
+                if matches!(
+                    f.name.to_string().to_ascii_lowercase().as_str(),
+                    "time_bucket_gapfill" | "locf" | "interpolate"
+                ) =>
+            {
+                bad = Some(
+                    "gap filling (time_bucket_gapfill, locf, interpolate) is not supported; use time_bucket",
+                )
+            }
             _ => {}
         }
         ControlFlow::<()>::Continue(())
@@ -455,6 +467,10 @@ mod tests {
                 "now()",
             ),
             ("SELECT value, row_number() OVER () FROM metrics", "window"),
+            (
+                "SELECT time_bucket_gapfill('1m', time) AS b, avg(value) FROM metrics GROUP BY 1",
+                "gap filling",
+            ),
             ("SELECT count(DISTINCT metric) FROM metrics", "DISTINCT"),
             ("SELECT * FROM other", "metrics"),
             (
