@@ -301,9 +301,13 @@ async fn metrics_stream_producers_write_each_batch_once() {
     let srv = start(dir.path()).await;
     let http = reqwest::Client::new();
     let metrics = url(&srv, "metrics");
+    // Each batch's points have times of their own: a point at the same
+    // series and time as an earlier one would replace it (one value per
+    // series and time), and the count below is of batches kept once.
     let produce = |metrics: &str, epoch: u64, seq: u64| {
+        let time = epoch * 100 + seq;
         let body = format!(
-            r#"[{{"time":{seq},"metric":"up","value":1}},{{"time":{seq},"metric":"up","tags":{{"e":"{epoch}"}},"value":2}}]"#
+            r#"[{{"time":{time},"metric":"up","value":1}},{{"time":{time},"metric":"up","tags":{{"e":"{epoch}"}},"value":2}}]"#
         );
         producer_post(
             &http,

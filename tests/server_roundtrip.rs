@@ -32,8 +32,11 @@ async fn write_query_status_and_restart() {
     let url = format!("http://{}", srv.addr);
     let mut client = Client::connect(&url).await.unwrap();
 
+    // Host a again, two seconds in (at the first batch's time it would
+    // replace that point: one value per series and time).
+    let a_at_two_seconds = common::cpu_batch(&["-", "a"], &[0.0, 3.5], 2_000_000).slice(1, 1);
     let written = client
-        .write(vec![batch(&["a", "b"], &[1.0, 2.0]), batch(&["a"], &[3.5])])
+        .write(vec![batch(&["a", "b"], &[1.0, 2.0]), a_at_two_seconds])
         .await
         .unwrap();
     assert_eq!(written.rows, 3);
