@@ -34,6 +34,7 @@ use super::commit::{CommitArgs, CommitPath};
 use super::compactor::{Maintenance, MaintenanceArgs};
 use super::config::EngineConfig;
 use super::error::EngineError;
+use super::last_values::LastValues;
 use super::exactly_once::{ExactlyOnce, Once};
 use super::flusher::{Flusher, FlusherArgs};
 use super::json;
@@ -325,6 +326,10 @@ impl ReadView for Engine {
 
     fn subscribe_batches(&self) -> broadcast::Receiver<Arc<BufferedBatch>> {
         self.buffer.subscribe()
+    }
+
+    fn last_values(&self) -> Option<&Arc<LastValues>> {
+        Some(self.buffer.last_values())
     }
 
     fn clock(&self) -> &Clock {
