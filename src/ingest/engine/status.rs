@@ -4,10 +4,10 @@
 use serde::Serialize;
 
 use crate::ingest::buffer::WriteBuffer;
-use crate::ingest::last_values::LastValueStatus;
 use crate::ingest::commit::CommitPath;
 use crate::ingest::compactor::{Maintenance, MaintenanceStatus};
 use crate::ingest::config::EngineConfig;
+use crate::ingest::last_values::LastValueStatus;
 use crate::ingest::normalize::PointBatch;
 use crate::model::format_micros;
 use crate::storage::{CacheStats, ChunkReader, DamagedVersion, Store};

@@ -63,8 +63,16 @@ fn the_build_loses_ties_to_later_records_and_wins_them_against_earlier_ones() {
     c.observe(7, &points(&[(2, 10, 7.0)]));
     let t = c.begin_build().unwrap();
     assert!(c.finish_build(t, 5, [(1, 10, 2.0), (2, 10, 3.0), (2, 9, 0.0)]));
-    assert_eq!(get(&c, 1), Some((10, 2.0)), "the scan decides within its snapshot");
-    assert_eq!(get(&c, 2), Some((10, 7.0)), "a record after the snapshot wins");
+    assert_eq!(
+        get(&c, 1),
+        Some((10, 2.0)),
+        "the scan decides within its snapshot"
+    );
+    assert_eq!(
+        get(&c, 2),
+        Some((10, 7.0)),
+        "a record after the snapshot wins"
+    );
     // And a point applied after the build at an equal time wins too.
     c.observe(8, &points(&[(1, 10, 5.0)]));
     assert_eq!(get(&c, 1), Some((10, 5.0)));

@@ -35,6 +35,7 @@ use datafusion::physical_plan::{
     DisplayAs, DisplayFormatType, ExecutionPlan, Partitioning, PlanProperties,
 };
 use datafusion::prelude::SessionContext;
+use futures::StreamExt;
 
 use super::partial::Partials;
 use super::schema::{index_of, rollup_schema};
@@ -82,7 +83,10 @@ fn start_build(view: &Arc<dyn ReadView>) {
     let Ok(rt) = tokio::runtime::Handle::try_current() else {
         return;
     };
-    if view.last_values().is_some_and(|c| c.state() == CacheState::Unbuilt) {
+    if view
+        .last_values()
+        .is_some_and(|c| c.state() == CacheState::Unbuilt)
+    {
         let view = view.clone();
         rt.spawn(async move {
             if let Err(e) = build(&view).await {
@@ -126,14 +130,19 @@ async fn newest_per_series(table: MetricsTable) -> Result<Vec<(u64, i64, f64)>> 
     let plan = rollup
         .scan(&ctx.state(), Some(&projection), &[], None)
         .await?;
-    let batches = datafusion::physical_plan::collect(plan, ctx.task_ctx()).await?;
-    // One partial per series and chunk: keep each series' newest. Ties
-    // between chunks go to the later one read, as DataFusion's merge of
-    // the partials would pick either.
+    let mut batches = datafusion::physical_plan::execute_stream(plan, ctx.task_ctx())?;
+    // One partial per series and chunk, folded as they come (memory: one
+    // entry per series): keep each series' newest. Ties between chunks go
+    // to the later one read, as DataFusion's merge of the partials would
+    // pick either.
     let mut newest: HashMap<u64, (i64, f64), crate::model::IdHashBuilder> = HashMap::default();
-    for b in &batches {
+    while let Some(b) = batches.next().await {
+        let b = b?;
         let ids = b.column(0).as_primitive::<UInt64Type>().values();
-        let times = b.column(1).as_primitive::<TimestampMicrosecondType>().values();
+        let times = b
+            .column(1)
+            .as_primitive::<TimestampMicrosecondType>()
+            .values();
         let values = b.column(2).as_primitive::<Float64Type>().values();
         for ((&id, &t), &v) in ids.iter().zip(times).zip(values) {
             let e = newest.entry(id).or_insert((t, v));
