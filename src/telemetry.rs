@@ -56,6 +56,9 @@ pub struct Metrics {
     pub chunk_bytes: IntGauge,
     pub stored_rows: IntGauge,
     pub series: IntGauge,
+    /// Series in the last-value cache, and 1 while it answers queries.
+    pub last_value_series: IntGauge,
+    pub last_value_complete: IntGauge,
     pub compaction_backlog: IntGauge,
     pub compactions: IntGauge,
     pub garbage_pending: IntGauge,
@@ -207,6 +210,16 @@ impl Metrics {
             ),
             stored_rows: gauge(&r, "streamdb_stored_rows", "Rows in chunk files"),
             series: gauge(&r, "streamdb_series", "Series in the catalog"),
+            last_value_series: gauge(
+                &r,
+                "streamdb_last_value_cache_series",
+                "Series in the last-value cache",
+            ),
+            last_value_complete: gauge(
+                &r,
+                "streamdb_last_value_cache_complete",
+                "1 while latest-value queries are answered from the last-value cache",
+            ),
             compaction_backlog: gauge(
                 &r,
                 "streamdb_compaction_backlog_chunks",

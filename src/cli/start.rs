@@ -180,6 +180,11 @@ struct LimitArgs {
     /// and none is evicted (idle ones are forgotten with --retention).
     #[arg(long, default_value_t = 10_000, value_parser = at_least_one)]
     max_producers: usize,
+    /// Most series the last-value cache keeps (the newest point of each, in
+    /// memory, for "latest value per series" queries). Past it the cache
+    /// empties and queries scan until restart; 0 turns it off.
+    #[arg(long, default_value_t = crate::ingest::DEFAULT_LAST_VALUE_SERIES)]
+    last_value_cache_series: usize,
     /// Queries that may run at once; more are refused, not queued.
     #[arg(long, default_value_t = 64, value_parser = at_least_one)]
     max_concurrent_queries: usize,
@@ -245,6 +250,7 @@ pub async fn run(a: StartArgs) -> Result<()> {
     engine.buffer.max_batch_rows = limits.max_batch_rows;
     engine.buffer.max_series = limits.max_series;
     engine.buffer.max_producers = limits.max_producers;
+    engine.cache.last_value_series = limits.last_value_cache_series;
     let storage = a.storage;
     if let Some(url) = &storage.object_store {
         engine.store = Some(crate::storage::Store::from_url(url)?);

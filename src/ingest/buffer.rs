@@ -16,6 +16,7 @@ use parking_lot::RwLock;
 use tokio::sync::{broadcast, Notify};
 use tokio::time::Instant;
 
+use super::last_values::{LastValues, DEFAULT_LAST_VALUE_SERIES};
 use super::normalize::{Origin, PointBatch};
 use crate::model::Writers;
 use crate::runtime::Clock;
@@ -177,6 +178,8 @@ pub(crate) struct WriteBuffer {
     /// remove series, so no batch is ever between the two while series go
     /// and every later write logs the keys of the series it brings back.
     series_gate: Arc<tokio::sync::RwLock<()>>,
+    /// The newest point of every series, folded in as batches apply.
+    last_values: Arc<LastValues>,
     clock: Clock,
     #[cfg(test)]
     pub hooks: hooks::Hooks,
@@ -200,6 +203,7 @@ impl WriteBuffer {
             fanout: broadcast::channel(FANOUT_BATCHES).0,
             space: Notify::new(),
             series_gate: Arc::default(),
+            last_values: Arc::new(LastValues::new(DEFAULT_LAST_VALUE_SERIES)),
             clock,
             #[cfg(test)]
             hooks: Default::default(),
@@ -214,6 +218,9 @@ impl WriteBuffer {
         for (id, key) in batch.new_series {
             self.catalog.insert(id, key);
         }
+        // Before the batch is visible: a query that sees it in a snapshot
+        // finds it in the cache too.
+        self.last_values.observe(offset.0, &batch.points);
         let batch = Arc::new(BufferedBatch::new(offset, batch.points, batch.origin));
         let (now, now_secs) = (self.clock.instant(), self.clock.now_secs());
         self.state.write().push(batch.clone(), now, now_secs);
@@ -249,6 +256,16 @@ impl WriteBuffer {
 
     pub fn catalog(&self) -> &Arc<SeriesCatalog> {
         &self.catalog
+    }
+
+    pub fn last_values(&self) -> &Arc<LastValues> {
+        &self.last_values
+    }
+
+    /// Replaces the last-value cache with one of `limit` series; call it
+    /// before any batch is applied (at open, before replay).
+    pub fn set_last_value_limit(&mut self, limit: usize) {
+        self.last_values = Arc::new(LastValues::new(limit));
     }
 
     pub fn subscribe(&self) -> broadcast::Receiver<Arc<BufferedBatch>> {

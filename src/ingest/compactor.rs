@@ -299,6 +299,7 @@ impl Maintenance {
         let cutoff = self.now() - keep.as_micros() as i64;
         let since = self.now();
         let mut expired = Vec::new();
+        let last_values = a.buffer.last_values();
         a.commit
             .commit(|current| {
                 let (old, kept): (Vec<_>, Vec<_>) = current
@@ -309,6 +310,9 @@ impl Maintenance {
                 if old.is_empty() {
                     return None;
                 }
+                // Points go: the last-value cache answers nothing until
+                // rebuilt (again after the commit, see `invalidate`).
+                last_values.invalidate();
                 let mut next = current.clone();
                 next.chunks = kept;
                 next.garbage.extend(old.iter().map(|c| Garbage {
@@ -320,6 +324,7 @@ impl Maintenance {
             })
             .await?;
         if !expired.is_empty() {
+            last_values.invalidate();
             for c in &expired {
                 a.reader.forget(&c.path);
             }

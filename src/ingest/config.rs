@@ -79,6 +79,9 @@ pub struct MaintenanceSection {
 pub struct CacheSection {
     /// Bytes of decoded chunks kept for queries.
     pub chunk_cache_bytes: usize,
+    /// Most series the last-value cache holds (0: no cache); past it the
+    /// cache stops answering and queries scan.
+    pub last_value_series: usize,
 }
 
 impl Default for LogSection {
@@ -120,6 +123,7 @@ impl Default for CacheSection {
     fn default() -> Self {
         Self {
             chunk_cache_bytes: 1 << 30,
+            last_value_series: super::last_values::DEFAULT_LAST_VALUE_SERIES,
         }
     }
 }

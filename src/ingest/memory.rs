@@ -15,6 +15,7 @@ use tokio::sync::broadcast;
 use super::admission::WriteReceipt;
 use super::buffer::{BufferedBatch, Snapshot, WriteBuffer};
 use super::error::EngineError;
+use super::last_values::LastValues;
 use super::normalize::normalize;
 use super::read::ReadView;
 use super::sort::partition_by_hour;
@@ -120,6 +121,10 @@ impl ReadView for MemoryView {
 
     fn subscribe_batches(&self) -> broadcast::Receiver<Arc<BufferedBatch>> {
         self.buffer.subscribe()
+    }
+
+    fn last_values(&self) -> Option<&Arc<LastValues>> {
+        Some(self.buffer.last_values())
     }
 
     fn clock(&self) -> &Clock {

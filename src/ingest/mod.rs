@@ -39,6 +39,7 @@ mod exactly_once;
 mod fault_harness;
 mod flusher;
 pub mod json;
+mod last_values;
 mod memory;
 mod new_series;
 mod normalize;
@@ -58,6 +59,9 @@ pub use engine::{
 };
 pub use error::EngineError;
 pub use exactly_once::Once;
+pub use last_values::{
+    BuildTicket, CacheState, LastPoint, LastValueStatus, LastValues, DEFAULT_LAST_VALUE_SERIES,
+};
 pub use memory::MemoryView;
 pub use normalize::{normalize, BatchError, Origin, PointBatch};
 pub use read::ReadView;

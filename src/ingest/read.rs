@@ -9,6 +9,7 @@ use std::sync::Arc;
 use tokio::sync::broadcast;
 
 use super::buffer::{BufferedBatch, Snapshot};
+use super::last_values::LastValues;
 use crate::runtime::Clock;
 use crate::storage::{ChunkReader, SeriesCatalog};
 
@@ -27,4 +28,9 @@ pub trait ReadView: std::fmt::Debug + Send + Sync + 'static {
 
     /// The time the data is read at (continuous queries' cadence).
     fn clock(&self) -> &Clock;
+
+    /// The newest point of every series, if this view keeps them.
+    fn last_values(&self) -> Option<&Arc<LastValues>> {
+        None
+    }
 }

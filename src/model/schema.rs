@@ -23,8 +23,8 @@ pub fn point_schema() -> SchemaRef {
     ]))
 }
 
-/// A point batch of `(series_id, time, value)` rows, for tests.
-#[cfg(test)]
+/// A point batch of `(series_id, time, value)` rows (tests, and the
+/// last-value cache's answers).
 pub fn points_of(rows: &[(u64, i64, f64)]) -> arrow::array::RecordBatch {
     use arrow::array::{Float64Array, TimestampMicrosecondArray, UInt64Array};
     arrow::array::RecordBatch::try_new(

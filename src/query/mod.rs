@@ -5,7 +5,8 @@
 //! - `table`: the `metrics` TableProvider (pruning, planning).
 //! - `scan`: the ExecutionPlan that reads chunks and the buffer.
 //! - `rollup`: aggregates computed per series inside the scan, merged by
-//!   DataFusion (an optimizer rule and its kernel).
+//!   DataFusion (an optimizer rule and its kernel), and the last-value
+//!   cache standing in for that scan when only latest points are asked.
 //! - `filters`: time range and series predicates from query filters.
 //! - `convert`: point batches to `metrics` rows.
 //! - `functions`, `duration`, `dialect`: `time_bucket`, duration strings.
@@ -51,6 +52,7 @@ use datafusion::sql::parser::{DFParser, Statement};
 pub use complexity::check as check_complexity;
 pub use duration::parse_duration_micros;
 pub use error::QueryError;
+pub use rollup::{build_last_values, LastValueCacheExec};
 pub use running::Admission;
 pub use scan::{MetricsScanExec, PruneStats};
 pub use table::MetricsTable;

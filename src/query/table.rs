@@ -62,6 +62,12 @@ impl MetricsTable {
         self.rollup.is_some()
     }
 
+    /// The engine this table reads live (not a fixed snapshot): what the
+    /// last-value cache may stand in for (see `rollup::last_value`).
+    pub fn live_view(&self) -> Option<&Arc<dyn ReadView>> {
+        self.fixed.is_none().then_some(&self.engine)
+    }
+
     pub fn at(engine: Arc<dyn ReadView>, snapshot: Snapshot) -> Self {
         Self {
             fixed: Some(snapshot),

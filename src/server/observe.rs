@@ -53,6 +53,9 @@ pub async fn scrape(State(s): State<ObserveState>) -> Response {
     m.cache_hits.set(c.hits as i64);
     m.cache_misses.set(c.misses as i64);
     m.series.set(st.series as i64);
+    let lv = &st.last_value_cache;
+    m.last_value_series.set(lv.series as i64);
+    m.last_value_complete.set(i64::from(lv.state == "complete"));
     m.stream_log_bytes.set(st.stream.bytes as i64);
     m.subscriptions.set(s.subscriptions.active() as i64);
     m.named_streams.set(s.registry.len() as i64);

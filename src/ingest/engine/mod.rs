@@ -37,6 +37,7 @@ use super::error::EngineError;
 use super::exactly_once::{ExactlyOnce, Once};
 use super::flusher::{Flusher, FlusherArgs};
 use super::json;
+use super::last_values::LastValues;
 use super::normalize::PointBatch;
 use super::read::ReadView;
 use super::view::{JsonPage, LogView, ViewError};
@@ -325,6 +326,10 @@ impl ReadView for Engine {
 
     fn subscribe_batches(&self) -> broadcast::Receiver<Arc<BufferedBatch>> {
         self.buffer.subscribe()
+    }
+
+    fn last_values(&self) -> Option<&Arc<LastValues>> {
+        Some(self.buffer.last_values())
     }
 
     fn clock(&self) -> &Clock {

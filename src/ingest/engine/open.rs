@@ -66,11 +66,9 @@ pub(super) async fn open(config: &EngineConfig) -> Result<Opened, EngineError> {
         }
     };
     let catalog_persisted = catalog.generation();
-    let buffer = Arc::new(WriteBuffer::new(
-        manifest.clone(),
-        catalog,
-        config.clock.clone(),
-    ));
+    let mut buffer = WriteBuffer::new(manifest.clone(), catalog, config.clock.clone());
+    buffer.set_last_value_limit(config.cache.last_value_series);
+    let buffer = Arc::new(buffer);
     let log_dir = config.data_dir.join("stream").join("metrics");
     if let (Some(lease), Some(writer)) = (&lease, &manifest.writer) {
         if *writer != lease.node() {

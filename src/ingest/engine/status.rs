@@ -7,6 +7,7 @@ use crate::ingest::buffer::WriteBuffer;
 use crate::ingest::commit::CommitPath;
 use crate::ingest::compactor::{Maintenance, MaintenanceStatus};
 use crate::ingest::config::EngineConfig;
+use crate::ingest::last_values::LastValueStatus;
 use crate::ingest::normalize::PointBatch;
 use crate::model::format_micros;
 use crate::storage::{CacheStats, ChunkReader, DamagedVersion, Store};
@@ -46,6 +47,7 @@ pub(super) fn read(p: Parts<'_>) -> Status {
                 bytes: log.bytes,
                 producers: st.writers.producers.len(),
             },
+            last_value_cache: p.buffer.last_values().status(),
             buffer: BufferStatus {
                 rows: st.rows as u64,
                 bytes: st.bytes as u64,
@@ -91,6 +93,9 @@ pub struct Status {
     pub series: usize,
     pub rows: u64,
     pub time_range: TimeRange,
+    /// Whether "latest value per series" queries are answered from memory
+    /// (`state: complete`) or scan (`unbuilt`, `building`, `over_limit`, `off`).
+    pub last_value_cache: LastValueStatus,
     /// The `--source` consumer, when the server follows a remote stream.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub source: Option<SourceStatus>,

@@ -37,9 +37,12 @@
 //!   `table`, so `table` imports none of it.
 //! - `partial`: the kernel the scan runs, and the partial columns.
 //! - `schema`: the rollup table's columns (what `table` needs to know).
+//! - `last_value`: the rollup scan answered from the last-value cache
+//!   when the query asks only for each series' latest point.
 //!
 //! May depend on `query`'s `filters`, `functions` and `table`.
 
+mod last_value;
 mod partial;
 mod schema;
 
@@ -58,6 +61,7 @@ use datafusion::logical_expr::{
 };
 use datafusion::optimizer::{ApplyOrder, OptimizerConfig, OptimizerRule};
 
+pub use last_value::{build as build_last_values, LastValueCacheExec};
 pub use partial::Partials;
 pub use schema::rollup_schema;
 
@@ -248,7 +252,14 @@ fn rewrite(agg: &Aggregate) -> Result<Option<LogicalPlan>> {
     let mut input = LogicalPlan::TableScan(
         TableScanBuilder::new(
             scan.table_name.clone(),
-            provider_as_source(Arc::new(rollup)),
+            // The last-value cache stands in when it can answer.
+            provider_as_source(last_value::source(
+                table,
+                rollup,
+                width,
+                &needed,
+                &scan.filters,
+            )),
         )
         .with_projection(Some(needed))
         .build()?,
