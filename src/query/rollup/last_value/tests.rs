@@ -65,11 +65,13 @@ fn state(e: &Engine) -> &'static str {
     e.status().last_value_cache.state
 }
 
-/// Points at `now - hours_ago`, value a function of series and time so
-/// that a rewrite at an equal time writes the same value (the scan has no
-/// last-write-wins dedup yet, so which of two differing values it picks
-/// at one instant is not defined).
+/// Points at `now - minutes_ago`; each call's values differ from every
+/// other call's, so a rewrite at an equal time changes the value and the
+/// cache must keep the later write, as the scan does (one value per series
+/// and time).
 fn points(now: i64, rows: &[(usize, i64)]) -> arrow::array::RecordBatch {
+    static CALLS: std::sync::atomic::AtomicI64 = std::sync::atomic::AtomicI64::new(0);
+    let call = CALLS.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
     let owned: Vec<(i64, String, String, f64)> = rows
         .iter()
         .map(|&(s, minutes_ago)| {
@@ -79,7 +81,7 @@ fn points(now: i64, rows: &[(usize, i64)]) -> arrow::array::RecordBatch {
                 t,
                 metric.to_string(),
                 format!("h{s}"),
-                (s as i64 * 100_000 + minutes_ago) as f64,
+                (call * 1_000_000_000 + s as i64 * 100_000 + minutes_ago) as f64,
             )
         })
         .collect();
