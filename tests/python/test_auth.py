@@ -74,7 +74,8 @@ def test_http_needs_the_token_but_health_is_open(secured):
     assert http(secured, "/v1/query?sql=SELECT%201")[0] == 401
     assert count(secured) == 0  # nothing was written
     assert http(secured, "/v1/stream/metrics", token=TOKEN, data=point, method="POST")[0] == 204
-    assert http(secured, "/v1/stream/metrics", token="second-token", data=point, method="POST")[0] == 204
+    later = point.replace(b"1705276800000000", b"1705276800000001")  # the same point would replace it
+    assert http(secured, "/v1/stream/metrics", token="second-token", data=later, method="POST")[0] == 204
     status, body = http(secured, "/v1/query?sql=SELECT%20count(*)%20AS%20n%20FROM%20metrics", token=TOKEN)
     assert status == 200 and b'"n":2' in body
     # Authenticated data is never for shared caches (a CDN would hand it to
@@ -220,8 +221,9 @@ def test_adbc_basic_credentials_without_base64_padding(streamdb_factory, tmp_pat
     assert "nauthenticated" in str(err.value) or "UNAUTHENTICATED" in str(err.value)
 
 
-def put_points(srv, n: int, token: str | None = None) -> None:
-    times = pa.array([T0 + i for i in range(n)], pa.timestamp("us", tz="UTC"))
+def put_points(srv, n: int, token: str | None = None, first: int = 0) -> None:
+    """Points `first..first + n` (micros after T0), values their index."""
+    times = pa.array([T0 + i for i in range(first, first + n)], pa.timestamp("us", tz="UTC"))
     data = pa.record_batch([times, pa.array(["cpu"] * n), pa.array([float(i) for i in range(n)])],
                            names=["time", "metric", "value"])
     client = fl.connect(srv.grpc)
@@ -262,7 +264,7 @@ def test_source_follows_a_server_that_has_auth_token(streamdb_factory):
     wait_for(lambda: follower.count() == 50, "the follower to ingest 50 points", timeout=30)
     status = follower.status()["source"]
     assert status["state"] == "following" and status["url"] == source, status
-    put_points(remote, 10, TOKEN)
+    put_points(remote, 10, TOKEN, first=50)
     wait_for(lambda: follower.count() == 60, "the follower to ingest 10 more", timeout=30)
     follower.restart()  # flushes: the checkpoint reaches the manifest
     assert follower.count() == 60

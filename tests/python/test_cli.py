@@ -89,8 +89,12 @@ def test_files_of_every_format_and_stdin(streamdb_server, tmp_path):
         "time": pa.array([start + dt.timedelta(seconds=i) for i in range(50)], pa.timestamp("us", "UTC")),
         "metric": ["m"] * 50, "host": [f"h{i % 5}" for i in range(50)], "value": [float(i) for i in range(50)]})
     pq.write_table(table, tmp_path / "a.parquet")
-    with ipc.new_file(str(tmp_path / "b.arrow"), table.schema) as w:
-        w.write_table(table)
+    # The Arrow file ten minutes later: the same (series, time) again
+    # would replace the Parquet file's points, not add to them.
+    later = table.set_column(0, "time", pa.array(
+        [start + dt.timedelta(minutes=10, seconds=i) for i in range(50)], pa.timestamp("us", "UTC")))
+    with ipc.new_file(str(tmp_path / "b.arrow"), later.schema) as w:
+        w.write_table(later)
     (tmp_path / "c.csv").write_text("time,metric,host,value\n" + "".join(
         f"2024-01-15T00:01:{i:02d}Z,m,h{i % 5},{i}\n" for i in range(50)))
     ndjson = "".join('{"time":"2024-01-15T00:02:%02dZ","metric":"m","tags":{"host":"h%d"},"value":%d}\n'

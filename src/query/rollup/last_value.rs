@@ -131,10 +131,10 @@ async fn newest_per_series(table: MetricsTable) -> Result<Vec<(u64, i64, f64)>> 
         .scan(&ctx.state(), Some(&projection), &[], None)
         .await?;
     let mut batches = datafusion::physical_plan::execute_stream(plan, ctx.task_ctx())?;
-    // One partial per series and chunk, folded as they come (memory: one
-    // entry per series): keep each series' newest. Ties between chunks go
-    // to the later one read, as DataFusion's merge of the partials would
-    // pick either.
+    // One partial per series and unit of the scan, folded as they come
+    // (memory: one entry per series): keep each series' newest. Two units
+    // cannot tie on one series and time: units whose times overlap are
+    // read merged, newest value per key (one value per series and time).
     let mut newest: HashMap<u64, (i64, f64), crate::model::IdHashBuilder> = HashMap::default();
     while let Some(b) = batches.next().await {
         let b = b?;
