@@ -26,8 +26,7 @@
 
 use std::collections::{BTreeSet, HashMap};
 
-use arrow::array::{AsArray, RecordBatch};
-use arrow::datatypes::{Float64Type, TimestampMicrosecondType, UInt64Type};
+use arrow::array::RecordBatch;
 use parking_lot::Mutex;
 
 use crate::model::IdHashBuilder;
@@ -144,12 +143,7 @@ impl LastValues {
         if matches!(g.state, CacheState::Off | CacheState::OverLimit) || points.num_rows() == 0 {
             return;
         }
-        let ids = points.column(0).as_primitive::<UInt64Type>().values();
-        let times = points
-            .column(1)
-            .as_primitive::<TimestampMicrosecondType>()
-            .values();
-        let values = points.column(2).as_primitive::<Float64Type>().values();
+        let (ids, times, values) = crate::model::point_columns(points);
         for ((&id, &time), &value) in ids.iter().zip(times).zip(values) {
             g.fold(
                 id,

@@ -13,7 +13,7 @@ pub mod wire;
 pub use producer::{
     ProducerTuple, Producers, Verdict, Writers, MAX_PRODUCER_ID_BYTES, MAX_PRODUCER_NUMBER,
 };
-pub use schema::points_of;
+pub use schema::{point_columns, points_of};
 pub use schema::{
     point_schema, sql_schema, tags_type, time_type, POINT_SERIES_ID, POINT_TIME, POINT_VALUE,
 };

@@ -23,6 +23,21 @@ pub fn point_schema() -> SchemaRef {
     ]))
 }
 
+/// The `series_id`, `time` and `value` columns of a point batch (one of
+/// [`point_schema`]), as slices.
+pub fn point_columns(points: &arrow::array::RecordBatch) -> (&[u64], &[i64], &[f64]) {
+    use arrow::array::AsArray;
+    use arrow::datatypes::{Float64Type, TimestampMicrosecondType, UInt64Type};
+    (
+        points.column(0).as_primitive::<UInt64Type>().values(),
+        points
+            .column(1)
+            .as_primitive::<TimestampMicrosecondType>()
+            .values(),
+        points.column(2).as_primitive::<Float64Type>().values(),
+    )
+}
+
 /// A point batch of `(series_id, time, value)` rows (tests, and the
 /// last-value cache's answers).
 pub fn points_of(rows: &[(u64, i64, f64)]) -> arrow::array::RecordBatch {

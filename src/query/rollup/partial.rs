@@ -10,10 +10,8 @@ use std::collections::HashMap;
 use std::sync::Arc;
 
 use arrow::array::{
-    ArrayRef, AsArray, Float64Array, Int64Array, RecordBatch, TimestampMicrosecondArray,
-    UInt64Array,
+    ArrayRef, Float64Array, Int64Array, RecordBatch, TimestampMicrosecondArray, UInt64Array,
 };
-use arrow::datatypes::{Float64Type, TimestampMicrosecondType, UInt64Type};
 
 /// What one group has seen so far.
 #[derive(Debug, Clone, Copy)]
@@ -102,12 +100,7 @@ impl Partials {
 
     /// Folds in a point batch (`series_id, time, value`, already filtered).
     pub fn add(&mut self, points: &RecordBatch) {
-        let ids = points.column(0).as_primitive::<UInt64Type>().values();
-        let times = points
-            .column(1)
-            .as_primitive::<TimestampMicrosecondType>()
-            .values();
-        let values = points.column(2).as_primitive::<Float64Type>().values();
+        let (ids, times, values) = crate::model::point_columns(points);
         // The current group: its series, bucket [start, end) and slot.
         let mut cur: Option<(u64, i64, i64, usize)> = None;
         for ((&id, &t), &v) in ids.iter().zip(times.iter()).zip(values.iter()) {
@@ -183,6 +176,9 @@ impl Partials {
 
 #[cfg(test)]
 mod tests {
+    use arrow::array::AsArray;
+    use arrow::datatypes::{Float64Type, TimestampMicrosecondType};
+
     use super::*;
     use crate::model::points_of as points;
 
