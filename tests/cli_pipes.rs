@@ -15,21 +15,6 @@ fn streamdb() -> Command {
     Command::new(env!("CARGO_BIN_EXE_streamdb"))
 }
 
-/// NDJSON points, enough that a write spans many TCP segments.
-fn points_file(dir: &std::path::Path, n: usize) -> std::path::PathBuf {
-    let text: String = (0..n)
-        .map(|i| {
-            format!(
-                "{{\"time\":{},\"metric\":\"cpu\",\"tags\":{{\"host\":\"h\"}},\"value\":{i}}}\n",
-                common::T0 + i as i64
-            )
-        })
-        .collect();
-    let path = dir.join("points.ndjson");
-    std::fs::write(&path, text).unwrap();
-    path
-}
-
 /// Accepts connections and drops each after reading `read` bytes (0:
 /// at once), the way a crashing server or a cutting proxy does.
 async fn dropping_server(read: usize) -> std::net::SocketAddr {
@@ -48,7 +33,7 @@ async fn dropping_server(read: usize) -> std::net::SocketAddr {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_dropped_connection_mid_ingest_is_an_error_not_sigpipe() {
     let dir = tempfile::tempdir().unwrap();
-    let file = points_file(dir.path(), 20_000);
+    let file = common::ndjson_points(dir.path(), 20_000);
     for read in [0, 1, 24, 100, 1_000, 10_000] {
         let addr = dropping_server(read).await;
         let out = tokio::process::Command::new(env!("CARGO_BIN_EXE_streamdb"))
@@ -104,7 +89,7 @@ async fn a_closed_stdout_ends_each_command_quietly() {
         .await
         .unwrap();
     let server = format!("http://{}", srv.addr);
-    let file = points_file(dir.path(), 100);
+    let file = common::ndjson_points(dir.path(), 100);
     let mut ingest = streamdb();
     ingest
         .args(["ingest", "--server", &server, "--file"])

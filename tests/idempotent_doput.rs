@@ -299,16 +299,7 @@ async fn streamdb_ingest_through_a_flaky_network_stores_every_point_once() {
     let dir = tempfile::tempdir().unwrap();
     let srv = server::start(common::config(dir.path())).await.unwrap();
     let points = 3_000usize;
-    let file = dir.path().join("points.ndjson");
-    let text: String = (0..points)
-        .map(|i| {
-            format!(
-                "{{\"time\":{},\"metric\":\"cpu\",\"tags\":{{\"host\":\"h\"}},\"value\":{i}}}\n",
-                common::T0 + i as i64
-            )
-        })
-        .collect();
-    std::fs::write(&file, text).unwrap();
+    let file = common::ndjson_points(dir.path(), points);
     let mut client = Client::connect(&format!("http://{}", srv.addr))
         .await
         .unwrap();

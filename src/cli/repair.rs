@@ -8,7 +8,7 @@
 
 use std::path::{Path, PathBuf};
 
-use anyhow::{bail, Context, Result};
+use anyhow::{bail, Result};
 
 use crate::ingest::record;
 use crate::stream::registry::repair::{repair as repair_named, NamedRepair};
@@ -59,20 +59,13 @@ pub fn run(args: RepairArgs) -> Result<()> {
 /// The data directory's lock: repairing under a running server would race
 /// its writer.
 fn lock(dir: &Path) -> Result<std::fs::File> {
-    let path = dir.join("LOCK");
-    let file = std::fs::OpenOptions::new()
-        .create(true)
-        .truncate(false)
-        .write(true)
-        .open(&path)
-        .with_context(|| format!("opening {}", path.display()))?;
-    if file.try_lock().is_err() {
-        bail!(
+    match crate::ingest::lock_data_dir(dir) {
+        Err(crate::ingest::EngineError::DataDirInUse { .. }) => bail!(
             "{} is in use by a running server: stop it before `streamdb repair`",
             dir.display()
-        );
+        ),
+        other => Ok(other?),
     }
-    Ok(file)
 }
 
 fn segment_lines(stream: &str, r: &SegmentRepair) -> Vec<String> {

@@ -190,6 +190,13 @@ fn check_table(name: &str) -> Result<(), Status> {
     }
 }
 
+/// An update command StreamDB does not serve: a read-only caller is told
+/// that first (the command would change data), anyone else `why`.
+fn refuse_update<T>(request: &Request<T>, why: &str) -> Result<i64, Status> {
+    auth::require_write(request)?;
+    Err(Status::unimplemented(why.to_string()))
+}
+
 #[tonic::async_trait]
 impl FlightSqlService for StreamDbFlight {
     type FlightService = StreamDbFlight;
@@ -252,10 +259,10 @@ impl FlightSqlService for StreamDbFlight {
         _cmd: CommandStatementUpdate,
         request: Request<PeekableFlightDataStream>,
     ) -> Result<i64, Status> {
-        auth::require_write(&request)?;
-        Err(Status::unimplemented(
+        refuse_update(
+            &request,
             "CommandStatementUpdate: SQL statements that change data are not supported",
-        ))
+        )
     }
 
     async fn do_put_prepared_statement_update(
@@ -263,10 +270,10 @@ impl FlightSqlService for StreamDbFlight {
         _cmd: CommandPreparedStatementUpdate,
         request: Request<PeekableFlightDataStream>,
     ) -> Result<i64, Status> {
-        auth::require_write(&request)?;
-        Err(Status::unimplemented(
+        refuse_update(
+            &request,
             "CommandPreparedStatementUpdate: SQL statements that change data are not supported",
-        ))
+        )
     }
 
     async fn do_put_substrait_plan(
@@ -274,10 +281,10 @@ impl FlightSqlService for StreamDbFlight {
         _cmd: CommandStatementSubstraitPlan,
         request: Request<PeekableFlightDataStream>,
     ) -> Result<i64, Status> {
-        auth::require_write(&request)?;
-        Err(Status::unimplemented(
+        refuse_update(
+            &request,
             "CommandStatementSubstraitPlan: Substrait plans are not supported; send SQL",
-        ))
+        )
     }
 
     async fn get_flight_info_statement(

@@ -54,8 +54,8 @@ pub use admission::WriteReceipt;
 pub use buffer::{BufferedBatch, Snapshot};
 pub use config::{BufferSection, CacheSection, EngineConfig, LogSection, MaintenanceSection};
 pub use engine::{
-    BufferStatus, Engine, SourceStatus, Status, StorageStatus, StreamStatus, TimeRange,
-    WriterStatus,
+    lock_data_dir, BufferStatus, Engine, SourceStatus, Status, StorageStatus, StreamStatus,
+    TimeRange, WriterStatus,
 };
 pub use error::EngineError;
 pub use exactly_once::Once;

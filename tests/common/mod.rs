@@ -51,3 +51,20 @@ pub fn cpu_batch(hosts: &[&str], values: &[f64], step_us: i64) -> RecordBatch {
     )
     .unwrap()
 }
+
+/// `points.ndjson` in `dir`: `n` points of `cpu{host=h}`, one microsecond
+/// apart from T0, value its index (what `streamdb ingest --file` reads).
+#[allow(dead_code)] // shared by test crates that do not all ingest files
+pub fn ndjson_points(dir: &std::path::Path, n: usize) -> std::path::PathBuf {
+    let text: String = (0..n)
+        .map(|i| {
+            format!(
+                "{{\"time\":{},\"metric\":\"cpu\",\"tags\":{{\"host\":\"h\"}},\"value\":{i}}}\n",
+                T0 + i as i64
+            )
+        })
+        .collect();
+    let path = dir.join("points.ndjson");
+    std::fs::write(&path, text).unwrap();
+    path
+}

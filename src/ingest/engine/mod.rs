@@ -24,6 +24,7 @@ use arrow::array::RecordBatch;
 use bytes::Bytes;
 use tokio::sync::broadcast;
 
+pub use open::lock_data_dir;
 pub use status::{
     BufferStatus, SourceStatus, Status, StorageStatus, StreamStatus, TimeRange, WriterStatus,
 };

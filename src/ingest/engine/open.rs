@@ -167,8 +167,9 @@ fn fallback_incomplete(
 }
 
 /// Takes the data directory's lock file, so a second server started on the
-/// same directory refuses instead of interleaving writes to one log.
-fn lock_data_dir(dir: &Path) -> Result<std::fs::File, EngineError> {
+/// same directory refuses instead of interleaving writes to one log (and
+/// `streamdb repair` refuses to run under a server).
+pub fn lock_data_dir(dir: &Path) -> Result<std::fs::File, EngineError> {
     let io = |what: &'static str, path: &Path| {
         let path = path.to_path_buf();
         move |source| EngineError::DataDir { what, path, source }
