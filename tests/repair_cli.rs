@@ -55,3 +55,32 @@ async fn repair_prints_the_lost_offsets_and_keeps_the_damaged_bytes() {
         .unwrap();
     assert!(String::from_utf8_lossy(&again.stdout).contains("nothing to repair"));
 }
+
+#[tokio::test]
+async fn repair_refuses_a_data_directory_a_server_holds() {
+    let data = tempfile::tempdir().unwrap();
+    let engine =
+        streamdb::ingest::Engine::open(streamdb::ingest::EngineConfig::for_tests(data.path()))
+            .await
+            .unwrap();
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_streamdb"))
+        .args(["repair", "--data-dir"])
+        .arg(data.path())
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert!(stderr.contains("in use by a running server"), "{stderr}");
+    engine.shutdown().await.unwrap();
+    drop(engine);
+    let again = std::process::Command::new(env!("CARGO_BIN_EXE_streamdb"))
+        .args(["repair", "--data-dir"])
+        .arg(data.path())
+        .output()
+        .unwrap();
+    assert!(
+        again.status.success(),
+        "{}",
+        String::from_utf8_lossy(&again.stderr)
+    );
+}
