@@ -10,7 +10,7 @@ buffered, manifest version, chunks): on a fresh dir that state depends on
 when the flush timer fires, which is why A/B runs pin it.
 
     python benches/pinned_state.py --bin target/release/streamdb \
-        --data /tmp/bench-data/cpu_full.parquet [--show-state]
+        --data /tmp/bench-data/cpu_full.parquet [--show-state] [q1 q2 ...]
 
 Needs the peers' harness (`../shared/bench`, or SHARED_BENCH) on the path.
 """
@@ -32,6 +32,7 @@ def main():
     ap.add_argument("--bin", required=True)
     ap.add_argument("--data", required=True)
     ap.add_argument("--show-state", action="store_true")
+    ap.add_argument("only", nargs="*", help="query names for sql_queries.py (default q1..q5)")
     a = ap.parse_args()
     batches = pq.read_table(a.data).to_batches(max_chunksize=10_000)
     groups = [batches[i::4] for i in range(4)]
@@ -58,7 +59,7 @@ def main():
         st = status(port)
         print("chunks", st["storage"]["chunks"], "compacted", st["storage"]["compacted_chunks"], flush=True)
         subprocess.run([sys.executable, os.path.join(ROOT, "benches", "sql_queries.py"),
-                        "--port", str(port), "--runs", "15"], check=True)
+                        "--port", str(port), "--runs", "15", *a.only], check=True)
     finally:
         C.stop_server(p)
         shutil.rmtree(tmp, ignore_errors=True)

@@ -53,11 +53,19 @@ pub fn stream_segment(data: &[u8]) {
 /// A log record's payload, as the metrics stream and named streams decode
 /// it on replay.
 pub fn record_payload(data: &[u8]) {
-    if let Ok(points) = ingest_record::decode(data) {
-        let again = ingest_record::decode(&ingest_record::encode(&points))
-            .expect("an encoded record decodes");
-        assert_eq!(again.rows(), points.rows());
-        assert_eq!(again.new_series, points.new_series);
+    match ingest_record::decode_record(data) {
+        Ok(ingest_record::Record::Points(points)) => {
+            let again = ingest_record::decode(&ingest_record::encode(&points))
+                .expect("an encoded record decodes");
+            assert_eq!(again.rows(), points.rows());
+            assert_eq!(again.new_series, points.new_series);
+        }
+        Ok(ingest_record::Record::Delete(p)) => {
+            let again = ingest_record::decode_record(&ingest_record::encode_delete(&p))
+                .expect("an encoded delete decodes");
+            assert_eq!(again, ingest_record::Record::Delete(p));
+        }
+        Err(_) => {}
     }
     if let Ok(entry) = registry_record::decode(data) {
         let again = registry_record::decode(&registry_record::encode(&entry))

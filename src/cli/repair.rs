@@ -30,7 +30,11 @@ pub fn run(args: RepairArgs) -> Result<()> {
     let mut lines = Vec::new();
     let metrics = dir.join("stream").join("metrics");
     if metrics.is_dir() {
-        let check = |p: &[u8]| record::decode(p).map(|_| ()).map_err(|e| e.to_string());
+        let check = |p: &[u8]| {
+            record::decode_record(p)
+                .map(|_| ())
+                .map_err(|e| e.to_string())
+        };
         let done = repair_log(&metrics, &check)?;
         for r in &done {
             lines.extend(segment_lines("metrics", r));

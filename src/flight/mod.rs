@@ -5,6 +5,8 @@
 //!   (ADBC `adbc_ingest`) writes batches.
 //! - GetFlightInfo/DoGet run SQL, directly or as prepared statements
 //!   (`gateway`: a plain UTF-8 SQL command works too).
+//! - `DELETE` runs through the update commands and the query commands
+//!   alike ([`delete`]).
 //! - GetSqlInfo, GetCatalogs, GetDbSchemas, GetTables, GetTableTypes answer
 //!   the metadata calls ADBC makes.
 //! - DoAction `status` returns the engine status as JSON.
@@ -20,6 +22,7 @@
 //! May depend on every layer below it.
 
 pub mod auth;
+pub mod delete;
 mod error;
 mod gateway;
 mod ingest;
@@ -150,6 +153,29 @@ impl StreamDbFlight {
         Response::new(Box::pin(stream))
     }
 
+    /// Runs a DELETE asked for as a query: its FlightInfo's ticket
+    /// answers with the count, which `total_records` also says.
+    async fn delete_info(
+        &self,
+        p: &Prepared,
+        request: Request<FlightDescriptor>,
+    ) -> Result<Response<FlightInfo>, Status> {
+        auth::require_write(&request)?;
+        let rows =
+            delete::run_per_row(&self.engine, &self.query, &p.sql, p.params.as_ref()).await?;
+        let ticket = TicketStatementQuery {
+            statement_handle: delete::result_ticket(rows).into(),
+        };
+        let mut info = self.info(
+            &crate::query::delete::result_schema(),
+            Ticket::new(ticket.as_any().encode_to_vec()),
+            request.into_inner(),
+        )?;
+        let rows = i64::try_from(rows).unwrap_or(i64::MAX);
+        *info.get_mut() = info.get_ref().clone().with_total_records(rows);
+        Ok(info)
+    }
+
     /// Writes a DoPut's batches, as its producer metadata (if any) says.
     fn acks(
         &self,
@@ -187,6 +213,37 @@ fn check_table(name: &str) -> Result<(), Status> {
         Err(Status::invalid_argument(format!(
             "unknown table {name:?}: StreamDB ingests into the table `metrics`"
         )))
+    }
+}
+
+/// Refuses an update that is not a DELETE (the only one served).
+fn check_delete(sql: &str) -> Result<(), Status> {
+    if crate::query::delete::is_delete(sql) {
+        return Ok(());
+    }
+    Err(Status::invalid_argument(
+        "only DELETE changes data over SQL: write points with DoPut (the path [\"metrics\"] or CommandStatementIngest); run queries with CommandStatementQuery",
+    ))
+}
+
+/// The parameter rows a DoPut carries (`None` when it carries none).
+async fn read_params(
+    request: Request<PeekableFlightDataStream>,
+) -> Result<Option<arrow::array::RecordBatch>, Status> {
+    let input = request
+        .into_inner()
+        .map_err(arrow_flight::error::FlightError::from);
+    let batches: Vec<_> = ipc::decode(input)
+        .try_collect()
+        .await
+        .map_err(|e| Status::invalid_argument(format!("invalid parameter batch: {e}")))?;
+    let batches: Vec<_> = batches.into_iter().filter(|b| b.num_rows() > 0).collect();
+    match batches.as_slice() {
+        [] => Ok(None),
+        [one] => Ok(Some(one.clone())),
+        _ => arrow::compute::concat_batches(&batches[0].schema(), &batches)
+            .map(Some)
+            .map_err(|e| Status::invalid_argument(format!("invalid parameter batches: {e}"))),
     }
 }
 
@@ -251,29 +308,36 @@ impl FlightSqlService for StreamDbFlight {
         Ok(rows)
     }
 
-    // The update commands are not served yet (SQL is read-only), but they
-    // would change data, so a read-only token is refused before anything
-    // else is said about them.
+    // Updates change data: a read-only token is refused before anything
+    // else is said about them. DELETE is the one update served.
     async fn do_put_statement_update(
         &self,
-        _cmd: CommandStatementUpdate,
+        cmd: CommandStatementUpdate,
         request: Request<PeekableFlightDataStream>,
     ) -> Result<i64, Status> {
-        refuse_update(
-            &request,
-            "CommandStatementUpdate: SQL statements that change data are not supported",
-        )
+        auth::require_write(&request)?;
+        check_delete(&cmd.query)?;
+        let rows = delete::run_per_row(&self.engine, &self.query, &cmd.query, None).await?;
+        Ok(rows as i64)
     }
 
     async fn do_put_prepared_statement_update(
         &self,
-        _cmd: CommandPreparedStatementUpdate,
+        cmd: CommandPreparedStatementUpdate,
         request: Request<PeekableFlightDataStream>,
     ) -> Result<i64, Status> {
-        refuse_update(
-            &request,
-            "CommandPreparedStatementUpdate: SQL statements that change data are not supported",
-        )
+        auth::require_write(&request)?;
+        let mut p = Prepared::decode(&cmd.prepared_statement_handle)?;
+        check_delete(&p.sql)?;
+        // Parameters bound in this call come in the DoPut stream; without
+        // any, those bound earlier (in the handle) apply.
+        let sent = read_params(request).await?;
+        if sent.is_some() {
+            p.params = sent;
+        }
+        let rows =
+            delete::run_per_row(&self.engine, &self.query, &p.sql, p.params.as_ref()).await?;
+        Ok(rows as i64)
     }
 
     async fn do_put_substrait_plan(
@@ -296,6 +360,9 @@ impl FlightSqlService for StreamDbFlight {
             sql: cmd.query.clone(),
             params: None,
         };
+        if crate::query::delete::is_delete(&p.sql) {
+            return self.delete_info(&p, request).await;
+        }
         let schema = self.schemas.schema(&self.query, &p).await?;
         let ticket = TicketStatementQuery {
             statement_handle: cmd.query.into_bytes().into(),
@@ -312,6 +379,11 @@ impl FlightSqlService for StreamDbFlight {
         ticket: TicketStatementQuery,
         _request: Request<Ticket>,
     ) -> Result<Response<BoxStream<arrow_flight::FlightData>>, Status> {
+        if let Some(rows) = delete::parse_result_ticket(&ticket.statement_handle) {
+            let schema = crate::query::delete::result_schema();
+            let batch = crate::query::delete::result_batch(rows);
+            return Ok(Self::one_batch(schema, Ok(batch)));
+        }
         let sql = String::from_utf8(ticket.statement_handle.to_vec())
             .map_err(|_| Status::invalid_argument("ticket is not UTF-8 SQL"))?;
         let stream = statement::execute(&self.query, &Prepared { sql, params: None }).await?;
@@ -327,7 +399,11 @@ impl FlightSqlService for StreamDbFlight {
             sql: req.query,
             params: None,
         };
-        let schema = self.schemas.schema(&self.query, &p).await?;
+        let schema = if crate::query::delete::is_delete(&p.sql) {
+            crate::query::delete::result_schema()
+        } else {
+            self.schemas.schema(&self.query, &p).await?
+        };
         Ok(ActionCreatePreparedStatementResult {
             prepared_statement_handle: p.encode()?.into(),
             dataset_schema: schema_bytes(&schema)?,
@@ -350,14 +426,7 @@ impl FlightSqlService for StreamDbFlight {
         request: Request<PeekableFlightDataStream>,
     ) -> Result<DoPutPreparedStatementResult, Status> {
         let mut p = Prepared::decode(&cmd.prepared_statement_handle)?;
-        let input = request
-            .into_inner()
-            .map_err(arrow_flight::error::FlightError::from);
-        let batches: Vec<_> = ipc::decode(input)
-            .try_collect()
-            .await
-            .map_err(|e| Status::invalid_argument(format!("invalid parameter batch: {e}")))?;
-        p.params = batches.into_iter().find(|b| b.num_rows() > 0);
+        p.params = read_params(request).await?;
         Ok(DoPutPreparedStatementResult {
             prepared_statement_handle: Some(p.encode()?.into()),
         })
@@ -369,6 +438,9 @@ impl FlightSqlService for StreamDbFlight {
         request: Request<FlightDescriptor>,
     ) -> Result<Response<FlightInfo>, Status> {
         let p = Prepared::decode(&cmd.prepared_statement_handle)?;
+        if crate::query::delete::is_delete(&p.sql) {
+            return self.delete_info(&p, request).await;
+        }
         let schema = self.schemas.schema(&self.query, &p).await?;
         self.command_info(&schema, &cmd, request)
     }

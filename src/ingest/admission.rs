@@ -17,15 +17,20 @@ use std::sync::Arc;
 use arrow::array::RecordBatch;
 use serde::Serialize;
 
-use super::buffer::{SeriesShare, WriteBuffer};
+use super::buffer::{Logged, SeriesShare, Snapshot, WriteBuffer};
 use super::config::BufferSection;
 use super::error::EngineError;
 use super::new_series::NewSeries;
 use super::normalize::{normalize, PointBatch};
 use super::record;
+use crate::model::DeletePredicate;
 use crate::runtime::{CancellationToken, Clock};
 use crate::storage::SeriesCatalog;
 use crate::stream::{Log, Offset};
+
+/// Deletes held at once, waiting for compaction to apply them: each
+/// costs every read of the chunks it applies to a filter until then.
+pub const MAX_DELETES: usize = 1000;
 
 /// What a durable write returns.
 #[derive(Debug, Clone, Copy, PartialEq, Serialize)]
@@ -36,7 +41,7 @@ pub struct WriteReceipt {
 
 pub(crate) struct Admission {
     buffer: Arc<WriteBuffer>,
-    log: Arc<Log<PointBatch>>,
+    log: Arc<Log<Logged>>,
     limits: BufferSection,
     clock: Clock,
     /// Bytes of writes admitted but not yet in the buffer.
@@ -60,7 +65,7 @@ impl Drop for Reserved {
 impl Admission {
     pub fn new(
         buffer: Arc<WriteBuffer>,
-        log: Arc<Log<PointBatch>>,
+        log: Arc<Log<Logged>>,
         limits: BufferSection,
         clock: Clock,
         closed: CancellationToken,
@@ -124,7 +129,7 @@ impl Admission {
         let payload = record::encode(&points);
         // Submitted in the caller, so a DoPut's pipelined batches keep
         // their order in the log.
-        let submitted = self.log.submit(payload, points).await?;
+        let submitted = self.log.submit(payload, Logged::Points(points)).await?;
         let offset = run_to_end(async move {
             // Both released once the record is applied (or refused).
             let _held = (gate, reserved);
@@ -135,6 +140,38 @@ impl Admission {
         m.ingest_rows.inc_by(rows as u64);
         m.ingest_batches.inc();
         Ok(WriteReceipt { rows, offset })
+    }
+
+    /// Logs a delete durably and applies it. Returns its offset and the
+    /// snapshot it deleted from (everything logged before it, none of
+    /// what came after), once it is visible to queries. Like a write,
+    /// once handed to the log it is applied whatever the caller does.
+    pub async fn delete(
+        self: &Arc<Self>,
+        predicate: DeletePredicate,
+    ) -> Result<(Offset, Snapshot), EngineError> {
+        if self.closed.is_cancelled() {
+            return Err(EngineError::ShuttingDown);
+        }
+        let held = self.buffer.with_state(|st| st.deletes.0.len());
+        if held >= MAX_DELETES {
+            crate::telemetry::metrics().limited("deletes");
+            return Err(EngineError::TooManyDeletes { limit: MAX_DELETES });
+        }
+        let payload = record::encode_delete(&predicate);
+        let (reply, before) = tokio::sync::oneshot::channel();
+        let submitted = self
+            .log
+            .submit(payload, Logged::Delete(predicate, Some(reply)))
+            .await?;
+        run_to_end(async move {
+            let offset = submitted.durable().await?;
+            // Sent by the log's writer thread as it applies the record,
+            // which happens before the durable answer.
+            let before = before.await.map_err(|_| EngineError::ShuttingDown)?;
+            Ok((offset, before))
+        })
+        .await
     }
 
     fn check_rows(&self, rows: usize) -> Result<(), EngineError> {

@@ -4,7 +4,8 @@
 //!
 //! The buffer and the manifest are swapped under one lock, so a reader's
 //! [`Snapshot`] sees every row exactly once: either still buffered or
-//! already in a committed chunk, never both or neither.
+//! already in a committed chunk, never both or neither. Deletes not yet
+//! applied physically travel with it ([`Deletes`]).
 
 use std::collections::HashSet;
 use std::sync::Arc;
@@ -16,9 +17,11 @@ use parking_lot::RwLock;
 use tokio::sync::{broadcast, Notify};
 use tokio::time::Instant;
 
+use super::deletes::{Deletes, Tombstone};
 use super::last_values::{LastValues, DEFAULT_LAST_VALUE_SERIES};
 use super::normalize::{Origin, PointBatch};
-use crate::model::Writers;
+use super::record::Record;
+use crate::model::{DeletePredicate, Writers};
 use crate::runtime::Clock;
 use crate::storage::{Manifest, SeriesCatalog};
 use crate::stream::{DurableSink, Offset};
@@ -77,13 +80,36 @@ fn keep_last_per_key(points: RecordBatch) -> RecordBatch {
     filter_record_batch(&points, &BooleanArray::from(keep)).expect("same length as the batch")
 }
 
-/// A consistent view for readers: committed chunks plus buffered batches.
+/// A consistent view for readers: committed chunks plus buffered batches,
+/// and the deletes they are read with.
 #[derive(Debug, Clone)]
 pub struct Snapshot {
     pub manifest: Arc<Manifest>,
     pub buffered: Vec<Arc<BufferedBatch>>,
     /// Every record before this offset is in the snapshot, none after.
     pub applied: Offset,
+    /// The manifest's deletes and those logged since, oldest first.
+    pub deletes: Deletes,
+}
+
+/// What the log hands the buffer once a record is durable.
+pub enum Logged {
+    Points(PointBatch),
+    /// A delete, and where its writer wants the snapshot taken just
+    /// before it applied (what it deleted from); `None` in replay.
+    Delete(
+        DeletePredicate,
+        Option<tokio::sync::oneshot::Sender<Snapshot>>,
+    ),
+}
+
+impl From<Record> for Logged {
+    fn from(r: Record) -> Self {
+        match r {
+            Record::Points(p) => Logged::Points(p),
+            Record::Delete(p) => Logged::Delete(p, None),
+        }
+    }
 }
 
 pub(crate) struct State {
@@ -98,12 +124,19 @@ pub(crate) struct State {
     /// Exactly-once writer state of the `metrics` stream: the manifest's
     /// plus every applied batch's.
     pub writers: Writers,
+    /// The manifest's deletes, then those applied since, oldest first.
+    pub deletes: Deletes,
 }
 
 impl State {
     pub fn new(manifest: Arc<Manifest>) -> Self {
         let applied = Offset(manifest.stream_offset);
         let writers = manifest.writers.clone();
+        let deletes = manifest
+            .deletes
+            .iter()
+            .map(|d| Arc::new(Tombstone::new(d.offset, d.predicate.clone())))
+            .collect();
         Self {
             writers,
             manifest,
@@ -112,7 +145,32 @@ impl State {
             bytes: 0,
             oldest: None,
             applied,
+            deletes: Deletes(Arc::new(deletes)),
         }
+    }
+
+    /// Deletes applied and not yet in the manifest.
+    pub fn pending_deletes(&self) -> usize {
+        let covered = self.manifest.stream_offset;
+        self.deletes
+            .iter()
+            .filter(|d| d.offset() >= covered)
+            .count()
+    }
+
+    /// Applies the delete logged at `offset`; returns the snapshot just
+    /// before it.
+    fn delete(&mut self, offset: Offset, predicate: DeletePredicate) -> Snapshot {
+        debug_assert!(
+            offset >= self.applied,
+            "records must arrive in offset order"
+        );
+        let before = self.snapshot();
+        self.applied = offset.next();
+        let mut deletes = self.deletes.0.as_ref().clone();
+        deletes.push(Arc::new(Tombstone::new(offset.0, predicate)));
+        self.deletes = Deletes(Arc::new(deletes));
+        before
     }
 
     pub fn push(&mut self, batch: Arc<BufferedBatch>, now: Instant, now_secs: i64) {
@@ -146,6 +204,22 @@ impl State {
         } else {
             Some(now)
         };
+        // Deletes the manifest covers are kept only while it lists them
+        // (compaction retires them); those after it are still pending.
+        let listed: HashSet<u64> = manifest.deletes.iter().map(|d| d.offset).collect();
+        if self
+            .deletes
+            .iter()
+            .any(|d| d.offset() < covered.0 && !listed.contains(&d.offset()))
+        {
+            let kept = self
+                .deletes
+                .iter()
+                .filter(|d| d.offset() >= covered.0 || listed.contains(&d.offset()))
+                .cloned()
+                .collect();
+            self.deletes = Deletes(Arc::new(kept));
+        }
         self.manifest = manifest;
     }
 
@@ -154,6 +228,7 @@ impl State {
             manifest: self.manifest.clone(),
             buffered: self.batches.clone(),
             applied: self.applied,
+            deletes: self.deletes.clone(),
         }
     }
 }
@@ -189,9 +264,9 @@ pub(crate) struct WriteBuffer {
 /// into the task that waits for its record to be applied.
 pub(crate) type SeriesShare = tokio::sync::OwnedRwLockReadGuard<()>;
 
-impl DurableSink<PointBatch> for WriteBuffer {
-    fn on_durable(&self, offset: Offset, batch: PointBatch) {
-        self.apply(offset, batch);
+impl DurableSink<Logged> for WriteBuffer {
+    fn on_durable(&self, offset: Offset, record: Logged) {
+        self.apply(offset, record);
     }
 }
 
@@ -210,9 +285,23 @@ impl WriteBuffer {
         }
     }
 
-    /// Adds a durable record: its new series to the catalog, its points to
+    /// Applies a durable record of either kind.
+    pub fn apply(&self, offset: Offset, record: Logged) {
+        match record {
+            Logged::Points(batch) => self.apply_points(offset, batch),
+            Logged::Delete(predicate, reply) => {
+                let before = self.apply_delete(offset, predicate);
+                if let Some(reply) = reply {
+                    // A writer that went away no longer needs it.
+                    let _ = reply.send(before);
+                }
+            }
+        }
+    }
+
+    /// Adds a durable batch: its new series to the catalog, its points to
     /// the buffer, then to the feed.
-    pub fn apply(&self, offset: Offset, batch: PointBatch) {
+    fn apply_points(&self, offset: Offset, batch: PointBatch) {
         #[cfg(test)]
         self.hooks.before_apply();
         for (id, key) in batch.new_series {
@@ -226,6 +315,19 @@ impl WriteBuffer {
         self.state.write().push(batch.clone(), now, now_secs);
         // No receivers is the normal case; nothing to do then.
         let _ = self.fanout.send(batch);
+    }
+
+    /// Applies a durable delete: from now on every snapshot carries it.
+    /// The last-value cache forgets everything (before, so no query
+    /// answers from it with the points gone, and after, so no build over
+    /// the old points completes). Returns the snapshot just before it.
+    fn apply_delete(&self, offset: Offset, predicate: DeletePredicate) -> Snapshot {
+        #[cfg(test)]
+        self.hooks.before_apply();
+        self.last_values.invalidate();
+        let before = self.state.write().delete(offset, predicate);
+        self.last_values.invalidate();
+        before
     }
 
     /// Installs a newly committed manifest, drops the batches it covers

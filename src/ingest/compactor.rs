@@ -8,6 +8,10 @@
 //!   flushed chunks pile up, just those are merged, and once as many
 //!   merged chunks pile up, the whole partition: a busy hour is rewritten
 //!   a few times, not on every flush.
+//! - **Deletes** are applied physically: a partition holding rows a
+//!   delete removes is rewritten whole without them (cold or hot), and a
+//!   delete that no chunk holds rows for any more leaves the manifest.
+//!   Series left with no data leave the catalog, as after retention.
 //! - **Retention** drops whole chunks whose newest point is older than
 //!   `--retention`, then removes from the series catalog the series with no
 //!   data left.
@@ -33,11 +37,11 @@ use arrow::datatypes::UInt64Type;
 use object_store::path::Path;
 use serde::Serialize;
 
-use super::buffer::WriteBuffer;
+use super::buffer::{Logged, WriteBuffer};
 use super::commit::CommitPath;
 use super::config::MaintenanceSection;
+use super::deletes::{remove_deleted, Deletes};
 use super::error::EngineError;
-use super::normalize::PointBatch;
 use super::sort::sorted_points;
 use crate::model::format_micros;
 use crate::runtime::{Clock, CrashPoint, Tasks};
@@ -108,13 +112,40 @@ pub fn plan(m: &Manifest, now: i64, cold_after: Duration) -> Vec<Job> {
         .collect()
 }
 
+/// Merges that apply `deletes` physically: every partition with a chunk
+/// holding rows one of them removes, rewritten whole, unless `planned`
+/// merges it already.
+pub fn delete_jobs(
+    m: &Manifest,
+    deletes: &Deletes,
+    catalog: &crate::storage::SeriesCatalog,
+    planned: &[Job],
+) -> Vec<Job> {
+    if deletes.is_empty() {
+        return Vec::new();
+    }
+    m.partitions()
+        .into_iter()
+        .filter(|(partition, _)| !planned.iter().any(|j| j.partition == *partition))
+        .filter(|(_, chunks)| {
+            chunks
+                .iter()
+                .any(|c| deletes.iter().any(|d| d.affects_chunk(c, catalog)))
+        })
+        .map(|(partition, chunks)| Job {
+            partition,
+            inputs: chunks.into_iter().cloned().collect(),
+        })
+        .collect()
+}
+
 /// What [`Maintenance`] works with.
 pub(crate) struct MaintenanceArgs {
     pub buffer: Arc<WriteBuffer>,
     pub commit: Arc<CommitPath>,
     pub store: Store,
     pub reader: Arc<ChunkReader>,
-    pub log: Arc<Log<PointBatch>>,
+    pub log: Arc<Log<Logged>>,
     pub config: MaintenanceSection,
     pub stream_retention: Retention,
     pub clock: Clock,
@@ -193,16 +224,21 @@ impl Maintenance {
         if let Some(keep) = a.config.retention {
             self.expire(keep, thorough).await?;
         }
-        let jobs = plan(
-            &a.buffer.manifest(),
-            self.now(),
-            a.config.compaction_cold_after,
-        );
+        let manifest = a.buffer.manifest();
+        let mut jobs = plan(&manifest, self.now(), a.config.compaction_cold_after);
+        let deletes = a.buffer.snapshot().deletes;
+        let applying = delete_jobs(&manifest, &deletes, a.buffer.catalog(), &jobs);
+        let applied_deletes = !applying.is_empty();
+        jobs.extend(applying);
         for job in jobs {
             if tasks.is_cancelled() {
                 return Ok(());
             }
             self.compact(job).await?;
+        }
+        self.retire_deletes().await?;
+        if applied_deletes && !dead_series(&a.buffer).is_empty() {
+            self.remove_dead_series().await?;
         }
         self.collect_garbage(thorough).await
     }
@@ -219,31 +255,48 @@ impl Maintenance {
         let mut by_recency: Vec<&ChunkMeta> = job.inputs.iter().collect();
         by_recency.sort_by_key(|c| c.recency());
         let last_offset = job.inputs.iter().filter_map(|c| c.last_offset).max();
+        // Deletes are applied as the inputs are read: the output holds
+        // none of what they removed, and says so.
+        let deletes = a.buffer.snapshot().deletes;
         let mut batches: Vec<RecordBatch> = Vec::new();
         for c in by_recency {
-            batches.extend(a.reader.read(c, None).await?.iter().cloned());
+            let removing = deletes.for_chunk(c);
+            for b in a.reader.read(c, None).await?.iter() {
+                batches.push(remove_deleted(b, &removing, a.buffer.catalog()));
+            }
         }
         let id = a.commit.allocate_chunk_ids(1);
         let epoch = a.commit.epoch();
-        let (bytes, meta, merged) =
-            tokio::task::spawn_blocking(move || -> Result<_, StorageError> {
-                let merged = sorted_points(&batches)?;
-                let (bytes, mut meta) = encode_compacted(id, epoch, &merged)?;
-                meta.last_offset = last_offset;
-                Ok((bytes, meta, merged))
-            })
-            .await
-            .map_err(EngineError::task("compaction merge"))??;
+        let deletes_applied = deletes.newest();
+        let encoded = tokio::task::spawn_blocking(move || -> Result<_, StorageError> {
+            let merged = sorted_points(&batches)?;
+            if merged.num_rows() == 0 {
+                return Ok(None); // deleted whole
+            }
+            let (bytes, mut meta) = encode_compacted(id, epoch, &merged)?;
+            meta.last_offset = last_offset;
+            meta.deletes_applied = deletes_applied;
+            Ok(Some((bytes, meta, merged)))
+        })
+        .await
+        .map_err(EngineError::task("compaction merge"))??;
         a.commit.check_writer()?;
-        // Named with the epoch and created, never overwritten: durable
-        // once written.
-        a.store
-            .put_new(&Path::from(meta.path.as_str()), bytes)
-            .await?;
+        let output = match encoded {
+            Some((bytes, meta, merged)) => {
+                // Named with the epoch and created, never overwritten:
+                // durable once written.
+                a.store
+                    .put_new(&Path::from(meta.path.as_str()), bytes)
+                    .await?;
+                Some((meta, merged))
+            }
+            None => None,
+        };
         a.commit.reached(CrashPoint::MidCompaction);
 
         let inputs: HashSet<u64> = job.inputs.iter().map(|c| c.id).collect();
-        let (rows, after, new_path) = (meta.rows, meta.bytes, meta.path.clone());
+        let meta = output.as_ref().map(|(m, _)| m.clone());
+        let (rows, after) = meta.as_ref().map_or((0, 0), |m| (m.rows, m.bytes));
         let since = self.now();
         let committed = a
             .commit
@@ -256,7 +309,7 @@ impl Maintenance {
                 }
                 let mut next = current.clone();
                 next.chunks.retain(|c| !inputs.contains(&c.id));
-                next.chunks.push(meta.clone());
+                next.chunks.extend(meta.clone());
                 next.garbage.extend(job.inputs.iter().map(|c| Garbage {
                     path: c.path.clone(),
                     since,
@@ -274,7 +327,9 @@ impl Maintenance {
         for c in &job.inputs {
             a.reader.forget(&c.path);
         }
-        a.reader.insert(&new_path, Arc::new(vec![merged]));
+        if let Some((meta, merged)) = output {
+            a.reader.insert(&meta.path, Arc::new(vec![merged]));
+        }
         let before: u64 = job.inputs.iter().map(|c| c.bytes).sum();
         tracing::debug!(
             partition = job.partition,
@@ -289,6 +344,37 @@ impl Maintenance {
         st.chunks_merged += inputs.len() as u64;
         st.bytes_before += before;
         st.bytes_after += after;
+        Ok(())
+    }
+
+    /// Drops from the manifest the deletes no chunk holds rows of any more
+    /// (compaction applied them, or nothing matched).
+    async fn retire_deletes(&self) -> Result<(), EngineError> {
+        let buffer = &self.args.buffer;
+        let catalog = buffer.catalog();
+        let deletes = buffer.snapshot().deletes;
+        let mut retired = 0;
+        self.args
+            .commit
+            .commit(|current| {
+                let live = |offset: u64| {
+                    deletes
+                        .iter()
+                        .find(|d| d.offset() == offset)
+                        .is_none_or(|d| current.chunks.iter().any(|c| d.affects_chunk(c, catalog)))
+                };
+                let mut next = current.clone();
+                next.deletes.retain(|d| live(d.offset));
+                retired = current.deletes.len() - next.deletes.len();
+                (retired > 0).then_some(next)
+            })
+            .await?;
+        if retired > 0 {
+            tracing::info!(
+                deletes = retired,
+                "deletes applied to every chunk they touched"
+            );
+        }
         Ok(())
     }
 

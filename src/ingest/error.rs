@@ -28,6 +28,8 @@ pub enum EngineError {
     BadRecord { offset: Offset, why: String },
     #[error("engine is shutting down")]
     ShuttingDown,
+    #[error("{limit} deletes are waiting for compaction to apply them; retry after the next compaction pass (--compaction-interval), or delete with fewer, wider statements")]
+    TooManyDeletes { limit: usize },
     #[error("batch of {rows} rows is larger than the limit of {limit} rows per batch (--max-batch-rows); split it")]
     BatchTooLarge { rows: usize, limit: usize },
     #[error("the batch would bring the catalog to {} series ({series} held, {new} new), over the limit of {limit} (--max-series); write to existing series, or raise --max-series", series + new)]

@@ -14,9 +14,10 @@ impl HasKind for EngineError {
             EngineError::Backpressure { .. } => ErrorKind::Busy,
             EngineError::BatchTooLarge { .. } => ErrorKind::TooLarge,
             // Retention may free room: retrying later can succeed.
-            EngineError::TooManySeries { .. } | EngineError::TooManyProducers { .. } => {
-                ErrorKind::Busy
-            }
+            // Compaction applies deletes and retires them.
+            EngineError::TooManySeries { .. }
+            | EngineError::TooManyProducers { .. }
+            | EngineError::TooManyDeletes { .. } => ErrorKind::Busy,
             // As the same collision found by normalising: the batch is wrong
             // for this catalog whenever it is sent.
             EngineError::SeriesIdCollision { .. } => ErrorKind::InvalidInput,

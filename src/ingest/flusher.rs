@@ -20,11 +20,10 @@ use arrow::array::{RecordBatch, UInt32Array};
 use arrow::compute::take_record_batch;
 use object_store::path::Path;
 
-use super::buffer::{Snapshot, WriteBuffer};
+use super::buffer::{Logged, Snapshot, WriteBuffer};
 use super::commit::CommitPath;
 use super::config::BufferSection;
 use super::error::EngineError;
-use super::normalize::PointBatch;
 use super::sort::partition_by_hour;
 use crate::runtime::{Clock, CrashPoint, Tasks};
 use crate::storage::{encode_chunk, ChunkMeta, ChunkReader, Manifest, StorageError, Store};
@@ -40,7 +39,7 @@ pub(crate) struct FlusherArgs {
     pub commit: Arc<CommitPath>,
     pub store: Store,
     pub reader: Arc<ChunkReader>,
-    pub log: Arc<Log<PointBatch>>,
+    pub log: Arc<Log<Logged>>,
     pub limits: BufferSection,
     pub stream_retention: Retention,
     /// `--retention`: producers idle for longer are forgotten at a flush.
@@ -98,12 +97,18 @@ impl Flusher {
 
     /// The flush policy: big enough (`--flush-bytes`, or half the memory
     /// limit so waiting writers are freed) or old enough
-    /// (`--flush-interval`).
+    /// (`--flush-interval`), or holding a delete the manifest lacks.
     fn due(&self) -> bool {
         let limits = &self.args.limits;
-        let (bytes, oldest) = self.args.buffer.with_state(|st| (st.bytes, st.oldest));
+        let (bytes, oldest, deletes) = self
+            .args
+            .buffer
+            .with_state(|st| (st.bytes, st.oldest, st.pending_deletes()));
         bytes >= limits.flush_bytes.min(limits.max_buffer_bytes / 2).max(1)
             || oldest.is_some_and(|t| self.args.clock.since(t) >= limits.flush_interval)
+            // A delete reaches the manifest (where compaction can retire
+            // it) at once, with whatever is buffered.
+            || deletes > 0
     }
 
     /// Flushes everything buffered now. Returns the number of rows flushed.
@@ -140,19 +145,31 @@ impl Flusher {
     /// manifest in effect already covers some of them (see above).
     async fn write_snapshot(&self, snap: Snapshot) -> Result<Option<u64>, EngineError> {
         let a = &self.args;
-        if snap.buffered.is_empty() {
+        // Deletes logged since the manifest are carried into it even when
+        // no point came after them.
+        let pending_delete = snap
+            .deletes
+            .newest()
+            .is_some_and(|d| d >= snap.manifest.stream_offset);
+        if snap.buffered.is_empty() && !pending_delete {
             return Ok(Some(0));
         }
         // A writer that lost its lease writes nothing more to the store.
         a.commit.check_writer()?;
-        let batches: Vec<RecordBatch> = snap.buffered.iter().map(|b| b.points.clone()).collect();
+        let batches = self.without_deleted(&snap);
         let rows: u64 = batches.iter().map(|b| b.num_rows() as u64).sum();
-        let encoded = self.encode(batches).await?;
+        let encoded = if rows == 0 {
+            Vec::new()
+        } else {
+            self.encode(batches).await?
+        };
         let mut chunks = Vec::with_capacity(encoded.len());
         let mut decoded = Vec::with_capacity(encoded.len());
         let last_offset = snap.buffered.last().map(|b| b.offset.0);
         for ((bytes, mut meta), part) in encoded {
             meta.last_offset = last_offset;
+            // Every delete of the snapshot was applied just above.
+            meta.deletes_applied = snap.deletes.newest();
             a.commit.check_writer()?;
             // Durable once written; a manifest may reference it then.
             a.store
@@ -191,6 +208,19 @@ impl Flusher {
         self.trim_log(upto).await?;
         tracing::debug!(rows, upto = %upto, version = committed.version, "flushed");
         Ok(Some(rows))
+    }
+
+    /// The snapshot's batches without what its deletes remove.
+    fn without_deleted(&self, snap: &Snapshot) -> Vec<RecordBatch> {
+        let catalog = self.args.buffer.catalog();
+        snap.buffered
+            .iter()
+            .map(|b| {
+                let deletes = snap.deletes.for_batch(b.offset.0, b.min_time, b.max_time);
+                super::deletes::remove_deleted(&b.points, &deletes, catalog)
+            })
+            .filter(|b| b.num_rows() > 0)
+            .collect()
     }
 
     /// Sorts and encodes the buffer's points, one chunk per hour.
@@ -248,6 +278,14 @@ fn next_manifest(
 ) -> Manifest {
     let mut next = current.clone();
     next.chunks.extend(chunks);
+    // The deletes logged between the manifest and the snapshot's end.
+    let listed = next.deletes.last().map_or(0, |d| d.offset + 1);
+    next.deletes.extend(
+        snap.deletes
+            .iter()
+            .filter(|d| d.offset() >= listed.max(current.stream_offset))
+            .map(|d| d.logged.clone()),
+    );
     next.stream_offset = next.stream_offset.max(snap.applied.0);
     // Producer state is kept as long as the data it vouches for: with
     // `--retention`, a producer idle for longer has nothing left to be a

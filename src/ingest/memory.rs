@@ -66,7 +66,8 @@ impl MemoryView {
         let points = normalize(batch, self.buffer.catalog())?;
         let offset = self.buffer.snapshot().applied;
         let rows = points.rows();
-        self.buffer.apply(offset, points);
+        self.buffer
+            .apply(offset, super::buffer::Logged::Points(points));
         Ok(WriteReceipt { rows, offset })
     }
 

@@ -31,6 +31,7 @@ mod commit;
 pub mod compactor;
 mod config;
 pub mod consumer;
+mod deletes;
 mod engine;
 mod error;
 mod error_kind;
@@ -51,8 +52,9 @@ mod testing;
 mod view;
 
 pub use admission::WriteReceipt;
-pub use buffer::{BufferedBatch, Snapshot};
+pub use buffer::{BufferedBatch, Logged, Snapshot};
 pub use config::{BufferSection, CacheSection, EngineConfig, LogSection, MaintenanceSection};
+pub use deletes::{remove_deleted, Deletes, Tombstone};
 pub use engine::{
     lock_data_dir, BufferStatus, Engine, SourceStatus, Status, StorageStatus, StreamStatus,
     TimeRange, WriterStatus,

@@ -58,7 +58,7 @@ fn bad(column: &str, row: Option<usize>, problem: impl Into<String>) -> BatchErr
 }
 
 /// A validated batch ready for the log: points plus new series definitions.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct PointBatch {
     /// `point_schema()`: series_id, time, value.
     pub points: RecordBatch,
@@ -92,6 +92,15 @@ impl Origin {
 impl PointBatch {
     pub fn rows(&self) -> usize {
         self.points.num_rows()
+    }
+
+    /// No points, no series, no origin.
+    pub fn empty() -> Self {
+        Self {
+            points: RecordBatch::new_empty(crate::model::point_schema()),
+            new_series: Vec::new(),
+            origin: Origin::default(),
+        }
     }
 }
 

@@ -1,13 +1,15 @@
-//! The payload of a `metrics` log record: one normalised batch.
+//! The payload of a `metrics` log record: one normalised batch, or one
+//! `DELETE` ([`Record`]).
 //!
 //! ```text
 //! kind u8 (1 = points v1, 2 = points v1 with a source checkpoint,
-//!          3 = points v1 with an origin)
+//!          3 = points v1 with an origin, 4 = delete)
 //! [kind 2] u16 length, source checkpoint JSON (written before origins)
 //! [kind 3] u32 length, origin JSON (source, producer, Stream-Seq)
-//! lz4 block with prepended size of:
+//! [kind 1-3] lz4 block with prepended size of:
 //!   new series: count u32, then each (model::wire)
 //!   points:     n u32, series_id u64 × n, time i64 × n, value f64 bits × n
+//! [kind 4] u32 length, the DeletePredicate as JSON
 //! ```
 //! Only what the engine needs is stored (ids, times, values and new series
 //! definitions), never the client's raw rows.
@@ -18,12 +20,31 @@ use arrow::array::{AsArray, Float64Array, RecordBatch, TimestampMicrosecondArray
 use arrow::datatypes::{Float64Type, TimestampMicrosecondType, UInt64Type};
 
 use super::normalize::{Origin, PointBatch};
-use crate::model::point_schema;
 use crate::model::wire::{WireError, WireReader, WireWriter};
+use crate::model::{point_schema, DeletePredicate};
 
 const POINTS_V1: u8 = 1;
 const POINTS_V1_CHECKPOINT: u8 = 2;
 const POINTS_V1_ORIGIN: u8 = 3;
+const DELETE: u8 = 4;
+
+/// One record of the `metrics` log.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Record {
+    Points(PointBatch),
+    /// Removes the points the predicate matches among those logged before
+    /// this record; points logged after it are untouched.
+    Delete(DeletePredicate),
+}
+
+pub fn encode_delete(predicate: &DeletePredicate) -> Vec<u8> {
+    let json = serde_json::to_vec(predicate).expect("a predicate serializes");
+    let mut out = Vec::with_capacity(json.len() + 5);
+    out.push(DELETE);
+    out.extend_from_slice(&(json.len() as u32).to_le_bytes());
+    out.extend_from_slice(&json);
+    out
+}
 
 pub fn encode(batch: &PointBatch) -> Vec<u8> {
     let n = batch.rows();
@@ -69,6 +90,8 @@ pub enum RecordError {
     Kind(u8),
     #[error("damaged origin (source checkpoint or writer)")]
     Origin,
+    #[error("damaged delete predicate")]
+    Delete,
     #[error("empty record")]
     Empty,
     #[error("decompression failed: {0}")]
@@ -77,6 +100,26 @@ pub enum RecordError {
     Wire(#[from] WireError),
 }
 
+/// Decodes any record.
+pub fn decode_record(payload: &[u8]) -> Result<Record, RecordError> {
+    match payload.first() {
+        Some(&DELETE) => {
+            let body = &payload[1..];
+            let len = body.get(..4).ok_or(RecordError::Delete)?;
+            let len = u32::from_le_bytes(len.try_into().expect("4 bytes")) as usize;
+            let json = body.get(4..4 + len).ok_or(RecordError::Delete)?;
+            if body.len() != 4 + len {
+                return Err(RecordError::Delete);
+            }
+            let p = serde_json::from_slice(json).map_err(|_| RecordError::Delete)?;
+            Ok(Record::Delete(p))
+        }
+        _ => decode(payload).map(Record::Points),
+    }
+}
+
+/// Decodes a points record; a delete is an error here (see
+/// [`decode_record`]).
 pub fn decode(payload: &[u8]) -> Result<PointBatch, RecordError> {
     let (&kind, mut rest) = payload.split_first().ok_or(RecordError::Empty)?;
     let bad = || RecordError::Origin;
@@ -166,7 +209,10 @@ mod tests {
 
         #[test]
         fn garbage_never_panics(bytes in prop::collection::vec(any::<u8>(), 0..300)) {
-            let _ = decode(&bytes);
+            let _ = decode_record(&bytes);
+            let mut delete = vec![DELETE];
+            delete.extend_from_slice(&bytes);
+            let _ = decode_record(&delete);
         }
     }
 
@@ -207,6 +253,38 @@ mod tests {
         );
         assert_eq!(back.origin.producer, None);
         assert_eq!(back.points.num_rows(), 1);
+    }
+
+    #[test]
+    fn deletes_round_trip_and_cut_ones_are_errors() {
+        use crate::model::{StringTest, TimeOp};
+        let p = DeletePredicate::And(vec![
+            DeletePredicate::Tag {
+                key: "host".into(),
+                test: StringTest {
+                    values: vec!["a".into()],
+                    negated: false,
+                },
+            },
+            DeletePredicate::Time {
+                op: TimeOp::Lt,
+                micros: 5,
+            },
+        ]);
+        let enc = encode_delete(&p);
+        assert_eq!(decode_record(&enc).unwrap(), Record::Delete(p));
+        assert!(matches!(decode(&enc), Err(RecordError::Kind(DELETE))));
+        for cut in 1..enc.len() {
+            assert!(decode_record(&enc[..cut]).is_err(), "cut at {cut}");
+        }
+        let mut longer = enc.clone();
+        longer.push(0);
+        assert!(decode_record(&longer).is_err());
+        let points = point_batch(&[(1, 2, 3.0)], &[]);
+        assert_eq!(
+            decode_record(&encode(&points)).unwrap(),
+            Record::Points(points)
+        );
     }
 
     #[test]

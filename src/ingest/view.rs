@@ -10,6 +10,7 @@
 use std::collections::VecDeque;
 use std::sync::Arc;
 
+use super::buffer::Logged;
 use super::json::render_points;
 use super::normalize::PointBatch;
 use super::record;
@@ -56,10 +57,16 @@ impl DecodedRecords {
         if let Some(b) = self.get(offset) {
             return Ok(b);
         }
-        let batch = record::decode(payload).map_err(|e| ViewError::Damaged {
+        let record = record::decode_record(payload).map_err(|e| ViewError::Damaged {
             offset,
             why: e.to_string(),
         })?;
+        // A delete carries no point messages: the stream shows points as
+        // they were written (docs/SQL.md, DELETE).
+        let batch = match record {
+            record::Record::Points(b) => b,
+            record::Record::Delete(_) => PointBatch::empty(),
+        };
         let batch = Arc::new(batch);
         if batch.rows() >= CACHE_MIN_POINTS {
             let mut cache = self.0.lock();
@@ -78,13 +85,13 @@ impl DecodedRecords {
 
 /// The log read back as JSON point messages.
 pub(crate) struct LogView {
-    log: Arc<Log<PointBatch>>,
+    log: Arc<Log<Logged>>,
     catalog: Arc<SeriesCatalog>,
     decoded: DecodedRecords,
 }
 
 impl LogView {
-    pub fn new(log: Arc<Log<PointBatch>>, catalog: Arc<SeriesCatalog>) -> Self {
+    pub fn new(log: Arc<Log<Logged>>, catalog: Arc<SeriesCatalog>) -> Self {
         Self {
             log,
             catalog,

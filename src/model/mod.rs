@@ -1,15 +1,18 @@
 //! The data model every other layer speaks: points, series and their stable
 //! ids, the Arrow schemas of the `metrics` table and of normalised point
-//! batches, and the identity of exactly-once writers.
+//! batches, the identity of exactly-once writers, and what a `DELETE`
+//! removes.
 //!
 //! Depends on nothing else in the crate.
 
+mod delete;
 mod producer;
 mod schema;
 mod series;
 mod time;
 pub mod wire;
 
+pub use delete::{in_ranges, DeletePredicate, StringTest, TimeOp, TimeRanges};
 pub use producer::{
     ProducerTuple, Producers, Verdict, Writers, MAX_PRODUCER_ID_BYTES, MAX_PRODUCER_NUMBER,
 };

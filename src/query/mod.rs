@@ -15,16 +15,21 @@
 //! - `names`: result column names (`avg`, not `avg(metrics.value)`).
 //! - [`subscribe`]: continuous queries (`SUBSCRIBE TO SELECT ...`).
 //! - `complexity`: the bound on operator chains, checked before parsing.
+//! - [`delete`]: `DELETE` planned into the predicate the log records,
+//!   and the rows it removed counted.
 //! - `running`: [`Admission`], a running query's slot, metrics and
 //!   slow-query log line.
 //! - `error`: [`QueryError`], which every file here may return.
 //!
-//! Plans are read-only: DDL, DML and `SET` are refused in [`QueryEngine::plan`].
+//! Plans are read-only: DDL, DML and `SET` are refused in
+//! [`QueryEngine::plan`]; a DELETE is planned by
+//! [`QueryEngine::plan_delete`] and logged by the engine's owner.
 //!
 //! May depend on `model`, `storage` and `ingest` (read only).
 
 mod complexity;
 mod convert;
+pub mod delete;
 mod dialect;
 mod duration;
 mod error;

@@ -23,7 +23,8 @@ use futures::{StreamExt, TryStreamExt};
 use super::convert::{filter_points, to_rollup_batch, to_table_batch};
 use super::filters::TimeRange;
 use super::rollup::Partials;
-use crate::ingest::BufferedBatch;
+use crate::ingest::{remove_deleted, BufferedBatch, Deletes};
+use crate::model::{in_ranges, TimeRanges};
 use crate::storage::{ChunkMeta, ChunkReader, SeriesCatalog};
 
 /// One unit of scan work.
@@ -31,12 +32,21 @@ use crate::storage::{ChunkMeta, ChunkReader, SeriesCatalog};
 pub enum Work {
     Chunk(ChunkMeta),
     Buffered(Arc<BufferedBatch>),
-    /// Units whose time ranges overlap, oldest first: read together and
-    /// merged so each (series, time) yields only its newest value. Each
-    /// unit alone holds one value per key already (flush, compaction and
-    /// the write buffer see to that), so units that overlap nothing are
-    /// never merged and pay nothing.
-    Merge(Vec<Work>),
+    /// The rows of a unit outside `contested`: the times no other unit
+    /// of the scan covers, so no other value of their keys exists.
+    Uncontested {
+        unit: Box<Work>,
+        contested: Arc<TimeRanges>,
+    },
+    /// The rows inside `contested` of units whose time ranges overlap
+    /// there, oldest first: merged so each (series, time) yields only its
+    /// newest value. Each unit alone holds one value per key already
+    /// (flush, compaction and the write buffer see to that), so only the
+    /// times two units share pay for the merge.
+    Merge {
+        units: Vec<Work>,
+        contested: Arc<TimeRanges>,
+    },
 }
 
 impl Work {
@@ -45,12 +55,11 @@ impl Work {
         match self {
             Work::Chunk(c) => (c.min_time, c.max_time),
             Work::Buffered(b) => (b.min_time, b.max_time),
-            Work::Merge(units) => units
-                .iter()
-                .map(Work::time_range)
-                .fold((i64::MAX, i64::MIN), |(lo, hi), (a, b)| {
-                    (lo.min(a), hi.max(b))
-                }),
+            Work::Uncontested { unit, .. } => unit.time_range(),
+            Work::Merge { contested, .. } => (
+                contested.first().map_or(i64::MAX, |r| r.0),
+                contested.last().map_or(i64::MIN, |r| r.1),
+            ),
         }
     }
 
@@ -61,24 +70,80 @@ impl Work {
         match self {
             Work::Chunk(c) => c.recency(),
             Work::Buffered(b) => (b.offset.0, u64::MAX),
-            Work::Merge(units) => units.iter().map(Work::rank).max().unwrap_or((0, 0)),
+            Work::Uncontested { unit, .. } => unit.rank(),
+            Work::Merge { units, .. } => units.iter().map(Work::rank).max().unwrap_or((0, 0)),
         }
     }
 
-    /// Rows in the unit (for spreading work over partitions).
+    /// Rows in the unit, roughly (for spreading work over partitions):
+    /// a part of a unit counts its share of the unit's time range.
     pub(super) fn rows(&self) -> u64 {
         match self {
             Work::Chunk(c) => c.rows,
             Work::Buffered(b) => b.points.num_rows() as u64,
-            Work::Merge(units) => units.iter().map(Work::rows).sum(),
+            Work::Uncontested { unit, contested } => {
+                let (whole, shared) = unit.shares(contested);
+                ((unit.rows() as f64) * (1.0 - shared / whole)) as u64
+            }
+            Work::Merge { units, contested } => units
+                .iter()
+                .map(|u| {
+                    let (whole, shared) = u.shares(contested);
+                    ((u.rows() as f64) * shared / whole) as u64
+                })
+                .sum(),
         }
+    }
+
+    /// The length of the unit's time range, and how much of it `ranges`
+    /// cover (as floats: the ends of time do not fit an i64 difference).
+    fn shares(&self, ranges: &TimeRanges) -> (f64, f64) {
+        let (lo, hi) = self.time_range();
+        let len = |a: i64, b: i64| (b as f64 - a as f64) + 1.0;
+        let shared = ranges
+            .iter()
+            .filter(|r| r.0 <= hi && lo <= r.1)
+            .map(|r| len(r.0.max(lo), r.1.min(hi)))
+            .sum();
+        (len(lo, hi), shared)
     }
 }
 
-/// Groups `units` whose time ranges overlap into [`Work::Merge`]s (units
-/// in a group ordered oldest first); a unit that overlaps no other is
-/// returned as it is. Sorting the list of units is all that
-/// non-overlapping data pays.
+/// The times covered by at least two of `units` (sorted, disjoint,
+/// inclusive ranges).
+fn contested(units: &[Work]) -> TimeRanges {
+    // +1 where a unit starts, -1 just after it ends; at one instant ends
+    // come first, so units that only touch do not overlap.
+    let mut events: Vec<(i64, i32)> = Vec::with_capacity(units.len() * 2);
+    for u in units {
+        let (lo, hi) = u.time_range();
+        events.push((lo, 1));
+        if let Some(after) = hi.checked_add(1) {
+            events.push((after, -1));
+        }
+    }
+    events.sort_unstable();
+    let (mut out, mut depth, mut start) = (TimeRanges::new(), 0, i64::MIN);
+    for (t, step) in events {
+        let before = depth;
+        depth += step;
+        if before < 2 && depth >= 2 {
+            start = t;
+        } else if before >= 2 && depth < 2 {
+            out.push((start, t - 1));
+        }
+    }
+    if depth >= 2 {
+        out.push((start, i64::MAX));
+    }
+    out
+}
+
+/// Splits `units` whose time ranges overlap into the parts no other unit
+/// shares ([`Work::Uncontested`]) and one [`Work::Merge`] of the shared
+/// times; a unit that overlaps no other is returned as it is. Sorting the
+/// list of units and testing each row's time against the shared ranges is
+/// all that non-overlapping data pays.
 pub(super) fn merge_overlapping(mut units: Vec<Work>) -> Vec<Work> {
     units.sort_by_key(|u| u.time_range());
     let mut out = Vec::with_capacity(units.len());
@@ -87,7 +152,7 @@ pub(super) fn merge_overlapping(mut units: Vec<Work>) -> Vec<Work> {
     for u in units {
         let (lo, hi) = u.time_range();
         if !group.is_empty() && lo > group_end {
-            out.push(close_group(std::mem::take(&mut group)));
+            out.extend(close_group(std::mem::take(&mut group)));
         }
         group_end = if group.is_empty() {
             hi
@@ -97,17 +162,33 @@ pub(super) fn merge_overlapping(mut units: Vec<Work>) -> Vec<Work> {
         group.push(u);
     }
     if !group.is_empty() {
-        out.push(close_group(group));
+        out.extend(close_group(group));
     }
     out
 }
 
-fn close_group(mut group: Vec<Work>) -> Work {
+fn close_group(mut group: Vec<Work>) -> Vec<Work> {
     if group.len() == 1 {
-        return group.pop().expect("one unit");
+        return group;
     }
     group.sort_by_key(Work::rank);
-    Work::Merge(group)
+    let contested = Arc::new(contested(&group));
+    let mut out: Vec<Work> = group
+        .iter()
+        .filter(|u| {
+            let (whole, shared) = u.shares(&contested);
+            shared < whole
+        })
+        .map(|u| Work::Uncontested {
+            unit: Box::new(u.clone()),
+            contested: contested.clone(),
+        })
+        .collect();
+    out.push(Work::Merge {
+        units: group,
+        contested,
+    });
+    out
 }
 
 /// How much pruning kept, for EXPLAIN and tests.
@@ -123,6 +204,8 @@ pub struct PruneStats {
 pub struct MetricsScanExec {
     pub(super) reader: Arc<ChunkReader>,
     pub(super) catalog: Arc<SeriesCatalog>,
+    /// Deletes not yet applied physically, from the scan's snapshot.
+    pub(super) deletes: Deletes,
     pub(super) partitions: Vec<Vec<Work>>,
     pub(super) time: TimeRange,
     pub(super) series: Option<Arc<BTreeSet<u64>>>,
@@ -222,16 +305,17 @@ impl ExecutionPlan for MetricsScanExec {
         _ctx: Arc<TaskContext>,
     ) -> Result<SendableRecordBatchStream> {
         let work = self.partitions.get(partition).cloned().unwrap_or_default();
-        let (reader, catalog, time, series) = (
-            self.reader.clone(),
-            self.catalog.clone(),
-            self.time,
-            self.series.clone(),
-        );
+        let (catalog, time, series) = (self.catalog.clone(), self.time, self.series.clone());
         let (projection, schema) = (self.projection.clone(), self.schema.clone());
-        let wanted = series.clone();
+        let loader = Arc::new(Loader {
+            reader: self.reader.clone(),
+            catalog: catalog.clone(),
+            deletes: self.deletes.clone(),
+            time,
+            series: series.clone(),
+        });
         let loaded = futures::stream::iter(work)
-            .map(move |w| load(reader.clone(), w, wanted.clone()))
+            .map(move |w| loader.clone().load(w))
             .buffered(2);
         let stream: BoxStream<'static, Result<RecordBatch>> = match self.rollup {
             // One batch of partials per unit of work.
@@ -279,45 +363,97 @@ impl ExecutionPlan for MetricsScanExec {
     }
 }
 
-/// Fetches and decodes one unit of work into point batches, and whether
-/// they are sorted by `(series_id, time)` (chunk bodies are; the write
-/// buffer holds batches in arrival order, and a merged group is sorted by
-/// hour first, so it does not count as sorted).
-async fn load(
+/// What reading a unit needs besides the unit.
+struct Loader {
     reader: Arc<ChunkReader>,
-    w: Work,
+    catalog: Arc<SeriesCatalog>,
+    deletes: Deletes,
+    time: TimeRange,
     series: Option<Arc<BTreeSet<u64>>>,
-) -> Result<(Vec<RecordBatch>, bool)> {
-    let Work::Merge(units) = w else {
-        return load_unit(&reader, w, series.as_deref()).await;
-    };
-    let mut oldest_first = Vec::new();
-    for u in units {
-        oldest_first.extend(load_unit(&reader, u, series.as_deref()).await?.0);
-    }
-    let merged = crate::ingest::newest_per_key(&oldest_first)
-        .map_err(|e| DataFusionError::External(Box::new(e)))?;
-    Ok((vec![merged], false))
 }
 
-async fn load_unit(
-    reader: &Arc<ChunkReader>,
-    w: Work,
-    series: Option<&BTreeSet<u64>>,
-) -> Result<(Vec<RecordBatch>, bool)> {
-    match w {
-        Work::Buffered(b) => Ok((vec![b.points.clone()], false)),
-        Work::Chunk(c) => Ok((
-            reader
-                .read(&c, series)
-                .await
-                .map_err(|e| DataFusionError::External(Box::new(e)))?
-                .as_ref()
-                .clone(),
-            true,
-        )),
-        Work::Merge(_) => Err(DataFusionError::Internal(
-            "a merge group inside a merge group".into(),
-        )),
+impl Loader {
+    /// Fetches and decodes one unit of work into point batches, and
+    /// whether they are sorted by `(series_id, time)` (chunk bodies are;
+    /// the write buffer holds batches in arrival order, and a merge is
+    /// sorted by hour first, so it does not count as sorted).
+    async fn load(self: Arc<Self>, w: Work) -> Result<(Vec<RecordBatch>, bool)> {
+        match w {
+            Work::Uncontested { unit, contested } => {
+                let (batches, sorted) = self.load_unit(*unit).await?;
+                let kept = batches
+                    .iter()
+                    .map(|b| self.select(b, sorted, &contested, false))
+                    .collect::<Result<_>>()?;
+                Ok((kept, sorted))
+            }
+            Work::Merge { units, contested } => {
+                let mut oldest_first = Vec::new();
+                for u in units {
+                    let (batches, sorted) = self.load_unit(u).await?;
+                    for b in &batches {
+                        oldest_first.push(self.select(b, sorted, &contested, true)?);
+                    }
+                }
+                let merged = crate::ingest::newest_per_key(&oldest_first)
+                    .map_err(|e| DataFusionError::External(Box::new(e)))?;
+                Ok((vec![merged], false))
+            }
+            unit => self.load_unit(unit).await,
+        }
+    }
+
+    /// The rows of `points` the scan wants (its time range and series)
+    /// whose times are inside `ranges` (`inside`) or outside them.
+    fn select(
+        &self,
+        points: &RecordBatch,
+        sorted: bool,
+        ranges: &TimeRanges,
+        inside: bool,
+    ) -> Result<RecordBatch> {
+        let wanted = filter_points(points, &self.time, self.series.as_deref(), sorted)?;
+        let (_, times, _) = crate::model::point_columns(&wanted);
+        let keep: arrow::array::BooleanArray = times
+            .iter()
+            .map(|t| Some(in_ranges(ranges, *t) == inside))
+            .collect();
+        if keep.true_count() == wanted.num_rows() {
+            return Ok(wanted);
+        }
+        Ok(arrow::compute::filter_record_batch(&wanted, &keep)?)
+    }
+
+    /// One chunk or buffered batch, without what deletes removed.
+    async fn load_unit(&self, w: Work) -> Result<(Vec<RecordBatch>, bool)> {
+        let (batches, sorted, deletes) = match w {
+            Work::Buffered(b) => {
+                let d = self.deletes.for_batch(b.offset.0, b.min_time, b.max_time);
+                (vec![b.points.clone()], false, d)
+            }
+            Work::Chunk(c) => {
+                let batches = self
+                    .reader
+                    .read(&c, self.series.as_deref())
+                    .await
+                    .map_err(|e| DataFusionError::External(Box::new(e)))?
+                    .as_ref()
+                    .clone();
+                (batches, true, self.deletes.for_chunk(&c))
+            }
+            Work::Uncontested { .. } | Work::Merge { .. } => {
+                return Err(DataFusionError::Internal(
+                    "a part of a unit inside a merge".into(),
+                ))
+            }
+        };
+        if deletes.is_empty() {
+            return Ok((batches, sorted));
+        }
+        let kept = batches
+            .iter()
+            .map(|b| remove_deleted(b, &deletes, &self.catalog))
+            .collect();
+        Ok((kept, sorted))
     }
 }

@@ -182,6 +182,7 @@ impl TableProvider for MetricsTable {
         Ok(Arc::new(MetricsScanExec {
             reader: self.engine.chunk_reader().clone(),
             catalog: self.engine.catalog().clone(),
+            deletes: snap.deletes.clone(),
             properties: MetricsScanExec::properties_for(&schema, partitions.len()),
             partitions,
             time: f.time,

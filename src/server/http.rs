@@ -3,7 +3,7 @@
 use std::sync::Arc;
 
 use axum::extract::rejection::{QueryRejection, StringRejection};
-use axum::extract::{DefaultBodyLimit, Query, State};
+use axum::extract::{DefaultBodyLimit, Extension, Query, State};
 use axum::http::{header, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{any, get};
@@ -14,6 +14,7 @@ use serde::Deserialize;
 use super::error::{error, error_response};
 use super::result_body::{BodyError, Format, ResultBody};
 use super::streams::{self, StreamsState};
+use crate::flight::auth::{Role, READ_ONLY_REFUSAL};
 use crate::ingest::Engine;
 use crate::query::{QueryEngine, QueryError};
 
@@ -67,6 +68,19 @@ async fn query_get(
     p: Result<Query<QueryParams>, QueryRejection>,
 ) -> Response {
     match p {
+        Ok(Query(p))
+            if p.sql
+                .as_deref()
+                .is_some_and(crate::query::delete::is_delete) =>
+        {
+            let mut r = error(
+                StatusCode::METHOD_NOT_ALLOWED,
+                "DELETE changes data: send it with POST /v1/query",
+            );
+            r.headers_mut()
+                .insert(header::ALLOW, header::HeaderValue::from_static("POST"));
+            r
+        }
         Ok(Query(p)) => run_query(&s, p.sql, p.format).await,
         Err(e) => error(e.status(), e.body_text()),
     }
@@ -74,6 +88,7 @@ async fn query_get(
 
 async fn query_post(
     State(s): State<AppState>,
+    role: Option<Extension<Role>>,
     p: Result<Query<QueryParams>, QueryRejection>,
     body: Result<String, StringRejection>,
 ) -> Response {
@@ -92,7 +107,40 @@ async fn query_post(
         Err(e) => return error(e.status(), e.body_text()),
     };
     let sql = p.sql.or((!body.trim().is_empty()).then_some(body));
-    run_query(&s, sql, p.format).await
+    match sql {
+        Some(sql) if crate::query::delete::is_delete(&sql) => {
+            if role.is_some_and(|Extension(r)| r == Role::ReadOnly) {
+                return error(StatusCode::FORBIDDEN, READ_ONLY_REFUSAL);
+            }
+            run_delete(&s, &sql, p.format).await
+        }
+        sql => run_query(&s, sql, p.format).await,
+    }
+}
+
+/// Runs a DELETE and answers with its count, one row `rows_deleted`, in
+/// the format asked for.
+async fn run_delete(s: &AppState, sql: &str, format: Option<String>) -> Response {
+    let name = format.unwrap_or_else(|| "json".into());
+    let Some(format) = Format::parse(&name) else {
+        return error(
+            StatusCode::BAD_REQUEST,
+            format!("unknown format {name:?}: use json, csv or arrow"),
+        );
+    };
+    let rows = match crate::flight::delete::run(&s.engine, &s.query, sql, None).await {
+        Ok(rows) => rows,
+        Err(e) => return error_response(&e),
+    };
+    let batch = crate::query::delete::result_batch(rows);
+    let mut body = ResultBody::new(format, usize::MAX);
+    match body.push(&batch).and_then(|_| body.finish(&batch.schema())) {
+        Ok(bytes) => ([(header::CONTENT_TYPE, format.content_type())], bytes).into_response(),
+        Err(e) => error(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            format!("encoding the answer: {e:?}"),
+        ),
+    }
 }
 
 async fn run_query(s: &AppState, sql: Option<String>, format: Option<String>) -> Response {

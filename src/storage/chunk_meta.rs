@@ -40,6 +40,11 @@ pub struct ChunkMeta {
     /// that has it, then by id.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub last_offset: Option<u64>,
+    /// Every delete logged at or before this offset that applied to the
+    /// chunk's rows was applied before it was written (see
+    /// `LoggedDelete`). Absent: none was.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub deletes_applied: Option<u64>,
     /// Sorted series ids covered; read from the footer, not kept in the
     /// manifest (it would grow with every chunk).
     #[serde(skip)]
@@ -52,6 +57,13 @@ impl ChunkMeta {
             return false;
         }
         self.series.is_empty() || self.series.binary_search(&id).is_ok()
+    }
+
+    /// Whether the delete logged at `offset` may still hold back rows of
+    /// this chunk: every row is older than it and the chunk was not
+    /// written with it applied.
+    pub fn precedes_delete(&self, offset: u64) -> bool {
+        self.last_offset.unwrap_or(0) < offset && self.deletes_applied.unwrap_or(0) < offset
     }
 
     /// Orders chunks by how recent their rows are (see `last_offset`).
@@ -132,6 +144,7 @@ pub(super) fn describe(
         max_series: *ids.last().expect("non-empty"),
         series_count: ids.len() as u64,
         last_offset: None,
+        deletes_applied: None,
         series: Arc::new(ids),
     };
     Ok(Described { meta, footer })

@@ -27,7 +27,7 @@ use serde::{Deserialize, Serialize};
 use super::chunk_meta::ChunkMeta;
 use super::naming::CommitId;
 use super::store::{StorageError, Store};
-use crate::model::Writers;
+use crate::model::{DeletePredicate, Writers};
 
 const FORMAT: &str = "streamdb.manifest/1";
 const DIR: &str = "manifest";
@@ -77,6 +77,22 @@ pub struct Manifest {
     /// written before commit ids).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub commit: Option<CommitId>,
+    /// Deletes logged before `stream_offset` that some chunk may still
+    /// hold points of (see [`LoggedDelete`]), oldest first.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub deletes: Vec<LoggedDelete>,
+}
+
+/// A `DELETE` carried from the log into the manifest: it removes the
+/// points it matches from every chunk whose rows were all logged before
+/// it (`ChunkMeta::last_offset < offset`) and that was not rewritten with
+/// it applied (`ChunkMeta::deletes_applied < offset`). Compaction applies
+/// it physically; once no chunk is left that it applies to, it goes.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct LoggedDelete {
+    /// The delete's own log offset.
+    pub offset: u64,
+    pub predicate: DeletePredicate,
 }
 
 fn is_default(w: &Writers) -> bool {

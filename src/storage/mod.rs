@@ -41,6 +41,8 @@ pub use compacted::encode as encode_compacted;
 pub use lease::{
     local_epoch, node_id, Lease, HEARTBEAT as LEASE_HEARTBEAT, TIMEOUT as LEASE_TIMEOUT,
 };
-pub use manifest::{DamagedVersion, Garbage, Loaded, Manifest, ManifestStore, SourceCheckpoint};
+pub use manifest::{
+    DamagedVersion, Garbage, Loaded, LoggedDelete, Manifest, ManifestStore, SourceCheckpoint,
+};
 pub use naming::{catalog_path, catalog_version_of_path, chunk_path, CommitId, WriterEpoch};
 pub use store::{StorageError, Store};

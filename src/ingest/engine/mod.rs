@@ -30,7 +30,7 @@ pub use status::{
 };
 
 use super::admission::{Admission, WriteReceipt};
-use super::buffer::{BufferedBatch, Snapshot, WriteBuffer};
+use super::buffer::{BufferedBatch, Logged, Snapshot, WriteBuffer};
 use super::commit::{CommitArgs, CommitPath};
 use super::compactor::{Maintenance, MaintenanceArgs};
 use super::config::EngineConfig;
@@ -45,13 +45,13 @@ use super::view::{JsonPage, LogView, ViewError};
 use crate::model::ProducerTuple;
 use crate::runtime::{Clock, Tasks};
 use crate::storage::{ChunkReader, Lease, SeriesCatalog, Store};
-use crate::stream::{Log, Position};
+use crate::stream::{Log, Offset, Position};
 
 pub struct Engine {
     config: EngineConfig,
     store: Store,
     buffer: Arc<WriteBuffer>,
-    log: Arc<Log<PointBatch>>,
+    log: Arc<Log<Logged>>,
     admission: Arc<Admission>,
     exactly_once: Arc<ExactlyOnce>,
     commit: Arc<CommitPath>,
@@ -183,6 +183,15 @@ impl Engine {
         self.admission.write(batch).await
     }
 
+    /// Logs a delete durably and applies it (see `Admission::delete`):
+    /// its offset and the snapshot it deleted from.
+    pub async fn delete(
+        &self,
+        predicate: crate::model::DeletePredicate,
+    ) -> Result<(Offset, Snapshot), EngineError> {
+        self.admission.delete(predicate).await
+    }
+
     /// Normalises with `make` against the catalog and writes the result,
     /// holding the series gate from one to the other.
     pub async fn write_with<F>(&self, make: F) -> Result<WriteReceipt, EngineError>
@@ -279,7 +288,7 @@ impl Engine {
         &self.store
     }
 
-    pub fn log(&self) -> &Log<PointBatch> {
+    pub fn log(&self) -> &Log<Logged> {
         &self.log
     }
 

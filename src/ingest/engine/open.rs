@@ -8,11 +8,11 @@ use std::sync::Arc;
 
 use futures::StreamExt;
 
+use crate::ingest::buffer::Logged;
 use crate::ingest::buffer::WriteBuffer;
 use crate::ingest::commit::committed_marker;
 use crate::ingest::config::EngineConfig;
 use crate::ingest::error::EngineError;
-use crate::ingest::normalize::PointBatch;
 use crate::ingest::record;
 use crate::runtime::fs::create_dir_all_synced;
 use crate::storage::{
@@ -30,7 +30,7 @@ pub(super) struct Opened {
     /// directory's counter on a store no one else reaches.
     pub epoch: WriterEpoch,
     pub buffer: Arc<WriteBuffer>,
-    pub log: Arc<Log<PointBatch>>,
+    pub log: Arc<Log<Logged>>,
     /// The catalog generation the manifest's snapshot holds (before replay
     /// added the series of unflushed records).
     pub catalog_persisted: u64,
@@ -194,8 +194,8 @@ pub fn lock_data_dir(dir: &Path) -> Result<std::fs::File, EngineError> {
 /// Discards what the manifest says nothing about.
 struct Discard;
 
-impl DurableSink<PointBatch> for Discard {
-    fn on_durable(&self, _: Offset, _: PointBatch) {}
+impl DurableSink<Logged> for Discard {
+    fn on_durable(&self, _: Offset, _: Logged) {}
 }
 
 /// Another node (`writer`) committed the manifest last, so its
@@ -211,7 +211,7 @@ fn retire_stale_log(dir: &Path, manifest: &Manifest, writer: &str) -> Result<(),
     let (first, next) = {
         let mut cfg = LogConfig::new(dir);
         cfg.initial_offset = Offset(manifest.stream_offset);
-        let log: Log<PointBatch> = Log::open(cfg, Arc::new(Discard))?;
+        let log: Log<Logged> = Log::open(cfg, Arc::new(Discard))?;
         (log.first_offset(), log.next_offset())
     };
     let data_dir = dir.parent().and_then(|p| p.parent()).unwrap_or(dir);
@@ -239,7 +239,7 @@ fn retire_stale_log(dir: &Path, manifest: &Manifest, writer: &str) -> Result<(),
 }
 
 /// Re-applies log records the manifest does not cover.
-fn replay(log: &Log<PointBatch>, buffer: &WriteBuffer, from: Offset) -> Result<(), EngineError> {
+fn replay(log: &Log<Logged>, buffer: &WriteBuffer, from: Offset) -> Result<(), EngineError> {
     // Records below `from` are in chunks; the log must still hold the rest.
     if from < log.first_offset() {
         return Err(EngineError::Log(LogError::Truncated {
@@ -260,11 +260,11 @@ fn replay(log: &Log<PointBatch>, buffer: &WriteBuffer, from: Offset) -> Result<(
         let Some((last, _)) = batch.last() else { break };
         next = last.next();
         for (offset, payload) in batch {
-            let points = record::decode(&payload).map_err(|e| EngineError::BadRecord {
+            let record = record::decode_record(&payload).map_err(|e| EngineError::BadRecord {
                 offset,
                 why: e.to_string(),
             })?;
-            buffer.apply(offset, points);
+            buffer.apply(offset, record.into());
             records += 1;
         }
     }

@@ -3,12 +3,12 @@
 
 use serde::Serialize;
 
+use crate::ingest::buffer::Logged;
 use crate::ingest::buffer::WriteBuffer;
 use crate::ingest::commit::CommitPath;
 use crate::ingest::compactor::{Maintenance, MaintenanceStatus};
 use crate::ingest::config::EngineConfig;
 use crate::ingest::last_values::LastValueStatus;
-use crate::ingest::normalize::PointBatch;
 use crate::model::format_micros;
 use crate::storage::{CacheStats, ChunkReader, DamagedVersion, Store};
 use crate::stream::{Log, Offset};
@@ -21,7 +21,7 @@ pub(super) struct Parts<'a> {
     pub commit: &'a CommitPath,
     pub maintenance: &'a Maintenance,
     pub reader: &'a ChunkReader,
-    pub log: &'a Log<PointBatch>,
+    pub log: &'a Log<Logged>,
     pub source: Option<SourceStatus>,
 }
 

@@ -474,6 +474,7 @@ impl Subscription {
             manifest: Arc::new(crate::storage::Manifest::default()),
             buffered: pending,
             applied: self.offset,
+            deletes: Default::default(),
         };
         let mem = MetricsTable::at(self.query.engine().clone(), snapshot);
         match &self.shape {
