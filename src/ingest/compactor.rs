@@ -227,9 +227,7 @@ impl Maintenance {
         let manifest = a.buffer.manifest();
         let mut jobs = plan(&manifest, self.now(), a.config.compaction_cold_after);
         let deletes = a.buffer.snapshot().deletes;
-        let applying = delete_jobs(&manifest, &deletes, a.buffer.catalog(), &jobs);
-        let applied_deletes = !applying.is_empty();
-        jobs.extend(applying);
+        jobs.extend(delete_jobs(&manifest, &deletes, a.buffer.catalog(), &jobs));
         for job in jobs {
             if tasks.is_cancelled() {
                 return Ok(());
@@ -237,7 +235,9 @@ impl Maintenance {
             self.compact(job).await?;
         }
         self.retire_deletes().await?;
-        if applied_deletes && !dead_series(&a.buffer).is_empty() {
+        // Deletes (applied by these jobs or by ordinary merges) may have
+        // left series without data.
+        if !deletes.is_empty() && !dead_series(&a.buffer).is_empty() {
             self.remove_dead_series().await?;
         }
         self.collect_garbage(thorough).await
@@ -445,7 +445,7 @@ impl Maintenance {
             self.status.lock().series_removed += removed as u64;
             tracing::info!(
                 series = removed,
-                "retention removed series with no data left"
+                "removed series with no data left (retention or deletes)"
             );
         }
         Ok(())

@@ -51,6 +51,61 @@ pub fn newest_per_key(batches: &[RecordBatch]) -> Result<RecordBatch, StorageErr
     sorted_points(batches)
 }
 
+/// Point batches each sorted by (series_id, time) with one row per key
+/// (parts of chunks), given oldest first, merged into one sorted the same
+/// way with only the newest value of each key: the read-side merge of
+/// overlapping chunks, in one pass instead of a sort.
+pub fn merge_sorted_newest(runs: &[RecordBatch]) -> Result<RecordBatch, StorageError> {
+    let runs: Vec<&RecordBatch> = runs.iter().filter(|r| r.num_rows() > 0).collect();
+    if runs.len() <= 1 {
+        return Ok(runs
+            .first()
+            .map(|r| (*r).clone())
+            .unwrap_or_else(|| RecordBatch::new_empty(point_schema())));
+    }
+    let cols: Vec<(&[u64], &[i64])> = runs
+        .iter()
+        .map(|r| {
+            let (ids, times, _) = crate::model::point_columns(r);
+            (ids, times)
+        })
+        .collect();
+    let mut heads = vec![0usize; runs.len()];
+    let total: usize = runs.iter().map(|r| r.num_rows()).sum();
+    let mut picks: Vec<(usize, usize)> = Vec::with_capacity(total);
+    loop {
+        // The smallest key among the heads; on a tie the newest run.
+        let mut best: Option<(usize, (u64, i64))> = None;
+        for (r, &h) in heads.iter().enumerate() {
+            if let Some(&id) = cols[r].0.get(h) {
+                let key = (id, cols[r].1[h]);
+                if best.is_none_or(|(_, k)| key <= k) {
+                    best = Some((r, key));
+                }
+            }
+        }
+        let Some((newest, key)) = best else { break };
+        picks.push((newest, heads[newest]));
+        for (r, h) in heads.iter_mut().enumerate() {
+            if cols[r]
+                .0
+                .get(*h)
+                .is_some_and(|&id| (id, cols[r].1[*h]) == key)
+            {
+                *h += 1;
+            }
+        }
+    }
+    let columns = (0..3)
+        .map(|c| {
+            let arrays: Vec<&dyn arrow::array::Array> =
+                runs.iter().map(|r| r.column(c).as_ref()).collect();
+            arrow::compute::interleave(&arrays, &picks)
+        })
+        .collect::<Result<Vec<_>, _>>()?;
+    Ok(RecordBatch::try_new(point_schema(), columns)?)
+}
+
 /// Concatenates point batches and splits them into hour partitions, each
 /// sorted by (series_id, time).
 pub(crate) fn partition_by_hour(batches: &[RecordBatch]) -> Result<Vec<RecordBatch>, StorageError> {
@@ -151,8 +206,30 @@ mod tests {
     use std::sync::Arc;
 
     use arrow::array::{Float64Array, TimestampMicrosecondArray, UInt64Array};
+    use proptest::prelude::*;
 
     use super::*;
+
+    proptest! {
+        /// The one-pass merge of sorted runs equals sorting them all and
+        /// keeping the last row per key (`sorted_points`), within an hour.
+        #[test]
+        fn merging_sorted_runs_equals_sorting_them(
+            runs in prop::collection::vec(
+                prop::collection::btree_map((0u64..4, 0i64..12), -5.0f64..5.0, 0..12), 0..4)
+        ) {
+            let batches: Vec<RecordBatch> = runs
+                .iter()
+                .map(|m| {
+                    let rows: Vec<(u64, i64, f64)> = m.iter().map(|(k, v)| (k.0, k.1, *v)).collect();
+                    crate::model::points_of(&rows)
+                })
+                .collect();
+            let merged = merge_sorted_newest(&batches).unwrap();
+            let sorted = sorted_points(&batches).unwrap();
+            prop_assert_eq!(merged, sorted);
+        }
+    }
 
     #[test]
     fn partitions_are_hour_aligned_and_sorted() {

@@ -252,6 +252,9 @@ async fn run(steps: Vec<Step>) {
                 if matches!(s, Step::Restart) {
                     engine.shutdown().await.unwrap();
                 }
+                // A crash: the loops stop without flushing (as the process
+                // dying would end them), then the engine goes.
+                engine.tasks().shutdown().await;
                 drop(q);
                 drop(engine);
                 (engine, q) = open(&cfg).await;

@@ -24,7 +24,7 @@ use super::convert::{filter_points, to_rollup_batch, to_table_batch};
 use super::filters::TimeRange;
 use super::rollup::Partials;
 use crate::ingest::{remove_deleted, BufferedBatch, Deletes};
-use crate::model::{in_ranges, TimeRanges};
+use crate::model::TimeRanges;
 use crate::storage::{ChunkMeta, ChunkReader, SeriesCatalog};
 
 /// One unit of scan work.
@@ -179,9 +179,19 @@ fn close_group(mut group: Vec<Work>) -> Vec<Work> {
             let (whole, shared) = u.shares(&contested);
             shared < whole
         })
-        .map(|u| Work::Uncontested {
-            unit: Box::new(u.clone()),
-            contested: contested.clone(),
+        .map(|u| {
+            // Only the shared ranges inside the unit: one or two, at its
+            // edges, in the usual chain of flushes.
+            let (lo, hi) = u.time_range();
+            let inside: TimeRanges = contested
+                .iter()
+                .filter(|r| r.0 <= hi && lo <= r.1)
+                .copied()
+                .collect();
+            Work::Uncontested {
+                unit: Box::new(u.clone()),
+                contested: Arc::new(inside),
+            }
         })
         .collect();
     out.push(Work::Merge {
@@ -320,12 +330,11 @@ impl ExecutionPlan for MetricsScanExec {
         let stream: BoxStream<'static, Result<RecordBatch>> = match self.rollup {
             // One batch of partials per unit of work.
             Some(width) => loaded
-                .try_filter_map(move |batches| {
+                .try_filter_map(move |loaded| {
                     let out = (|| {
                         let mut partials = Partials::new(width);
-                        let (batches, sorted) = batches;
-                        for points in batches.iter() {
-                            partials.add(&filter_points(points, &time, series.as_deref(), sorted)?);
+                        for points in loaded.batches.iter() {
+                            partials.add(&loaded.wanted(points, &time, series.as_deref())?);
                         }
                         if partials.is_empty() {
                             return Ok(None);
@@ -336,17 +345,23 @@ impl ExecutionPlan for MetricsScanExec {
                 })
                 .boxed(),
             None => loaded
-                .map_ok(move |(batches, sorted)| {
+                .map_ok(move |loaded| {
+                    let how = (loaded.sorted, loaded.filtered);
                     futures::stream::iter(
-                        batches
+                        loaded
+                            .batches
                             .into_iter()
-                            .map(move |b| Ok::<_, DataFusionError>((b, sorted))),
+                            .map(move |b| Ok::<_, DataFusionError>((b, how))),
                     )
                 })
                 .try_flatten()
-                .try_filter_map(move |(points, sorted)| {
+                .try_filter_map(move |(points, (sorted, filtered))| {
                     let out = (|| {
-                        let kept = filter_points(&points, &time, series.as_deref(), sorted)?;
+                        let kept = if filtered {
+                            points
+                        } else {
+                            filter_points(&points, &time, series.as_deref(), sorted)?
+                        };
                         if kept.num_rows() == 0 {
                             return Ok(None);
                         }
@@ -363,6 +378,55 @@ impl ExecutionPlan for MetricsScanExec {
     }
 }
 
+/// A unit's point batches as read: whether they are sorted by
+/// `(series_id, time)` (chunk bodies are; the write buffer holds batches
+/// in arrival order, and a merge is sorted by hour first, so it does not
+/// count as sorted), and whether the scan's time range and series set
+/// were applied already (parts of overlapping units are cut to them).
+struct Loaded {
+    batches: Vec<RecordBatch>,
+    sorted: bool,
+    filtered: bool,
+}
+
+impl Loaded {
+    fn read(batches: Vec<RecordBatch>, sorted: bool) -> Self {
+        Self {
+            batches,
+            sorted,
+            filtered: false,
+        }
+    }
+
+    /// The rows of `points` (one of the batches) the scan wants.
+    fn wanted(
+        &self,
+        points: &RecordBatch,
+        time: &TimeRange,
+        series: Option<&BTreeSet<u64>>,
+    ) -> Result<RecordBatch> {
+        if self.filtered {
+            return Ok(points.clone());
+        }
+        filter_points(points, time, series, self.sorted)
+    }
+}
+
+/// Whether each of `times` is in `scan` and inside one of `ranges`
+/// (`inside`) or outside all of them.
+fn range_mask(
+    times: &[i64],
+    scan: &TimeRange,
+    ranges: &TimeRanges,
+    inside: bool,
+) -> arrow::array::BooleanArray {
+    let bits = arrow::buffer::BooleanBuffer::collect_bool(times.len(), |i| {
+        let t = times[i];
+        scan.contains(t) && ranges.iter().any(|&(lo, hi)| lo <= t && t <= hi) == inside
+    });
+    arrow::array::BooleanArray::new(bits, None)
+}
+
 /// What reading a unit needs besides the unit.
 struct Loader {
     reader: Arc<ChunkReader>,
@@ -373,11 +437,8 @@ struct Loader {
 }
 
 impl Loader {
-    /// Fetches and decodes one unit of work into point batches, and
-    /// whether they are sorted by `(series_id, time)` (chunk bodies are;
-    /// the write buffer holds batches in arrival order, and a merge is
-    /// sorted by hour first, so it does not count as sorted).
-    async fn load(self: Arc<Self>, w: Work) -> Result<(Vec<RecordBatch>, bool)> {
+    /// Fetches and decodes one unit of work into point batches.
+    async fn load(self: Arc<Self>, w: Work) -> Result<Loaded> {
         match w {
             Work::Uncontested { unit, contested } => {
                 let (batches, sorted) = self.load_unit(*unit).await?;
@@ -385,21 +446,40 @@ impl Loader {
                     .iter()
                     .map(|b| self.select(b, sorted, &contested, false))
                     .collect::<Result<_>>()?;
-                Ok((kept, sorted))
+                Ok(Loaded {
+                    batches: kept,
+                    sorted,
+                    filtered: true,
+                })
             }
             Work::Merge { units, contested } => {
                 let mut oldest_first = Vec::new();
+                let mut all_sorted = true;
                 for u in units {
                     let (batches, sorted) = self.load_unit(u).await?;
+                    all_sorted &= sorted;
                     for b in &batches {
                         oldest_first.push(self.select(b, sorted, &contested, true)?);
                     }
                 }
-                let merged = crate::ingest::newest_per_key(&oldest_first)
-                    .map_err(|e| DataFusionError::External(Box::new(e)))?;
-                Ok((vec![merged], false))
+                // Parts of chunks are runs sorted by key: merged in one
+                // pass. A buffered batch is not sorted: everything is.
+                let merged = if all_sorted {
+                    crate::ingest::merge_sorted_newest(&oldest_first)
+                } else {
+                    crate::ingest::newest_per_key(&oldest_first)
+                }
+                .map_err(|e| DataFusionError::External(Box::new(e)))?;
+                Ok(Loaded {
+                    batches: vec![merged],
+                    sorted: all_sorted,
+                    filtered: true,
+                })
             }
-            unit => self.load_unit(unit).await,
+            unit => {
+                let (batches, sorted) = self.load_unit(unit).await?;
+                Ok(Loaded::read(batches, sorted))
+            }
         }
     }
 
@@ -412,12 +492,14 @@ impl Loader {
         ranges: &TimeRanges,
         inside: bool,
     ) -> Result<RecordBatch> {
-        let wanted = filter_points(points, &self.time, self.series.as_deref(), sorted)?;
+        // Without a series set one pass tests both the scan's range and
+        // the shared ranges; with one, the sorted slicing goes first.
+        let wanted = match self.series {
+            None => points.clone(),
+            Some(_) => filter_points(points, &self.time, self.series.as_deref(), sorted)?,
+        };
         let (_, times, _) = crate::model::point_columns(&wanted);
-        let keep: arrow::array::BooleanArray = times
-            .iter()
-            .map(|t| Some(in_ranges(ranges, *t) == inside))
-            .collect();
+        let keep = range_mask(times, &self.time, ranges, inside);
         if keep.true_count() == wanted.num_rows() {
             return Ok(wanted);
         }

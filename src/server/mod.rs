@@ -163,6 +163,23 @@ fn spawn_expiry_sweeper(registry: &Arc<Registry>, tasks: &Tasks) {
     });
 }
 
+/// Builds the last-value cache from the stored data and the replayed log
+/// right after start, so the first "latest value" query is answered from
+/// memory (a query that comes first scans, and would start it too).
+fn spawn_last_value_build(view: &Arc<dyn ReadView>, tasks: &Tasks) {
+    let (view, stop) = (view.clone(), tasks.clone());
+    tasks.spawn("last-value cache build", async move {
+        tokio::select! {
+            _ = stop.cancelled() => {}
+            built = crate::query::build_last_values(&view) => {
+                if let Err(e) = built {
+                    tracing::warn!(error = %e, "building the last-value cache failed; queries scan");
+                }
+            }
+        }
+    });
+}
+
 /// A service's `<package.Service>` name, under which tonic routes it
 /// (`/<NAME>/...`).
 fn service_name<S: tonic::server::NamedService>(_: &S) -> &'static str {
@@ -174,6 +191,7 @@ pub async fn start(config: ServerConfig) -> Result<RunningServer, ServerError> {
     let tree = ShutdownTree::new();
     let engine = Engine::open_under(config.engine.clone(), &tree.root).await?;
     let view: Arc<dyn ReadView> = engine.clone();
+    spawn_last_value_build(&view, &tree.root);
     let query = Arc::new(QueryEngine::new(view, config.query.clone()));
     let listener = TcpListener::bind(config.addr)
         .await

@@ -71,6 +71,8 @@ pub(super) fn read(p: Parts<'_>) -> Status {
                 }),
                 writer_epoch: p.commit.epoch().0,
                 skipped_manifests: p.commit.skipped(),
+                deletes: st.deletes.0.len(),
+                pending_deletes: st.pending_deletes(),
             },
             series: p.buffer.catalog().len(),
             rows: m.rows() + st.rows as u64,
@@ -143,8 +145,14 @@ pub struct StorageStatus {
     pub compacted_chunks: usize,
     /// Chunks the compactor would merge now.
     pub compaction_backlog: usize,
+    /// Rows in chunks, counting points deletes have removed until
+    /// compaction rewrites them.
     pub rows: u64,
     pub bytes: u64,
+    /// Deletes not yet applied to every chunk they touch (compaction
+    /// applies them); `pending_deletes` of them not yet in the manifest.
+    pub deletes: usize,
+    pub pending_deletes: usize,
     /// `--retention`, if set.
     pub retention_seconds: Option<u64>,
     pub maintenance: MaintenanceStatus,

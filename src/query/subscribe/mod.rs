@@ -9,6 +9,16 @@
 //! carries the watermark: the stream offset below which every record is
 //! reflected, and the largest point time seen.
 //!
+//! One value per (series, time) holds for aggregates too: a new point no
+//! newer than the newest point its series had (a rewrite, or a late
+//! point that may be one) and any DELETE make an aggregate subscription
+//! compute its groups again from a fresh snapshot, and the update carries
+//! every group whose value changed (a group left with no points: count 0,
+//! the rest NULL). Appends in time order, the usual case, are folded in
+//! incrementally. A row subscription streams each new row as written, so
+//! a rewrite arrives as a new value for its (series, time): apply updates
+//! as upserts by key. Deletes are not streamed to row subscriptions.
+//!
 //! Limits: at most `max_subscriptions` at once; a subscription that falls
 //! more than the fan-out's capacity behind ingest (1024 batches), or whose
 //! client does not take a message within `send_timeout`, is ended with a
@@ -34,7 +44,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use arrow::array::RecordBatch;
+use arrow::array::{AsArray, RecordBatch};
 use arrow::datatypes::{Field, Schema, SchemaRef};
 use futures::TryStreamExt;
 use tokio::sync::{broadcast, mpsc};
@@ -44,7 +54,7 @@ use shape::Shape;
 use state::AggState;
 
 use super::{MetricsTable, QueryEngine, QueryError};
-use crate::ingest::BufferedBatch;
+use crate::ingest::{BufferedBatch, Snapshot};
 use crate::runtime::Tasks;
 use crate::stream::Offset;
 
@@ -238,7 +248,12 @@ pub async fn subscribe(
         offset: snapshot.applied,
         max_time: max_time_of(&snapshot),
         reported: (snapshot.applied, max_time_of(&snapshot)),
+        newest: None,
+        deletes_seen: snapshot.deletes.newest(),
     };
+    if matches!(sub.shape, Shape::Aggregate { .. }) {
+        sub.newest = Some(sub.newest_per_series(&snapshot).await?);
+    }
     let (tx, rx) = mpsc::channel(OUTBOX);
     let fate = Fate::default();
     let outbox = Outbox {
@@ -279,6 +294,11 @@ struct Subscription {
     /// The watermark of what the client has been sent: `offset` and
     /// `max_time` when the pending batches were last folded in.
     reported: (Offset, Option<i64>),
+    /// Aggregates: the newest point time of every series received, to
+    /// tell appends (folded in) from rewrites (recomputed).
+    newest: Option<std::collections::HashMap<u64, i64>>,
+    /// The newest delete the state reflects.
+    deletes_seen: Option<u64>,
 }
 
 impl Subscription {
@@ -337,6 +357,90 @@ impl Subscription {
     }
 
     /// Relabels a result batch with the announced (all-nullable) schema.
+    /// The newest point time of every series in `snap`.
+    async fn newest_per_series(
+        &self,
+        snap: &Snapshot,
+    ) -> Result<std::collections::HashMap<u64, i64>, QueryError> {
+        let table = MetricsTable::at(self.query.engine().clone(), snap.clone());
+        let sql = "SELECT series_id, max(time) FROM metrics GROUP BY series_id";
+        let mut newest = std::collections::HashMap::new();
+        for b in self.run_sql(Arc::new(table), sql).await? {
+            let ids = b.column(0).as_primitive::<arrow::datatypes::UInt64Type>();
+            let times = b
+                .column(1)
+                .as_primitive::<arrow::datatypes::TimestampMicrosecondType>();
+            for (id, t) in ids.values().iter().zip(times.values()) {
+                newest.insert(*id, *t);
+            }
+        }
+        Ok(newest)
+    }
+
+    /// Records the batches' points as received; true if one is no newer
+    /// than the newest point its series had (it may rewrite one).
+    fn may_rewrite(&mut self, batches: &[Arc<BufferedBatch>]) -> bool {
+        let Some(newest) = self.newest.as_mut() else {
+            return false;
+        };
+        let mut rewrite = false;
+        for b in batches {
+            let (ids, times, _) = crate::model::point_columns(&b.points);
+            for (id, t) in ids.iter().zip(times) {
+                match newest.get_mut(id) {
+                    Some(n) if *t <= *n => rewrite = true,
+                    Some(n) => *n = *t,
+                    None => {
+                        newest.insert(*id, *t);
+                    }
+                }
+            }
+        }
+        rewrite
+    }
+
+    /// Whether a delete newer than the state's has been applied.
+    fn deleted_since(&self) -> Option<Snapshot> {
+        if !matches!(self.shape, Shape::Aggregate { .. }) {
+            return None;
+        }
+        let snap = self.query.engine().snapshot();
+        (snap.deletes.newest() > self.deletes_seen).then_some(snap)
+    }
+
+    /// Computes every group again over `snap` (all the data, rewrites
+    /// and deletes applied), moves the watermark to it, and returns the
+    /// groups whose values changed.
+    async fn recompute(&mut self, snap: Snapshot) -> Result<Option<RecordBatch>, QueryError> {
+        let Shape::Aggregate {
+            partial_sql,
+            groups,
+            aggs,
+            outputs,
+        } = self.shape.clone()
+        else {
+            return Ok(None);
+        };
+        let mut fresh = AggState::new(groups, aggs, self.limits.max_groups);
+        let table = MetricsTable::at(self.query.engine().clone(), snap.clone());
+        for b in self.run_sql(Arc::new(table), &partial_sql).await? {
+            fresh.fold(&b)?;
+        }
+        self.newest = Some(self.newest_per_series(&snap).await?);
+        self.deletes_seen = snap.deletes.newest();
+        self.offset = self.offset.max(snap.applied);
+        self.max_time = self.max_time.max(max_time_of(&snap));
+        self.reported = (self.offset, self.max_time);
+        let st = self.state.as_mut().expect("aggregate state set at start");
+        st.replace_with(fresh);
+        if !st.has_changes() {
+            return Ok(None);
+        }
+        st.emit(&outputs, &self.schema, false)
+            .map(Some)
+            .map_err(QueryError::from_datafusion)
+    }
+
     fn conform(&self, b: RecordBatch) -> Result<RecordBatch, QueryError> {
         RecordBatch::try_new(self.schema.clone(), b.columns().to_vec())
             .map_err(|e| QueryError::Execution(e.to_string()))
@@ -429,7 +533,18 @@ impl Subscription {
                     // Half a tick of slack: ticks and deadlines drift apart
                     // by the time each update takes.
                     let due = clock.instant() + period / 2 >= next_emit;
-                    let update = if pending.is_empty() || !due {
+                    let deleted = if due { self.deleted_since() } else { None };
+                    let update = if let Some(snap) = deleted {
+                        next_emit = clock.instant() + emit_interval;
+                        pending.take();
+                        match self.recompute(snap).await {
+                            Ok(u) => u,
+                            Err(e) => {
+                                out.fail(e);
+                                return;
+                            }
+                        }
+                    } else if pending.is_empty() || !due {
                         if pending.is_empty() {
                             self.reported = (self.offset, self.max_time);
                         }
@@ -466,6 +581,10 @@ impl Subscription {
         &mut self,
         pending: Vec<Arc<BufferedBatch>>,
     ) -> Result<Option<RecordBatch>, QueryError> {
+        if self.may_rewrite(&pending) {
+            let snap = self.query.engine().snapshot();
+            return self.recompute(snap).await;
+        }
         // The new batches as a table of their own: the same scan as any
         // query, so only the columns the SELECT uses are built, exact
         // filters skip non-matching series before any row is, and a

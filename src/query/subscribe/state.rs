@@ -14,7 +14,7 @@ use datafusion::common::{Result, ScalarValue};
 use super::super::QueryError;
 use super::shape::{AggKind, Output};
 
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq)]
 struct Partial {
     sum: ScalarValue,
     count: i64,
@@ -128,6 +128,28 @@ impl AggState {
         Ok(())
     }
 
+    /// Takes the groups of `fresh` (the partial query run again over all
+    /// the data) and marks as changed every group whose value differs; a
+    /// group `fresh` no longer has (its points were deleted) stays, empty:
+    /// count 0, the other aggregates NULL.
+    pub fn replace_with(&mut self, mut fresh: AggState) {
+        let old = std::mem::take(&mut self.state);
+        for (key, parts) in &fresh.state {
+            if old.get(key) != Some(parts) {
+                self.changed.insert(key.clone());
+            }
+        }
+        for (key, parts) in old {
+            if !fresh.state.contains_key(&key) {
+                fresh
+                    .state
+                    .insert(key.clone(), parts.iter().map(Partial::empty).collect());
+                self.changed.insert(key);
+            }
+        }
+        self.state = fresh.state;
+    }
+
     /// The current value of every group (`all`) or of those changed since
     /// the last call, as rows of `schema`; clears the change set.
     pub fn emit(
@@ -164,6 +186,20 @@ impl AggState {
             columns,
             &arrow::array::RecordBatchOptions::new().with_row_count(Some(keys.len())),
         )?)
+    }
+}
+
+impl Partial {
+    /// No rows: count 0, the rest NULL of the same types.
+    fn empty(&self) -> Partial {
+        let null =
+            |v: &ScalarValue| ScalarValue::try_from(v.data_type()).unwrap_or(ScalarValue::Null);
+        Partial {
+            sum: null(&self.sum),
+            count: 0,
+            min: null(&self.min),
+            max: null(&self.max),
+        }
     }
 }
 
