@@ -44,66 +44,37 @@ fn keep_last_per_key(order: Vec<u32>, ids: &[u64], times: &[i64]) -> Vec<u32> {
     kept
 }
 
-/// Point batches given oldest first, merged into one sorted by (hour,
-/// series_id, time) with only the newest value of each (series_id, time):
-/// what a reader makes of units whose rows may rewrite each other.
-pub fn newest_per_key(batches: &[RecordBatch]) -> Result<RecordBatch, StorageError> {
-    sorted_points(batches)
-}
-
-/// Point batches each sorted by (series_id, time) with one row per key
-/// (parts of chunks), given oldest first, merged into one sorted the same
-/// way with only the newest value of each key: the read-side merge of
-/// overlapping chunks, in one pass instead of a sort.
-pub fn merge_sorted_newest(runs: &[RecordBatch]) -> Result<RecordBatch, StorageError> {
-    let runs: Vec<&RecordBatch> = runs.iter().filter(|r| r.num_rows() > 0).collect();
-    if runs.len() <= 1 {
-        return Ok(runs
-            .first()
-            .map(|r| (*r).clone())
-            .unwrap_or_else(|| RecordBatch::new_empty(point_schema())));
-    }
-    let cols: Vec<(&[u64], &[i64])> = runs
-        .iter()
-        .map(|r| {
-            let (ids, times, _) = crate::model::point_columns(r);
-            (ids, times)
-        })
-        .collect();
-    let mut heads = vec![0usize; runs.len()];
-    let total: usize = runs.iter().map(|r| r.num_rows()).sum();
-    let mut picks: Vec<(usize, usize)> = Vec::with_capacity(total);
-    loop {
-        // The smallest key among the heads; on a tie the newest run.
-        let mut best: Option<(usize, (u64, i64))> = None;
-        for (r, &h) in heads.iter().enumerate() {
-            if let Some(&id) = cols[r].0.get(h) {
-                let key = (id, cols[r].1[h]);
-                if best.is_none_or(|(_, k)| key <= k) {
-                    best = Some((r, key));
+/// `run` without the (series_id, time) keys any of `newer` holds, all
+/// sorted by (series_id, time): one walk per batch of `newer`, and `run`
+/// itself (no copy) when no key repeats, the usual case (two flushes
+/// share times but rarely a point). The read side of one value per key.
+pub fn without_keys_sorted(
+    run: &RecordBatch,
+    newer: &[RecordBatch],
+) -> Result<RecordBatch, StorageError> {
+    let (ids, times, _) = crate::model::point_columns(run);
+    let mut keep: Option<Vec<bool>> = None;
+    for n in newer {
+        let (nids, ntimes, _) = crate::model::point_columns(n);
+        let (mut a, mut b) = (0, 0);
+        while a < ids.len() && b < nids.len() {
+            match (ids[a], times[a]).cmp(&(nids[b], ntimes[b])) {
+                std::cmp::Ordering::Less => a += 1,
+                std::cmp::Ordering::Greater => b += 1,
+                std::cmp::Ordering::Equal => {
+                    keep.get_or_insert_with(|| vec![true; ids.len()])[a] = false;
+                    a += 1;
+                    b += 1;
                 }
             }
         }
-        let Some((newest, key)) = best else { break };
-        picks.push((newest, heads[newest]));
-        for (r, h) in heads.iter_mut().enumerate() {
-            if cols[r]
-                .0
-                .get(*h)
-                .is_some_and(|&id| (id, cols[r].1[*h]) == key)
-            {
-                *h += 1;
-            }
-        }
     }
-    let columns = (0..3)
-        .map(|c| {
-            let arrays: Vec<&dyn arrow::array::Array> =
-                runs.iter().map(|r| r.column(c).as_ref()).collect();
-            arrow::compute::interleave(&arrays, &picks)
-        })
-        .collect::<Result<Vec<_>, _>>()?;
-    Ok(RecordBatch::try_new(point_schema(), columns)?)
+    Ok(match keep {
+        None => run.clone(),
+        Some(keep) => {
+            arrow::compute::filter_record_batch(run, &arrow::array::BooleanArray::from(keep))?
+        }
+    })
 }
 
 /// Concatenates point batches and splits them into hour partitions, each
@@ -211,10 +182,10 @@ mod tests {
     use super::*;
 
     proptest! {
-        /// The one-pass merge of sorted runs equals sorting them all and
-        /// keeping the last row per key (`sorted_points`), within an hour.
+        /// Sorted runs without their rewritten keys hold what sorting them
+        /// all and keeping the last row per key (`sorted_points`) does.
         #[test]
-        fn merging_sorted_runs_equals_sorting_them(
+        fn runs_without_rewritten_keys_hold_the_newest_values(
             runs in prop::collection::vec(
                 prop::collection::btree_map((0u64..4, 0i64..12), -5.0f64..5.0, 0..12), 0..4)
         ) {
@@ -225,9 +196,12 @@ mod tests {
                     crate::model::points_of(&rows)
                 })
                 .collect();
-            let merged = merge_sorted_newest(&batches).unwrap();
-            let sorted = sorted_points(&batches).unwrap();
-            prop_assert_eq!(merged, sorted);
+            let kept: Vec<RecordBatch> = batches
+                .iter()
+                .enumerate()
+                .map(|(i, b)| without_keys_sorted(b, &batches[i + 1..]).unwrap())
+                .collect();
+            prop_assert_eq!(sorted_points(&kept).unwrap(), sorted_points(&batches).unwrap());
         }
     }
 

@@ -24,7 +24,6 @@ use super::convert::{filter_points, to_rollup_batch, to_table_batch};
 use super::filters::TimeRange;
 use super::rollup::Partials;
 use crate::ingest::{remove_deleted, BufferedBatch, Deletes};
-use crate::model::TimeRanges;
 use crate::storage::{ChunkMeta, ChunkReader, SeriesCatalog};
 
 /// One unit of scan work.
@@ -32,20 +31,15 @@ use crate::storage::{ChunkMeta, ChunkReader, SeriesCatalog};
 pub enum Work {
     Chunk(ChunkMeta),
     Buffered(Arc<BufferedBatch>),
-    /// The rows of a unit outside `contested`: the times no other unit
-    /// of the scan covers, so no other value of their keys exists.
-    Uncontested {
+    /// A unit whose time range overlaps newer units': its rows without
+    /// the keys one of `newer` also holds (those have the later value).
+    /// Each unit alone holds one value per key already (flush, compaction
+    /// and the write buffer see to that), so units that overlap nothing
+    /// are read as they are and pay nothing, and one that does pays a
+    /// walk over its newer neighbours' keys, copying only if a key repeats.
+    Shadowed {
         unit: Box<Work>,
-        contested: Arc<TimeRanges>,
-    },
-    /// The rows inside `contested` of units whose time ranges overlap
-    /// there, oldest first: merged so each (series, time) yields only its
-    /// newest value. Each unit alone holds one value per key already
-    /// (flush, compaction and the write buffer see to that), so only the
-    /// times two units share pay for the merge.
-    Merge {
-        units: Vec<Work>,
-        contested: Arc<TimeRanges>,
+        newer: Vec<Work>,
     },
 }
 
@@ -55,11 +49,7 @@ impl Work {
         match self {
             Work::Chunk(c) => (c.min_time, c.max_time),
             Work::Buffered(b) => (b.min_time, b.max_time),
-            Work::Uncontested { unit, .. } => unit.time_range(),
-            Work::Merge { contested, .. } => (
-                contested.first().map_or(i64::MAX, |r| r.0),
-                contested.last().map_or(i64::MIN, |r| r.1),
-            ),
+            Work::Shadowed { unit, .. } => unit.time_range(),
         }
     }
 
@@ -70,80 +60,28 @@ impl Work {
         match self {
             Work::Chunk(c) => c.recency(),
             Work::Buffered(b) => (b.offset.0, u64::MAX),
-            Work::Uncontested { unit, .. } => unit.rank(),
-            Work::Merge { units, .. } => units.iter().map(Work::rank).max().unwrap_or((0, 0)),
+            Work::Shadowed { unit, .. } => unit.rank(),
         }
     }
 
-    /// Rows in the unit, roughly (for spreading work over partitions):
-    /// a part of a unit counts its share of the unit's time range.
+    /// Rows in the unit (for spreading work over partitions).
     pub(super) fn rows(&self) -> u64 {
         match self {
             Work::Chunk(c) => c.rows,
             Work::Buffered(b) => b.points.num_rows() as u64,
-            Work::Uncontested { unit, contested } => {
-                let (whole, shared) = unit.shares(contested);
-                ((unit.rows() as f64) * (1.0 - shared / whole)) as u64
-            }
-            Work::Merge { units, contested } => units
-                .iter()
-                .map(|u| {
-                    let (whole, shared) = u.shares(contested);
-                    ((u.rows() as f64) * shared / whole) as u64
-                })
-                .sum(),
+            Work::Shadowed { unit, .. } => unit.rows(),
         }
     }
 
-    /// The length of the unit's time range, and how much of it `ranges`
-    /// cover (as floats: the ends of time do not fit an i64 difference).
-    fn shares(&self, ranges: &TimeRanges) -> (f64, f64) {
-        let (lo, hi) = self.time_range();
-        let len = |a: i64, b: i64| (b as f64 - a as f64) + 1.0;
-        let shared = ranges
-            .iter()
-            .filter(|r| r.0 <= hi && lo <= r.1)
-            .map(|r| len(r.0.max(lo), r.1.min(hi)))
-            .sum();
-        (len(lo, hi), shared)
+    fn overlaps(&self, other: &Work) -> bool {
+        let ((a, b), (c, d)) = (self.time_range(), other.time_range());
+        a <= d && c <= b
     }
 }
 
-/// The times covered by at least two of `units` (sorted, disjoint,
-/// inclusive ranges).
-fn contested(units: &[Work]) -> TimeRanges {
-    // +1 where a unit starts, -1 just after it ends; at one instant ends
-    // come first, so units that only touch do not overlap.
-    let mut events: Vec<(i64, i32)> = Vec::with_capacity(units.len() * 2);
-    for u in units {
-        let (lo, hi) = u.time_range();
-        events.push((lo, 1));
-        if let Some(after) = hi.checked_add(1) {
-            events.push((after, -1));
-        }
-    }
-    events.sort_unstable();
-    let (mut out, mut depth, mut start) = (TimeRanges::new(), 0, i64::MIN);
-    for (t, step) in events {
-        let before = depth;
-        depth += step;
-        if before < 2 && depth >= 2 {
-            start = t;
-        } else if before >= 2 && depth < 2 {
-            out.push((start, t - 1));
-        }
-    }
-    if depth >= 2 {
-        out.push((start, i64::MAX));
-    }
-    out
-}
-
-/// Splits `units` whose time ranges overlap into the parts no other unit
-/// shares ([`Work::Uncontested`]) and one [`Work::Merge`] of the shared
-/// times; a unit that overlaps no other is returned as it is. Sorting the
-/// list of units and testing each row's time against the shared ranges is
-/// all that non-overlapping data pays.
+/// Pairs every unit whose time range overlaps newer units' with those
+/// ([`Work::Shadowed`]); a unit that overlaps no newer one is returned as
+/// it is. Sorting the list of units is all that non-overlapping data pays.
 pub(super) fn merge_overlapping(mut units: Vec<Work>) -> Vec<Work> {
     units.sort_by_key(|u| u.time_range());
     let mut out = Vec::with_capacity(units.len());
@@ -152,7 +90,7 @@ pub(super) fn merge_overlapping(mut units: Vec<Work>) -> Vec<Work> {
     for u in units {
         let (lo, hi) = u.time_range();
         if !group.is_empty() && lo > group_end {
-            out.extend(close_group(std::mem::take(&mut group)));
+            out.extend(shadow(std::mem::take(&mut group)));
         }
         group_end = if group.is_empty() {
             hi
@@ -162,43 +100,35 @@ pub(super) fn merge_overlapping(mut units: Vec<Work>) -> Vec<Work> {
         group.push(u);
     }
     if !group.is_empty() {
-        out.extend(close_group(group));
+        out.extend(shadow(group));
     }
     out
 }
 
-fn close_group(mut group: Vec<Work>) -> Vec<Work> {
+/// Within a group of units chained by overlapping times: each unit with
+/// the newer units it overlaps.
+fn shadow(group: Vec<Work>) -> Vec<Work> {
     if group.len() == 1 {
         return group;
     }
-    group.sort_by_key(Work::rank);
-    let contested = Arc::new(contested(&group));
-    let mut out: Vec<Work> = group
+    group
         .iter()
-        .filter(|u| {
-            let (whole, shared) = u.shares(&contested);
-            shared < whole
-        })
         .map(|u| {
-            // Only the shared ranges inside the unit: one or two, at its
-            // edges, in the usual chain of flushes.
-            let (lo, hi) = u.time_range();
-            let inside: TimeRanges = contested
+            let newer: Vec<Work> = group
                 .iter()
-                .filter(|r| r.0 <= hi && lo <= r.1)
-                .copied()
+                .filter(|n| n.rank() > u.rank() && n.overlaps(u))
+                .cloned()
                 .collect();
-            Work::Uncontested {
-                unit: Box::new(u.clone()),
-                contested: Arc::new(inside),
+            if newer.is_empty() {
+                u.clone()
+            } else {
+                Work::Shadowed {
+                    unit: Box::new(u.clone()),
+                    newer,
+                }
             }
         })
-        .collect();
-    out.push(Work::Merge {
-        units: group,
-        contested,
-    });
-    out
+        .collect()
 }
 
 /// How much pruning kept, for EXPLAIN and tests.
@@ -412,21 +342,6 @@ impl Loaded {
     }
 }
 
-/// Whether each of `times` is in `scan` and inside one of `ranges`
-/// (`inside`) or outside all of them.
-fn range_mask(
-    times: &[i64],
-    scan: &TimeRange,
-    ranges: &TimeRanges,
-    inside: bool,
-) -> arrow::array::BooleanArray {
-    let bits = arrow::buffer::BooleanBuffer::collect_bool(times.len(), |i| {
-        let t = times[i];
-        scan.contains(t) && ranges.iter().any(|&(lo, hi)| lo <= t && t <= hi) == inside
-    });
-    arrow::array::BooleanArray::new(bits, None)
-}
-
 /// What reading a unit needs besides the unit.
 struct Loader {
     reader: Arc<ChunkReader>,
@@ -440,39 +355,34 @@ impl Loader {
     /// Fetches and decodes one unit of work into point batches.
     async fn load(self: Arc<Self>, w: Work) -> Result<Loaded> {
         match w {
-            Work::Uncontested { unit, contested } => {
+            Work::Shadowed { unit, newer } => {
                 let (batches, sorted) = self.load_unit(*unit).await?;
-                let kept = batches
-                    .iter()
-                    .map(|b| self.select(b, sorted, &contested, false))
-                    .collect::<Result<_>>()?;
+                let mut kept = Vec::with_capacity(batches.len());
+                for b in &batches {
+                    kept.push(filter_points(
+                        b,
+                        &self.time,
+                        self.series.as_deref(),
+                        sorted,
+                    )?);
+                }
+                for n in newer {
+                    let (mut theirs, their_sorted) = self.load_unit(n).await?;
+                    // A few series are sliced out of a sorted unit cheaply,
+                    // and the walk then covers only them.
+                    if self.series.is_some() {
+                        theirs = theirs
+                            .iter()
+                            .map(|b| {
+                                filter_points(b, &self.time, self.series.as_deref(), their_sorted)
+                            })
+                            .collect::<Result<_>>()?;
+                    }
+                    kept = without_keys_of(kept, sorted, &theirs, their_sorted)?;
+                }
                 Ok(Loaded {
                     batches: kept,
                     sorted,
-                    filtered: true,
-                })
-            }
-            Work::Merge { units, contested } => {
-                let mut oldest_first = Vec::new();
-                let mut all_sorted = true;
-                for u in units {
-                    let (batches, sorted) = self.load_unit(u).await?;
-                    all_sorted &= sorted;
-                    for b in &batches {
-                        oldest_first.push(self.select(b, sorted, &contested, true)?);
-                    }
-                }
-                // Parts of chunks are runs sorted by key: merged in one
-                // pass. A buffered batch is not sorted: everything is.
-                let merged = if all_sorted {
-                    crate::ingest::merge_sorted_newest(&oldest_first)
-                } else {
-                    crate::ingest::newest_per_key(&oldest_first)
-                }
-                .map_err(|e| DataFusionError::External(Box::new(e)))?;
-                Ok(Loaded {
-                    batches: vec![merged],
-                    sorted: all_sorted,
                     filtered: true,
                 })
             }
@@ -481,29 +391,6 @@ impl Loader {
                 Ok(Loaded::read(batches, sorted))
             }
         }
-    }
-
-    /// The rows of `points` the scan wants (its time range and series)
-    /// whose times are inside `ranges` (`inside`) or outside them.
-    fn select(
-        &self,
-        points: &RecordBatch,
-        sorted: bool,
-        ranges: &TimeRanges,
-        inside: bool,
-    ) -> Result<RecordBatch> {
-        // Without a series set one pass tests both the scan's range and
-        // the shared ranges; with one, the sorted slicing goes first.
-        let wanted = match self.series {
-            None => points.clone(),
-            Some(_) => filter_points(points, &self.time, self.series.as_deref(), sorted)?,
-        };
-        let (_, times, _) = crate::model::point_columns(&wanted);
-        let keep = range_mask(times, &self.time, ranges, inside);
-        if keep.true_count() == wanted.num_rows() {
-            return Ok(wanted);
-        }
-        Ok(arrow::compute::filter_record_batch(&wanted, &keep)?)
     }
 
     /// One chunk or buffered batch, without what deletes removed.
@@ -523,9 +410,9 @@ impl Loader {
                     .clone();
                 (batches, true, self.deletes.for_chunk(&c))
             }
-            Work::Uncontested { .. } | Work::Merge { .. } => {
+            Work::Shadowed { .. } => {
                 return Err(DataFusionError::Internal(
-                    "a part of a unit inside a merge".into(),
+                    "a shadowed unit inside a shadowed unit".into(),
                 ))
             }
         };
@@ -538,4 +425,47 @@ impl Loader {
             .collect();
         Ok((kept, sorted))
     }
+}
+
+/// `ours` without the (series, time) keys `theirs` holds. Two sorted
+/// sides are compared in one walk per pair of batches; otherwise the keys
+/// of `theirs` go into a set. Batches come back as they were when no key
+/// repeats.
+fn without_keys_of(
+    ours: Vec<RecordBatch>,
+    ours_sorted: bool,
+    theirs: &[RecordBatch],
+    theirs_sorted: bool,
+) -> Result<Vec<RecordBatch>> {
+    let external = |e| DataFusionError::External(Box::new(e));
+    if ours_sorted && theirs_sorted {
+        return ours
+            .iter()
+            .map(|b| crate::ingest::without_keys_sorted(b, theirs).map_err(external))
+            .collect();
+    }
+    let keys: std::collections::HashSet<(u64, i64)> = theirs
+        .iter()
+        .flat_map(|b| {
+            let (ids, times, _) = crate::model::point_columns(b);
+            ids.iter().copied().zip(times.iter().copied())
+        })
+        .collect();
+    ours.iter()
+        .map(|b| {
+            let (ids, times, _) = crate::model::point_columns(b);
+            let keep: Vec<bool> = ids
+                .iter()
+                .zip(times)
+                .map(|(i, t)| !keys.contains(&(*i, *t)))
+                .collect();
+            if keep.iter().all(|k| *k) {
+                return Ok(b.clone());
+            }
+            Ok(arrow::compute::filter_record_batch(
+                b,
+                &arrow::array::BooleanArray::from(keep),
+            )?)
+        })
+        .collect()
 }
