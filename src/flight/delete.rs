@@ -73,7 +73,13 @@ pub async fn run(
         return Ok(0); // nothing can match: nothing to log
     }
     let (offset, before) = engine.delete(plan.predicate.clone()).await?;
-    let rows = query.count_deleted(&plan, before).await?;
+    // The delete is durable and applied by now: a failure to count must
+    // not read as a failure to delete.
+    let rows = query.count_deleted(&plan, before).await.map_err(|e| {
+        QueryError::Execution(format!(
+            "the DELETE was applied (log offset {offset}), but counting the points it removed failed: {e}"
+        ))
+    })?;
     tracing::info!(rows, offset = %offset, sql, "DELETE applied");
     Ok(rows)
 }

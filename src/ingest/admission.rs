@@ -30,7 +30,7 @@ use crate::stream::{Log, Offset};
 
 /// Deletes held at once, waiting for compaction to apply them: each
 /// costs every read of the chunks it applies to a filter until then.
-pub const MAX_DELETES: usize = 1000;
+pub const MAX_DELETES: usize = 256;
 
 /// What a durable write returns.
 #[derive(Debug, Clone, Copy, PartialEq, Serialize)]

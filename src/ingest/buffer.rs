@@ -90,6 +90,10 @@ pub struct Snapshot {
     pub applied: Offset,
     /// The manifest's deletes and those logged since, oldest first.
     pub deletes: Deletes,
+    /// The offset of the newest delete ever applied since start (it stays
+    /// when compaction retires the delete): what continuous queries
+    /// compare to tell a delete happened.
+    pub last_delete: Option<u64>,
 }
 
 /// What the log hands the buffer once a record is durable.
@@ -126,13 +130,15 @@ pub(crate) struct State {
     pub writers: Writers,
     /// The manifest's deletes, then those applied since, oldest first.
     pub deletes: Deletes,
+    /// See [`Snapshot::last_delete`].
+    pub last_delete: Option<u64>,
 }
 
 impl State {
     pub fn new(manifest: Arc<Manifest>) -> Self {
         let applied = Offset(manifest.stream_offset);
         let writers = manifest.writers.clone();
-        let deletes = manifest
+        let deletes: Vec<Arc<Tombstone>> = manifest
             .deletes
             .iter()
             .map(|d| Arc::new(Tombstone::new(d.offset, d.predicate.clone())))
@@ -145,6 +151,7 @@ impl State {
             bytes: 0,
             oldest: None,
             applied,
+            last_delete: deletes.last().map(|d| d.offset()),
             deletes: Deletes(Arc::new(deletes)),
         }
     }
@@ -160,7 +167,7 @@ impl State {
 
     /// Applies the delete logged at `offset`; returns the snapshot just
     /// before it.
-    fn delete(&mut self, offset: Offset, predicate: DeletePredicate) -> Snapshot {
+    fn delete(&mut self, offset: Offset, tombstone: Arc<Tombstone>) -> Snapshot {
         debug_assert!(
             offset >= self.applied,
             "records must arrive in offset order"
@@ -168,8 +175,9 @@ impl State {
         let before = self.snapshot();
         self.applied = offset.next();
         let mut deletes = self.deletes.0.as_ref().clone();
-        deletes.push(Arc::new(Tombstone::new(offset.0, predicate)));
+        deletes.push(tombstone);
         self.deletes = Deletes(Arc::new(deletes));
+        self.last_delete = Some(offset.0);
         before
     }
 
@@ -229,6 +237,7 @@ impl State {
             buffered: self.batches.clone(),
             applied: self.applied,
             deletes: self.deletes.clone(),
+            last_delete: self.last_delete,
         }
     }
 }
@@ -324,8 +333,10 @@ impl WriteBuffer {
     fn apply_delete(&self, offset: Offset, predicate: DeletePredicate) -> Snapshot {
         #[cfg(test)]
         self.hooks.before_apply();
+        // Resolved outside the lock: readers and writers wait for nothing.
+        let tombstone = Arc::new(Tombstone::new(offset.0, predicate));
         self.last_values.invalidate();
-        let before = self.state.write().delete(offset, predicate);
+        let before = self.state.write().delete(offset, tombstone);
         self.last_values.invalidate();
         before
     }

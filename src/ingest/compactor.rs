@@ -256,8 +256,19 @@ impl Maintenance {
         by_recency.sort_by_key(|c| c.recency());
         let last_offset = job.inputs.iter().filter_map(|c| c.last_offset).max();
         // Deletes are applied as the inputs are read: the output holds
-        // none of what they removed, and says so.
-        let deletes = a.buffer.snapshot().deletes;
+        // none of what they removed, and says so. Only those the manifest
+        // lists: an offset past its `stream_offset` may be handed out again
+        // by a writer that takes over from it (the log starts there), and
+        // `deletes_applied` must not claim that writer's deletes.
+        let snap = a.buffer.snapshot();
+        let covered = snap.manifest.stream_offset;
+        let deletes = Deletes(Arc::new(
+            snap.deletes
+                .iter()
+                .filter(|d| d.offset() < covered)
+                .cloned()
+                .collect(),
+        ));
         let mut batches: Vec<RecordBatch> = Vec::new();
         for c in by_recency {
             let removing = deletes.for_chunk(c);

@@ -21,9 +21,13 @@ use parking_lot::RwLock;
 use crate::model::{in_ranges, point_columns, DeletePredicate, SeriesId, TimeRanges};
 use crate::storage::{ChunkMeta, LoggedDelete, SeriesCatalog};
 
-/// Series whose resolved ranges one tombstone remembers; past it they
-/// are resolved again each time (a few comparisons per time constant).
-const RESOLVED_SERIES: usize = 1 << 20;
+/// Series whose resolved ranges one tombstone remembers (about 40 bytes
+/// each; `MAX_DELETES` tombstones at most); past it they are resolved
+/// again each time (a few comparisons per time constant).
+const RESOLVED_SERIES: usize = 1 << 16;
+
+/// The ranges of a series a delete does not touch, shared.
+static NOTHING: std::sync::LazyLock<Arc<TimeRanges>> = std::sync::LazyLock::new(Arc::default);
 
 /// A logged delete, with its predicate resolved per series as readers
 /// meet them.
@@ -96,8 +100,15 @@ impl Tombstone {
             return r.clone();
         }
         let ranges = match catalog.get(SeriesId(id)) {
-            Some(key) => Arc::new(self.logged.predicate.ranges_for(Some(&key))),
-            None => Arc::default(),
+            Some(key) => {
+                let r = self.logged.predicate.ranges_for(Some(&key));
+                if r.is_empty() {
+                    NOTHING.clone()
+                } else {
+                    Arc::new(r)
+                }
+            }
+            None => NOTHING.clone(),
         };
         let mut cache = self.resolved.write();
         if cache.len() < RESOLVED_SERIES {

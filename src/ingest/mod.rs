@@ -67,5 +67,5 @@ pub use last_values::{
 pub use memory::MemoryView;
 pub use normalize::{normalize, BatchError, Origin, PointBatch};
 pub use read::ReadView;
-pub use sort::without_keys_sorted;
+pub use sort::{newest_per_key, without_keys_sorted};
 pub use view::{JsonPage, ViewError};

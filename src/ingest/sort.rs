@@ -44,6 +44,12 @@ fn keep_last_per_key(order: Vec<u32>, ids: &[u64], times: &[i64]) -> Vec<u32> {
     kept
 }
 
+/// Point batches given oldest first, merged into one sorted by (hour,
+/// series_id, time) with only the newest value of each (series_id, time).
+pub fn newest_per_key(batches: &[RecordBatch]) -> Result<RecordBatch, StorageError> {
+    sorted_points(batches)
+}
+
 /// `run` without the (series_id, time) keys any of `newer` holds, all
 /// sorted by (series_id, time): one walk per batch of `newer`, and `run`
 /// itself (no copy) when no key repeats, the usual case (two flushes

@@ -13,7 +13,7 @@ use arrow::datatypes::{DataType, Field, Schema, SchemaRef, TimeUnit};
 use datafusion::common::tree_node::{Transformed, TreeNode, TreeNodeRecursion};
 use datafusion::common::{Column, ParamValues, ScalarValue};
 use datafusion::logical_expr::simplify::SimplifyContext;
-use datafusion::logical_expr::utils::{conjunction, split_conjunction};
+use datafusion::logical_expr::utils::{conjunction, split_binary, split_conjunction};
 use datafusion::logical_expr::{BinaryExpr, Expr, LogicalPlan, Operator};
 use datafusion::optimizer::simplify_expressions::ExprSimplifier;
 use datafusion::sql::parser::{DFParser, Statement};
@@ -135,10 +135,12 @@ impl QueryEngine {
             .map(to_predicate)
             .collect::<Result<Vec<_>, _>>()?;
         let predicate = match parts.len() {
+            // The WHERE clause simplified to nothing but `true`.
             0 => DeletePredicate::Const(true),
             1 => parts.into_iter().next().expect("one"),
             _ => DeletePredicate::And(parts),
         };
+        check_size(&predicate)?;
         let filter = conjunction(filters.into_iter().map(unqualified));
         Ok(DeletePlan { predicate, filter })
     }
@@ -165,6 +167,44 @@ impl QueryEngine {
         let n = df.count().await.map_err(QueryError::from_datafusion)?;
         Ok(n as u64)
     }
+}
+
+/// Nesting a DELETE's condition may have (AND/OR chains count once): the
+/// log and the manifest store it as JSON, whose readers stop at a depth.
+const MAX_DEPTH: usize = 24;
+/// Time constants a DELETE may compare with: each one adds to the work
+/// of resolving the condition per series.
+const MAX_TIME_CONSTANTS: usize = 256;
+
+fn check_size(p: &DeletePredicate) -> Result<(), QueryError> {
+    fn walk(p: &DeletePredicate, depth: usize, times: &mut usize) -> usize {
+        match p {
+            DeletePredicate::And(ps) | DeletePredicate::Or(ps) => ps
+                .iter()
+                .map(|q| walk(q, depth + 1, times))
+                .max()
+                .unwrap_or(depth),
+            DeletePredicate::Not(q) => walk(q, depth + 1, times),
+            DeletePredicate::Time { .. } => {
+                *times += 1;
+                depth
+            }
+            _ => depth,
+        }
+    }
+    let mut times = 0;
+    let depth = walk(p, 1, &mut times);
+    if depth > MAX_DEPTH {
+        return Err(QueryError::Invalid(format!(
+            "DELETE condition nests {depth} levels deep, more than the {MAX_DEPTH} allowed; flatten it (IN lists, one OR chain)"
+        )));
+    }
+    if times > MAX_TIME_CONSTANTS {
+        return Err(QueryError::Invalid(format!(
+            "DELETE condition compares time with {times} constants, more than the {MAX_TIME_CONSTANTS} allowed; delete by time ranges, in several statements if need be"
+        )));
+    }
+    Ok(())
 }
 
 /// Refuses the parts of DELETE syntax StreamDB does not take, and a
@@ -219,6 +259,13 @@ fn filters_of(
             Ok(TreeNodeRecursion::Continue)
         })
         .map_err(QueryError::from_datafusion)?;
+    if found.is_empty() {
+        // The WHERE clause is there (checked before planning): a plan
+        // without its filter would delete everything.
+        return Err(QueryError::Execution(
+            "DELETE planned without its WHERE filter; nothing was deleted".into(),
+        ));
+    }
     let mut filters = Vec::new();
     for (predicate, schema) in found {
         let simplified = ExprSimplifier::new(simplify(schema))
@@ -293,10 +340,13 @@ fn string_lit(e: &Expr) -> Option<String> {
 fn to_predicate(e: &Expr) -> Result<DeletePredicate, QueryError> {
     match e {
         Expr::Literal(ScalarValue::Boolean(Some(b)), _) => Ok(DeletePredicate::Const(*b)),
-        Expr::BinaryExpr(BinaryExpr { left, op, right })
-            if matches!(op, Operator::And | Operator::Or) =>
-        {
-            let parts = vec![to_predicate(left)?, to_predicate(right)?];
+        // A chain of one operator becomes one node, however long: the
+        // predicate's depth is what the log and the manifest decode.
+        Expr::BinaryExpr(BinaryExpr { op, .. }) if matches!(op, Operator::And | Operator::Or) => {
+            let parts = split_binary(e, *op)
+                .into_iter()
+                .map(to_predicate)
+                .collect::<Result<Vec<_>, _>>()?;
             Ok(match op {
                 Operator::And => DeletePredicate::And(parts),
                 _ => DeletePredicate::Or(parts),

@@ -41,6 +41,11 @@ pub enum Work {
         unit: Box<Work>,
         newer: Vec<Work>,
     },
+    /// Overlapping units read together and merged by sorting, each key's
+    /// newest value kept: for groups that are many units, or hold
+    /// buffered batches (unsorted; many producers write the same seconds),
+    /// where pairing every unit with its newer ones would be quadratic.
+    Merged(Vec<Work>),
 }
 
 impl Work {
@@ -50,6 +55,12 @@ impl Work {
             Work::Chunk(c) => (c.min_time, c.max_time),
             Work::Buffered(b) => (b.min_time, b.max_time),
             Work::Shadowed { unit, .. } => unit.time_range(),
+            Work::Merged(units) => units
+                .iter()
+                .map(Work::time_range)
+                .fold((i64::MAX, i64::MIN), |(lo, hi), (a, b)| {
+                    (lo.min(a), hi.max(b))
+                }),
         }
     }
 
@@ -61,6 +72,7 @@ impl Work {
             Work::Chunk(c) => c.recency(),
             Work::Buffered(b) => (b.offset.0, u64::MAX),
             Work::Shadowed { unit, .. } => unit.rank(),
+            Work::Merged(units) => units.iter().map(Work::rank).max().unwrap_or((0, 0)),
         }
     }
 
@@ -70,6 +82,7 @@ impl Work {
             Work::Chunk(c) => c.rows,
             Work::Buffered(b) => b.points.num_rows() as u64,
             Work::Shadowed { unit, .. } => unit.rows(),
+            Work::Merged(units) => units.iter().map(Work::rows).sum(),
         }
     }
 
@@ -105,11 +118,19 @@ pub(super) fn merge_overlapping(mut units: Vec<Work>) -> Vec<Work> {
     out
 }
 
+/// Most units in a group paired with their newer neighbours; a larger
+/// group is merged by sorting instead.
+const SHADOWED_UNITS: usize = 16;
+
 /// Within a group of units chained by overlapping times: each unit with
 /// the newer units it overlaps.
-fn shadow(group: Vec<Work>) -> Vec<Work> {
+fn shadow(mut group: Vec<Work>) -> Vec<Work> {
     if group.len() == 1 {
         return group;
+    }
+    if group.len() > SHADOWED_UNITS || group.iter().any(|u| matches!(u, Work::Buffered(_))) {
+        group.sort_by_key(Work::rank);
+        return vec![Work::Merged(group)];
     }
     group
         .iter()
@@ -386,6 +407,27 @@ impl Loader {
                     filtered: true,
                 })
             }
+            Work::Merged(units) => {
+                let mut oldest_first = Vec::new();
+                for u in units {
+                    let (batches, sorted) = self.load_unit(u).await?;
+                    for b in &batches {
+                        oldest_first.push(filter_points(
+                            b,
+                            &self.time,
+                            self.series.as_deref(),
+                            sorted,
+                        )?);
+                    }
+                }
+                let merged = crate::ingest::newest_per_key(&oldest_first)
+                    .map_err(|e| DataFusionError::External(Box::new(e)))?;
+                Ok(Loaded {
+                    batches: vec![merged],
+                    sorted: false,
+                    filtered: true,
+                })
+            }
             unit => {
                 let (batches, sorted) = self.load_unit(unit).await?;
                 Ok(Loaded::read(batches, sorted))
@@ -410,9 +452,9 @@ impl Loader {
                     .clone();
                 (batches, true, self.deletes.for_chunk(&c))
             }
-            Work::Shadowed { .. } => {
+            Work::Shadowed { .. } | Work::Merged(_) => {
                 return Err(DataFusionError::Internal(
-                    "a shadowed unit inside a shadowed unit".into(),
+                    "a shadowed or merged unit inside another".into(),
                 ))
             }
         };

@@ -249,7 +249,7 @@ pub async fn subscribe(
         max_time: max_time_of(&snapshot),
         reported: (snapshot.applied, max_time_of(&snapshot)),
         newest: None,
-        deletes_seen: snapshot.deletes.newest(),
+        deletes_seen: snapshot.last_delete,
     };
     if matches!(sub.shape, Shape::Aggregate { .. }) {
         sub.newest = Some(sub.newest_per_series(&snapshot).await?);
@@ -405,7 +405,7 @@ impl Subscription {
             return None;
         }
         let snap = self.query.engine().snapshot();
-        (snap.deletes.newest() > self.deletes_seen).then_some(snap)
+        (snap.last_delete > self.deletes_seen).then_some(snap)
     }
 
     /// Computes every group again over `snap` (all the data, rewrites
@@ -427,7 +427,7 @@ impl Subscription {
             fresh.fold(&b)?;
         }
         self.newest = Some(self.newest_per_series(&snap).await?);
-        self.deletes_seen = snap.deletes.newest();
+        self.deletes_seen = snap.last_delete;
         self.offset = self.offset.max(snap.applied);
         self.max_time = self.max_time.max(max_time_of(&snap));
         self.reported = (self.offset, self.max_time);
@@ -594,6 +594,7 @@ impl Subscription {
             buffered: pending,
             applied: self.offset,
             deletes: Default::default(),
+            last_delete: None,
         };
         let mem = MetricsTable::at(self.query.engine().clone(), snapshot);
         match &self.shape {
