@@ -105,6 +105,9 @@ impl DeletePredicate {
     /// The predicate's truth for one point. `series: None` stands for a
     /// series not known yet: its leaves are unknown, so the answer is
     /// whether the point may be deleted (`Some(true)` or `None`).
+    // `fold`, not `try_fold`: unknown does not end an AND (a later false
+    // makes it false), so stopping at the first `None` would be wrong.
+    #[allow(clippy::manual_try_fold)]
     pub fn eval(&self, series: Option<&SeriesKey>, time: i64) -> Truth {
         match self {
             DeletePredicate::Const(b) => Some(*b),

@@ -515,8 +515,8 @@ mod tests {
             assert_eq!(at(p(Operator::LtEq, ns(1500))), t * 1000 <= 1500);
             assert_eq!(at(p(Operator::Gt, ns(1500))), t * 1000 > 1500);
             assert_eq!(at(p(Operator::GtEq, ns(1500))), t * 1000 >= 1500);
-            assert_eq!(at(p(Operator::Eq, ns(1500))), false);
-            assert_eq!(at(p(Operator::NotEq, ns(1500))), true);
+            assert!(!at(p(Operator::Eq, ns(1500))));
+            assert!(at(p(Operator::NotEq, ns(1500))));
             assert_eq!(at(p(Operator::Eq, ns(2000))), t == 2);
             assert_eq!(at(p(Operator::Lt, ns(-1500))), t * 1000 < -1500);
         }
