@@ -196,7 +196,7 @@ pub fn remove_deleted(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::model::{SeriesKey, StringTest, TimeOp};
+    use crate::model::SeriesKey;
 
     fn catalog() -> (SeriesCatalog, u64, u64) {
         let cat = SeriesCatalog::default();
@@ -211,22 +211,7 @@ mod tests {
     #[test]
     fn removes_only_matching_series_and_times() {
         let (cat, a, b) = catalog();
-        let t = Tombstone::new(
-            10,
-            DeletePredicate::And(vec![
-                DeletePredicate::Tag {
-                    key: "host".into(),
-                    test: StringTest {
-                        values: vec!["a".into()],
-                        negated: false,
-                    },
-                },
-                DeletePredicate::Time {
-                    op: TimeOp::Lt,
-                    micros: 5,
-                },
-            ]),
-        );
+        let t = Tombstone::new(10, crate::model::host_before("a", 5));
         let points = crate::storage::test_points(
             vec![a, a, a, b, b],
             vec![1, 5, 9, 1, 9],

@@ -257,20 +257,7 @@ mod tests {
 
     #[test]
     fn deletes_round_trip_and_cut_ones_are_errors() {
-        use crate::model::{StringTest, TimeOp};
-        let p = DeletePredicate::And(vec![
-            DeletePredicate::Tag {
-                key: "host".into(),
-                test: StringTest {
-                    values: vec!["a".into()],
-                    negated: false,
-                },
-            },
-            DeletePredicate::Time {
-                op: TimeOp::Lt,
-                micros: 5,
-            },
-        ]);
+        let p = crate::model::host_before("a", 5);
         let enc = encode_delete(&p);
         assert_eq!(decode_record(&enc).unwrap(), Record::Delete(p));
         assert!(matches!(decode(&enc), Err(RecordError::Kind(DELETE))));

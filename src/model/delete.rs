@@ -188,6 +188,24 @@ impl DeletePredicate {
     }
 }
 
+/// `tags['host'] = host AND time < before`: the example tests use.
+#[cfg(test)]
+pub fn host_before(host: &str, before: i64) -> DeletePredicate {
+    DeletePredicate::And(vec![
+        DeletePredicate::Tag {
+            key: "host".into(),
+            test: StringTest {
+                values: vec![host.into()],
+                negated: false,
+            },
+        },
+        DeletePredicate::Time {
+            op: TimeOp::Lt,
+            micros: before,
+        },
+    ])
+}
+
 /// Whether `t` falls in one of `ranges` (sorted, disjoint, inclusive).
 pub fn in_ranges(ranges: &[(i64, i64)], t: i64) -> bool {
     let i = ranges.partition_point(|&(_, last)| last < t);

@@ -12,6 +12,8 @@ mod series;
 mod time;
 pub mod wire;
 
+#[cfg(test)]
+pub use delete::host_before;
 pub use delete::{in_ranges, DeletePredicate, StringTest, TimeOp, TimeRanges};
 pub use producer::{
     ProducerTuple, Producers, Verdict, Writers, MAX_PRODUCER_ID_BYTES, MAX_PRODUCER_NUMBER,

@@ -16,10 +16,10 @@ use datafusion::logical_expr::simplify::SimplifyContext;
 use datafusion::logical_expr::utils::{conjunction, split_binary, split_conjunction};
 use datafusion::logical_expr::{BinaryExpr, Expr, LogicalPlan, Operator};
 use datafusion::optimizer::simplify_expressions::ExprSimplifier;
-use datafusion::sql::parser::{DFParser, Statement};
+use datafusion::sql::parser::Statement;
 use datafusion::sql::sqlparser::ast::Statement as SqlStatement;
 
-use super::{complexity, dialect, MetricsTable, QueryEngine, QueryError};
+use super::{dialect, MetricsTable, QueryEngine, QueryError};
 use crate::ingest::Snapshot;
 use crate::model::{DeletePredicate, StringTest, TimeOp};
 
@@ -78,15 +78,7 @@ impl QueryEngine {
         sql: &str,
         params: Option<ParamValues>,
     ) -> Result<DeletePlan, QueryError> {
-        complexity::check(sql)?;
-        let mut stmts = DFParser::parse_sql(sql).map_err(QueryError::from_datafusion)?;
-        if stmts.len() != 1 {
-            return Err(QueryError::Invalid(format!(
-                "expected exactly one SQL statement, got {}",
-                stmts.len()
-            )));
-        }
-        let mut stmt = stmts.pop_front().expect("one statement");
+        let mut stmt = super::parse_one(sql)?;
         let Statement::Statement(s) = &mut stmt else {
             return Err(QueryError::Invalid("not a DELETE statement".into()));
         };

@@ -112,6 +112,19 @@ pub fn check_bound(df: &DataFrame) -> Result<(), QueryError> {
     )))
 }
 
+/// The one statement `sql` holds, within the complexity bound.
+fn parse_one(sql: &str) -> Result<Statement, QueryError> {
+    complexity::check(sql)?;
+    let mut stmts = DFParser::parse_sql(sql).map_err(QueryError::from_datafusion)?;
+    if stmts.len() != 1 {
+        return Err(QueryError::Invalid(format!(
+            "expected exactly one SQL statement, got {}",
+            stmts.len()
+        )));
+    }
+    Ok(stmts.pop_front().expect("one statement"))
+}
+
 /// Plans and runs SQL against the engine's data.
 pub struct QueryEngine {
     engine: Arc<dyn ReadView>,
@@ -199,15 +212,7 @@ impl QueryEngine {
 
     /// Parses StreamDB SQL into a logical plan.
     pub async fn plan(&self, ctx: &SessionContext, sql: &str) -> Result<LogicalPlan, QueryError> {
-        complexity::check(sql)?;
-        let mut stmts = DFParser::parse_sql(sql).map_err(QueryError::from_datafusion)?;
-        if stmts.len() != 1 {
-            return Err(QueryError::Invalid(format!(
-                "expected exactly one SQL statement, got {}",
-                stmts.len()
-            )));
-        }
-        let mut stmt = stmts.pop_front().expect("one statement");
+        let mut stmt = parse_one(sql)?;
         match &mut stmt {
             Statement::Statement(s) => dialect::rewrite(s.as_mut()),
             Statement::Explain(e) => {
