@@ -377,16 +377,7 @@ impl Loader {
     async fn load(self: Arc<Self>, w: Work) -> Result<Loaded> {
         match w {
             Work::Shadowed { unit, newer } => {
-                let (batches, sorted) = self.load_unit(*unit).await?;
-                let mut kept = Vec::with_capacity(batches.len());
-                for b in &batches {
-                    kept.push(filter_points(
-                        b,
-                        &self.time,
-                        self.series.as_deref(),
-                        sorted,
-                    )?);
-                }
+                let (mut kept, sorted) = self.load_wanted(*unit).await?;
                 for n in newer {
                     let (mut theirs, their_sorted) = self.load_unit(n).await?;
                     // A few series are sliced out of a sorted unit cheaply,
@@ -410,15 +401,7 @@ impl Loader {
             Work::Merged(units) => {
                 let mut oldest_first = Vec::new();
                 for u in units {
-                    let (batches, sorted) = self.load_unit(u).await?;
-                    for b in &batches {
-                        oldest_first.push(filter_points(
-                            b,
-                            &self.time,
-                            self.series.as_deref(),
-                            sorted,
-                        )?);
-                    }
+                    oldest_first.extend(self.load_wanted(u).await?.0);
                 }
                 let merged = crate::ingest::newest_per_key(&oldest_first)
                     .map_err(|e| DataFusionError::External(Box::new(e)))?;
@@ -433,6 +416,17 @@ impl Loader {
                 Ok(Loaded::read(batches, sorted))
             }
         }
+    }
+
+    /// One chunk or buffered batch cut to the scan's time range and
+    /// series, and whether it is sorted.
+    async fn load_wanted(&self, w: Work) -> Result<(Vec<RecordBatch>, bool)> {
+        let (batches, sorted) = self.load_unit(w).await?;
+        let wanted = batches
+            .iter()
+            .map(|b| filter_points(b, &self.time, self.series.as_deref(), sorted))
+            .collect::<Result<_>>()?;
+        Ok((wanted, sorted))
     }
 
     /// One chunk or buffered batch, without what deletes removed.
