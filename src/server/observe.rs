@@ -18,6 +18,7 @@ use http_body::Frame;
 
 use crate::ingest::Engine;
 use crate::query::subscribe::Subscriptions;
+use crate::runtime::Clock;
 use crate::stream::registry::Registry;
 use crate::telemetry::{metrics, CONTENT_TYPE};
 
@@ -65,7 +66,22 @@ pub async fn scrape(State(s): State<ObserveState>) -> Response {
 /// Middleware counting every error response.
 pub async fn count_errors(request: Request, next: Next) -> Response {
     let grpc = is_grpc(request.headers());
+    // Which calls a client makes, and how long each takes to answer its
+    // headers (RUST_LOG=streamdb::requests=debug): how round trips per
+    // query are found.
+    let traced =
+        tracing::enabled!(target: "streamdb::requests", tracing::Level::DEBUG).then(|| {
+            (
+                request.method().clone(),
+                request.uri().path().to_owned(),
+                clock_started(),
+            )
+        });
     let response = next.run(request).await;
+    if let Some((method, path, (clock, started))) = traced {
+        tracing::debug!(target: "streamdb::requests", %method, %path,
+            status = response.status().as_u16(), micros = clock.instant().saturating_duration_since(started).as_micros() as u64, "answered");
+    }
     // A gRPC-typed request refused in HTTP terms (the gate's 405, 415,
     // 505) carries no grpc-status: count its HTTP status.
     if !grpc || response.status() != axum::http::StatusCode::OK {
@@ -81,6 +97,13 @@ pub async fn count_errors(request: Request, next: Next) -> Response {
     }
     let (parts, body) = response.into_parts();
     Response::from_parts(parts, Body::new(TrailerWatch { inner: body }))
+}
+
+/// The clock a traced request is timed with, and its start.
+fn clock_started() -> (Clock, tokio::time::Instant) {
+    let clock = Clock::system();
+    let now = clock.instant();
+    (clock, now)
 }
 
 fn is_grpc(h: &HeaderMap) -> bool {
