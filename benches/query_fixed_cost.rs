@@ -40,19 +40,23 @@ fn batch() -> RecordBatch {
     RecordBatch::try_new(Arc::new(schema), cols).unwrap()
 }
 
-const QUERIES: [(&str, &str); 3] = [
-    ("select_1", "SELECT 1"),
+/// Name, SQL, and the rows it must answer (checked once before timing,
+/// so a query that matched nothing cannot pass for a fast one).
+const QUERIES: [(&str, &str, usize); 3] = [
+    ("select_1", "SELECT 1", 1),
     (
         "q1",
         "SELECT time_bucket('1m', time) AS b, max(value) AS v FROM metrics \
          WHERE metric = 'cpu.usage_1' AND tags['hostname'] = 'host_3' \
          AND time >= '2024-01-15T00:00:00Z' AND time < '2024-01-15T00:12:00Z' \
          GROUP BY b ORDER BY b",
+        12,
     ),
     (
         "q4",
         "SELECT tags['hostname'] AS h, metric, last_value(value ORDER BY time) AS v \
          FROM metrics GROUP BY h, metric",
+        100,
     ),
 ];
 
@@ -73,7 +77,15 @@ fn bench(c: &mut Criterion) {
     let q = Arc::new(QueryEngine::new(engine.clone(), QueryConfig::default()));
     let mut group = c.benchmark_group("query_fixed_cost");
     group.bench_function("session", |b| b.iter(|| q.session().unwrap()));
-    for (name, sql) in QUERIES {
+    for (name, sql, rows) in QUERIES {
+        let answered: usize = rt.block_on(async {
+            let batches = q.sql(sql).await.unwrap().collect().await.unwrap();
+            batches.iter().map(|b| b.num_rows()).sum()
+        });
+        assert_eq!(
+            answered, rows,
+            "{name} answers {answered} rows, expected {rows}"
+        );
         group.bench_function(format!("{name}/logical"), |b| {
             b.to_async(&rt).iter(|| async { q.sql(sql).await.unwrap() })
         });
